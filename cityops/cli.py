@@ -1,0 +1,184 @@
+"""The ``cityops`` console script: every service and tool is a subcommand."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from cityops import __version__
+from cityops.errors import CityOpsError, ConfigError
+from cityops.settings import Settings, fresh_env_lines, get_settings
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"  CITYOPS_{field.upper()}: {err['msg']}")
+        raise ConfigError(
+            "the configuration is incomplete or invalid:\n"
+            + "\n".join(problems)
+            + "\nSet these variables, or run `cityops secrets init` to write a .env "
+            "file with fresh secrets for a local stack."
+        ) from exc
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class CityOpsGroup(click.Group):
+    """Turn project errors into a message and exit code 2 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CityOpsError as exc:
+            echo_err(f"error: {exc}")
+            sys.exit(2)
+
+
+@click.group(cls=CityOpsGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="cityops")
+def main() -> None:
+    """CityOps: unified city-operations platform for lifeline monitoring.
+
+    Configuration comes from CITYOPS_* environment variables and the .env file
+    (see `cityops config show`).
+    """
+    from cityops.logs import configure
+
+    configure(os.environ.get("CITYOPS_LOG_LEVEL", "INFO"))
+
+
+# -- config and secrets -------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def config() -> None:
+    """Inspect the effective configuration."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def config_show(as_json: bool) -> None:
+    """Print the effective configuration, secrets hidden."""
+    data = load_settings().redacted()
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for key, value in data.items():
+        click.echo(f"CITYOPS_{key.upper():<20} {value}")
+
+
+@main.group(context_settings=CONTEXT)
+def secrets() -> None:
+    """Manage the local stack's secrets."""
+
+
+@secrets.command("init")
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".env"),
+    envvar="CITYOPS_ENV_FILE",
+    show_envvar=True,
+    help="File to write.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def secrets_init(env_file: Path, force: bool) -> None:
+    """Write an env file with fresh random secrets (kept if it already exists)."""
+    if env_file.exists() and not force:
+        click.echo(f"{env_file} exists; keeping it (use --force to replace)")
+        return
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(fresh_env_lines()) + "\n")
+    click.echo(f"wrote {env_file} with fresh secrets")
+
+
+# -- stack -----------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def stack() -> None:
+    """Run the local stack: Kafka, Mosquitto and PostgreSQL on 127.0.0.1."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Install what is missing and start every service that is not running."""
+    from cityops import stack as stack_mod
+
+    results = stack_mod.up(load_settings(), log=lambda m: echo_err(f"stack: {m}"))
+    for r in results:
+        state = "started" if r.started else "running"
+        notes = f" ({'; '.join(r.notes)})" if r.notes else ""
+        click.echo(f"{r.name:<9} {state:<8} {r.seconds:6.1f} s{notes}")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop the services this stack started (by recorded pid)."""
+    from cityops import stack as stack_mod
+
+    for name, stopped in stack_mod.down(load_settings()).items():
+        click.echo(f"{name:<9} {'stopped' if stopped else 'was not running'}")
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Last line: one JSON object.")
+def stack_status(as_json: bool) -> None:
+    """Say per service its address and whether it answers."""
+    from cityops import stack as stack_mod
+
+    statuses = stack_mod.status(load_settings())
+    for name, st in statuses.items():
+        mark = "ok" if st.ok else "DOWN"
+        extra = f" pid {st.pid}" if st.pid else ""
+        detail = f" - {st.detail}" if st.detail else ""
+        click.echo(f"{name:<9} {mark:<5} {st.address}{extra}{detail}")
+    if as_json:
+        click.echo(json.dumps({name: st.as_json() for name, st in statuses.items()}))
+    if not all(st.ok for st in statuses.values()):
+        sys.exit(1)
+
+
+# -- schemas -----------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def schema() -> None:
+    """Wire-record schemas."""
+
+
+@schema.command("export")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("schemas"),
+    envvar="CITYOPS_SCHEMA_OUT",
+    show_envvar=True,
+    help="Folder to write the JSON Schemas into.",
+)
+def schema_export(out: Path) -> None:
+    """Write the JSON Schema of every wire record (Reading, VideoEvent, Anomaly, Incident)."""
+    from lifeline.records import export_schemas
+
+    for path in export_schemas(out):
+        click.echo(str(path))
+
+
+if __name__ == "__main__":
+    main()

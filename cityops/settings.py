@@ -1,0 +1,183 @@
+"""One settings class for the whole platform, read from ``CITYOPS_*`` variables.
+
+Values come from the environment first, then from the env file named by
+``CITYOPS_ENV_FILE`` (default ``.env`` in the working directory), which
+``cityops secrets init`` creates with fresh random secrets for a local stack.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CITY_CODE = re.compile(r"^\d{6}$")
+
+
+def _env_file() -> str:
+    return os.environ.get("CITYOPS_ENV_FILE", ".env")
+
+
+def default_stack_dir() -> Path:
+    """Where the local stack keeps data, logs and pid files.
+
+    Root runs keep it outside any checkout so the service users (``postgres``,
+    ``mosquitto``) can reach it whatever the permissions of the checkout are.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/cityops/stack")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "cityops" / "stack"
+
+
+class Settings(BaseSettings):
+    """Effective configuration of every CityOps service and tool."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CITYOPS_",
+        env_file=_env_file(),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    mqtt_url: str = Field("mqtt://127.0.0.1:11883", description="MQTT broker URL")
+    mqtt_username: str = Field("cityops-platform", description="MQTT user of the platform")
+    mqtt_password: SecretStr = Field(description="MQTT password of the platform user")
+    db_dsn: SecretStr = Field(description="PostgreSQL DSN of the platform role")
+    cities: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("320100",), description="GB/T 2260 codes of the pilot cities, comma separated"
+    )
+    stack_dir: Path = Field(default_factory=default_stack_dir, description="Local stack state")
+    log_level: str = Field("INFO", description="Log level of every service")
+
+    @field_validator("cities", mode="before")
+    @classmethod
+    def _split_cities(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [c.strip() for c in value.split(",") if c.strip()]
+        return tuple(value)
+
+    @field_validator("cities")
+    @classmethod
+    def _check_cities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for code in value:
+            if not CITY_CODE.match(code):
+                raise ValueError(f"city code {code!r} is not a 6-digit GB/T 2260 code")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "tcp"} or not parts.hostname:
+            raise ValueError("mqtt_url must look like mqtt://host:port")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"kafka_bootstrap entry {server!r} is not host:port")
+        return value
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def kafka_host(self) -> str:
+        return self.kafka_bootstrap.split(",")[0].rpartition(":")[0]
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+
+    def db_parts(self) -> DbParts:
+        return DbParts.from_dsn(self.db_dsn.get_secret_value())
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with every secret hidden."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                out[name] = _redact_url(raw) if "://" in raw else "**********"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            elif isinstance(value, tuple):
+                out[name] = list(value)
+            else:
+                out[name] = value
+        return out
+
+
+class DbParts:
+    """The pieces of a PostgreSQL DSN the local stack needs to create the role."""
+
+    def __init__(self, host: str, port: int, user: str, password: str, dbname: str) -> None:
+        self.host, self.port, self.user, self.password, self.dbname = (
+            host,
+            port,
+            user,
+            password,
+            dbname,
+        )
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> DbParts:
+        parts = urlsplit(dsn)
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise ValueError("db_dsn must be a postgresql:// URL")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=parts.username or "cityops",
+            password=parts.password or "",
+            dbname=(parts.path or "/cityops").lstrip("/") or "cityops",
+        )
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:**********@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def fresh_env_lines(db_port: int = 15432) -> list[str]:
+    """Lines of a new env file with random secrets for a local stack."""
+    db_password = secrets.token_urlsafe(24)
+    mqtt_password = secrets.token_urlsafe(24)
+    dsn = f"postgresql://cityops:{quote(db_password)}@127.0.0.1:{db_port}/cityops"
+    return [
+        "# Local CityOps stack secrets, generated by `cityops secrets init`. Keep private.",
+        f"CITYOPS_DB_DSN={dsn}",
+        f"CITYOPS_MQTT_PASSWORD={mqtt_password}",
+    ]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` to re-read."""
+    return Settings()  # type: ignore[call-arg]  # required fields come from the environment

@@ -1,0 +1,103 @@
+"""``cityops stack up | down | status``: the real local services on 127.0.0.1.
+
+Each service records the pid of the process it started under the stack folder;
+``down`` stops exactly those pids and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cityops.settings import Settings
+from cityops.stack.common import ServiceStatus, StartResult
+from cityops.stack.kafka import Kafka, default_cache_dir
+from cityops.stack.mosquitto import Mosquitto
+from cityops.stack.postgres import Postgres
+from lifeline.topics import ALL_TOPICS
+
+
+@dataclass
+class Stack:
+    kafka: Kafka
+    mqtt: Mosquitto
+    postgres: Postgres
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Stack:
+        stack_dir = settings.stack_dir
+        stack_dir.mkdir(parents=True, exist_ok=True)
+        stack_dir.chmod(0o755)
+        return cls(
+            kafka=Kafka(stack_dir, settings.kafka_host, settings.kafka_port, default_cache_dir()),
+            mqtt=Mosquitto(
+                stack_dir,
+                settings.mqtt_host,
+                settings.mqtt_port,
+                settings.mqtt_username,
+                settings.mqtt_password.get_secret_value(),
+            ),
+            postgres=Postgres(stack_dir, settings.db_parts()),
+        )
+
+
+def up(settings: Settings, log: Callable[[str], None]) -> list[StartResult]:
+    """Start every service that is not running yet; return what was done and how long it took."""
+    stack = Stack.from_settings(settings)
+    results = [stack.postgres.up(log), stack.mqtt.up(log), stack.kafka.up(log)]
+    t0 = time.monotonic()
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap))
+    if created:
+        results[-1].notes.append(f"created topics {', '.join(created)}")
+        results[-1].seconds += time.monotonic() - t0
+    return results
+
+
+def down(settings: Settings) -> dict[str, bool]:
+    """Stop what ``up`` started (by recorded pid); True where a process was stopped."""
+    stack = Stack.from_settings(settings)
+    return {
+        "kafka": stack.kafka.down(),
+        "mqtt": stack.mqtt.down(),
+        "postgres": stack.postgres.down(),
+    }
+
+
+def status(settings: Settings) -> dict[str, ServiceStatus]:
+    stack = Stack.from_settings(settings)
+    return {
+        "kafka": stack.kafka.status(),
+        "mqtt": stack.mqtt.status(),
+        "postgres": stack.postgres.status(settings.db_dsn.get_secret_value()),
+    }
+
+
+async def ensure_topics(bootstrap: str) -> list[str]:
+    """Create the platform's topics that do not exist yet; return the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in ALL_TOPICS if t.name not in existing]
+        if missing:
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        name=t.name,
+                        num_partitions=t.partitions,
+                        replication_factor=1,
+                        topic_configs={
+                            "cleanup.policy": "compact" if t.compacted else "delete",
+                            "retention.ms": str(t.retention_hours * 3600 * 1000),
+                        },
+                    )
+                    for t in missing
+                ]
+            )
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,219 @@
+"""Process, port and package helpers shared by the local stack services."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cityops.errors import StackError
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What ``stack status`` reports for one service."""
+
+    name: str
+    ok: bool
+    address: str
+    pid: int | None = None
+    managed: bool = False
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "address": self.address,
+            "pid": self.pid,
+            "managed": self.managed,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class StartResult:
+    """What ``stack up`` did for one service."""
+
+    name: str
+    started: bool
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def is_debian() -> bool:
+    return Path("/etc/debian_version").exists()
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is still alive, else ``None``."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still answers kill(0); reap it if it is one.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        if stat.read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def stop_pid(pid_file: Path, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+    """Stop the process recorded in ``pid_file``; True if one was running."""
+    pid = read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    if not wait_until(lambda: not pid_alive(pid), timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 10)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def spawn(
+    argv: Sequence[str],
+    log_file: Path,
+    pid_file: Path,
+    *,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start a long-running service detached from this process and record its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=user,
+            env=env,
+            cwd=cwd,
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    user: str | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command; raise ``StackError`` with its output when it fails."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            user=user,
+            env=env,
+            input=input_text,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"could not run {argv[0]}: {exc}") from exc
+    if check and proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).strip()[-2000:]
+        raise StackError(f"{' '.join(argv[:3])} ... failed ({proc.returncode}):\n{out}")
+    return proc
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def ensure_debian_packages(packages: dict[str, str], log: Callable[[str], None]) -> None:
+    """Install the Debian packages whose probe path is missing.
+
+    ``packages`` maps a package name to a path that exists once it is installed.
+    Root on Debian installs them; anyone else is told exactly what to install.
+    """
+    missing = [pkg for pkg, probe in packages.items() if not Path(probe).exists()]
+    if not missing:
+        return
+    command = "apt-get update && apt-get install -y --no-install-recommends " + " ".join(missing)
+    if not (is_root() and is_debian() and shutil.which("apt-get")):
+        raise StackError(f"missing Debian packages {', '.join(missing)}; install them: {command}")
+    log(f"installing Debian packages: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-qq"], env=env, timeout=900)
+    # policy-rc.d 101 keeps the packages' own system services from starting.
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = not policy.exists()
+    if created:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            env=env,
+            timeout=1200,
+        )
+    finally:
+        if created:
+            policy.unlink(missing_ok=True)
+
+
+def chown_tree(path: Path, user: str) -> None:
+    """Give ``path`` and everything under it to ``user`` (root only)."""
+    if not is_root():
+        return
+    for p in [path, *path.rglob("*")]:
+        shutil.chown(p, user=user, group=user)

@@ -1,0 +1,164 @@
+"""Shared vocabulary of sensor kinds, metrics and units (LIFELINE.md, 'Shared vocabulary').
+
+These identifiers are used on the wire, in rules files, by ``cityops detect --kind``
+and by the simulator. Extend the tables; never rename an entry.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class SensorKind(StrEnum):
+    GAS_WELL = "gas_well"
+    GAS_PRESSURE = "gas_pressure"
+    WATER_PRESSURE = "water_pressure"
+    WATER_FLOW = "water_flow"
+    ROAD_PONDING = "road_ponding"
+    DRAIN_LEVEL = "drain_level"
+    RAIN_GAUGE = "rain_gauge"
+    MANHOLE_COVER = "manhole_cover"
+    BRIDGE_STRAIN = "bridge_strain"
+    BRIDGE_DEFLECTION = "bridge_deflection"
+    BRIDGE_VIBRATION = "bridge_vibration"
+    TUNNEL_ENV = "tunnel_env"
+    HEAT_NETWORK = "heat_network"
+    GENERIC = "generic"
+
+
+#: Metric name → canonical unit.
+METRIC_UNITS = MappingProxyType(
+    {
+        "ch4": "%LEL",
+        "pressure": "MPa",
+        "flow": "m3/h",
+        "depth": "cm",
+        "level": "m",
+        "rainfall": "mm",
+        "tilt": "deg",
+        "strain": "με",
+        "temperature": "°C",
+        "deflection": "mm",
+        "accel_rms": "m/s2",
+        "o2": "%vol",
+        "h2s": "ppm",
+        "humidity": "%",
+        "sump_level": "m",
+        "supply_temp": "°C",
+        "return_temp": "°C",
+        "makeup_flow": "m3/h",
+    }
+)
+
+#: Sensor kind → the metrics it reports.
+KIND_METRICS: MappingProxyType[SensorKind, tuple[str, ...]] = MappingProxyType(
+    {
+        SensorKind.GAS_WELL: ("ch4",),
+        SensorKind.GAS_PRESSURE: ("pressure",),
+        SensorKind.WATER_PRESSURE: ("pressure",),
+        SensorKind.WATER_FLOW: ("flow",),
+        SensorKind.ROAD_PONDING: ("depth",),
+        SensorKind.DRAIN_LEVEL: ("level",),
+        SensorKind.RAIN_GAUGE: ("rainfall",),
+        SensorKind.MANHOLE_COVER: ("tilt",),
+        SensorKind.BRIDGE_STRAIN: ("strain", "temperature"),
+        SensorKind.BRIDGE_DEFLECTION: ("deflection",),
+        SensorKind.BRIDGE_VIBRATION: ("accel_rms",),
+        SensorKind.TUNNEL_ENV: ("o2", "h2s", "ch4", "temperature", "humidity", "sump_level"),
+        SensorKind.HEAT_NETWORK: (
+            "supply_temp",
+            "return_temp",
+            "pressure",
+            "flow",
+            "makeup_flow",
+        ),
+        SensorKind.GENERIC: (),
+    }
+)
+
+#: Physical ranges a metric can take at all; values outside are sensor or payload errors.
+PHYSICAL_RANGE = MappingProxyType(
+    {
+        "ch4": (0.0, 100.0),
+        "pressure": (-0.1, 10.0),
+        "flow": (-100_000.0, 100_000.0),
+        "depth": (0.0, 1000.0),
+        "level": (-100.0, 100.0),
+        "rainfall": (0.0, 500.0),
+        "tilt": (0.0, 180.0),
+        "strain": (-10_000.0, 10_000.0),
+        "temperature": (-60.0, 200.0),
+        "deflection": (-2000.0, 2000.0),
+        "accel_rms": (0.0, 100.0),
+        "o2": (0.0, 100.0),
+        "h2s": (0.0, 1000.0),
+        "humidity": (0.0, 100.0),
+        "sump_level": (-10.0, 50.0),
+        "supply_temp": (-20.0, 200.0),
+        "return_temp": (-20.0, 200.0),
+        "makeup_flow": (0.0, 10_000.0),
+    }
+)
+
+
+class Severity(StrEnum):
+    """Four warning levels, level I highest (LIFELINE.md, 'Severity and lifecycle')."""
+
+    RED = "red"
+    ORANGE = "orange"
+    YELLOW = "yellow"
+    BLUE = "blue"
+
+    @property
+    def level(self) -> int:
+        """1 (red, I) … 4 (blue, IV)."""
+        return _LEVELS[self]
+
+    @property
+    def roman(self) -> str:
+        return ("I", "II", "III", "IV")[self.level - 1]
+
+    @classmethod
+    def from_level(cls, level: int) -> Severity:
+        for sev, lvl in _LEVELS.items():
+            if lvl == level:
+                return sev
+        raise ValueError(f"severity level must be 1-4, not {level}")
+
+
+_LEVELS = {Severity.RED: 1, Severity.ORANGE: 2, Severity.YELLOW: 3, Severity.BLUE: 4}
+
+
+class VideoEventType(StrEnum):
+    """Video-analytics event types used by city-management centres."""
+
+    ROAD_PONDING = "road_ponding"
+    MANHOLE_COVER_MISSING = "manhole_cover_missing"
+    SMOKE_FIRE = "smoke_fire"
+    CROWD_DENSITY = "crowd_density"
+    ILLEGAL_PARKING = "illegal_parking"
+    OCCUPY_ROAD_TRADING = "occupy_road_trading"
+    PEDLAR = "pedlar"
+    PILED_MATERIALS = "piled_materials"
+    GARBAGE_OVERFLOW = "garbage_overflow"
+    MUCK_DUMPING = "muck_dumping"
+
+
+class IncidentType(StrEnum):
+    GAS_LEAK = "gas_leak"
+    GAS_PRESSURE = "gas_pressure_abnormal"
+    PIPE_BURST = "pipe_burst"
+    WATER_LEAK = "water_leak"
+    LOW_PRESSURE = "low_water_pressure"
+    WATERLOGGING = "waterlogging"
+    UNDERPASS_FLOODING = "underpass_flooding"
+    MANHOLE_COVER = "manhole_cover"
+    BRIDGE_OVERLOAD = "bridge_overload"
+    TUNNEL_HAZARD = "tunnel_hazard"
+    HEATING_LEAK = "heating_leak"
+    FIRE = "fire"
+    CROWD = "crowd"
+    CITY_MANAGEMENT = "city_management"
+    SENSOR_FAULT = "sensor_fault"
+    DEVICE_OFFLINE = "device_offline"
