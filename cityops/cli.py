@@ -155,6 +155,37 @@ def stack_status(as_json: bool) -> None:
         sys.exit(1)
 
 
+# -- demo --------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def demo() -> None:
+    """Run the whole platform locally for the demo city."""
+
+
+@demo.command("up")
+def demo_up() -> None:
+    """Start the stack, migrate the database and start the platform services."""
+    from cityops import demo as demo_mod
+
+    settings = load_settings()
+    for line in demo_mod.up(settings, log=lambda m: echo_err(f"demo: {m}")):
+        click.echo(line)
+    click.echo(
+        f"CityOps is up for cities {', '.join(settings.cities)}: MQTT {settings.mqtt_url}, "
+        f"Kafka {settings.kafka_bootstrap}; stop it with `cityops demo down`"
+    )
+
+
+@demo.command("down")
+def demo_down() -> None:
+    """Stop the platform services and the stack."""
+    from cityops import demo as demo_mod
+
+    for name, stopped in demo_mod.down(load_settings()).items():
+        click.echo(f"{name:<9} {'stopped' if stopped else 'was not running'}")
+
+
 # -- schemas -----------------------------------------------------------------------------
 
 
@@ -178,6 +209,81 @@ def schema_export(out: Path) -> None:
 
     for path in export_schemas(out):
         click.echo(str(path))
+
+
+# -- database -----------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def db() -> None:
+    """The platform database."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply every schema migration not applied yet (safe to re-run)."""
+    import psycopg
+
+    from store.migrate import migrate
+
+    dsn = load_settings().db_dsn.get_secret_value()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            applied = migrate(conn)
+    except psycopg.OperationalError as exc:
+        raise CityOpsError(
+            f"cannot reach the database: {exc}; is `cityops stack up` running?"
+        ) from exc
+    for m in applied:
+        click.echo(f"applied {m.version:04d}_{m.name}")
+    if not applied:
+        click.echo("schema is up to date")
+
+
+# -- ingest -------------------------------------------------------------------------------
+
+
+@main.command("ingest", context_settings=CONTEXT)
+@click.option(
+    "--client-id",
+    default="cityops-ingest-1",
+    envvar="CITYOPS_INGEST_CLIENT_ID",
+    show_envvar=True,
+    help="MQTT client id; keep it stable so the persistent session survives restarts.",
+)
+def ingest_cmd(client_id: str) -> None:
+    """Run the MQTT -> Kafka bridge for every configured city."""
+    import asyncio
+    import signal
+
+    from ingest.bridge import Bridge, BridgeConfig
+    from ingest.decode import decode_canonical_reading
+
+    settings = load_settings()
+    config = BridgeConfig(
+        mqtt_host=settings.mqtt_host,
+        mqtt_port=settings.mqtt_port,
+        mqtt_username=settings.mqtt_username,
+        mqtt_password=settings.mqtt_password.get_secret_value(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+        client_id=client_id,
+        subscriptions=[f"cityops/{city}/sensors/+/up" for city in settings.cities],
+    )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        bridge = Bridge(config, decode_canonical_reading)
+        await bridge.start()
+        echo_err(f"ingest: bridging {', '.join(config.subscriptions)} to Kafka")
+        try:
+            await bridge.run(stop)
+        finally:
+            await bridge.stop()
+
+    asyncio.run(serve())
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Errors of the composition root.
 
-    CityOpsError
-    ├── ConfigError      settings missing or invalid; says which variable to set
-    └── StackError       a local service could not be installed, started or reached
+CityOpsError
+├── ConfigError      settings missing or invalid; says which variable to set
+└── StackError       a local service could not be installed, started or reached
 """
 
 

@@ -180,4 +180,4 @@ def fresh_env_lines(db_port: int = 15432) -> list[str]:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; tests call ``get_settings.cache_clear()`` to re-read."""
-    return Settings()  # type: ignore[call-arg]  # required fields come from the environment
+    return Settings(_env_file=_env_file())

@@ -84,9 +84,7 @@ def platform_fragments(username: str, password: str) -> tuple[str, str]:
     """Password and ACL lines of the platform account (ingest, simulators, tests)."""
     check_identifier(username, "platform MQTT user")
     passwd = f"{username}:{password_hash(password)}\n"
-    acl = "\n".join(
-        [f"user {username}", "topic readwrite cityops/#", "topic read $SYS/#", ""]
-    )
+    acl = "\n".join([f"user {username}", "topic readwrite cityops/#", "topic read $SYS/#", ""])
     return passwd, acl
 
 

@@ -1,7 +1,7 @@
 """Errors of the domain.
 
-    LifelineError
-    └── RecordError       bytes or fields that do not make a valid wire record
+LifelineError
+└── RecordError       bytes or fields that do not make a valid wire record
 """
 
 

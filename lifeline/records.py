@@ -36,9 +36,7 @@ CityCode = Annotated[str, Field(pattern=r"^\d{6}$", description="GB/T 2260 city 
 DeviceId = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="device id")
 ]
-CameraId = Annotated[
-    str, Field(pattern=r"^\d{20}$", description="GB/T 28181 20-digit device id")
-]
+CameraId = Annotated[str, Field(pattern=r"^\d{20}$", description="GB/T 28181 20-digit device id")]
 GridCode = Annotated[str, Field(pattern=r"^\d{15}$", description="15-digit unit-grid code")]
 MetricName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Crs = Literal["EPSG:4326", "EPSG:4490", "GCJ-02", "BD-09"]

@@ -73,13 +73,23 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2)
     return check()
 
 
-def read_pid(pid_file: Path) -> int | None:
-    """The pid in ``pid_file`` if that process is still alive, else ``None``."""
+def read_pid(pid_file: Path, expect: str) -> int | None:
+    """The pid in ``pid_file`` if that process is alive and is ``expect``, else ``None``.
+
+    ``expect`` must appear in the process's command line, so a stale pid file whose
+    number was reused by an unrelated process is never mistaken for our service.
+    """
     try:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+    return pid if expect in cmdline else None
 
 
 def pid_alive(pid: int) -> bool:
@@ -101,9 +111,9 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stop_pid(pid_file: Path, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+def stop_pid(pid_file: Path, expect: str, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
     """Stop the process recorded in ``pid_file``; True if one was running."""
-    pid = read_pid(pid_file)
+    pid = read_pid(pid_file, expect)
     if pid is None:
         pid_file.unlink(missing_ok=True)
         return False

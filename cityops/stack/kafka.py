@@ -120,8 +120,7 @@ class Kafka:
                 continue
             return lib
         raise StackError(
-            "Maven could not resolve the Kafka broker jars; tried "
-            + "; ".join(errors)
+            "Maven could not resolve the Kafka broker jars; tried " + "; ".join(errors)
         )
 
     def _resolve(self, version: str, lib: Path) -> None:
@@ -134,9 +133,14 @@ class Kafka:
         )
         run(
             [
-                "mvn", "-q", "-B", "-f", str(work / "pom.xml"),
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(work / "pom.xml"),
                 "dependency:copy-dependencies",
-                f"-DoutputDirectory={lib}", "-DincludeScope=runtime",
+                f"-DoutputDirectory={lib}",
+                "-DincludeScope=runtime",
             ],
             timeout=1200,
         )
@@ -182,7 +186,7 @@ class Kafka:
 
     def up(self, log: Callable[[str], None]) -> StartResult:
         t0 = time.monotonic()
-        if read_pid(self.pid_file) and self.answers():
+        if read_pid(self.pid_file, "kafka.Kafka") and self.answers():
             return StartResult(self.name, False, time.monotonic() - t0, ["already running"])
         if port_open(self.host, self.port):
             raise StackError(
@@ -204,14 +208,20 @@ class Kafka:
         log(f"starting Kafka on {self.address}")
         spawn(
             [
-                *java[:1], *HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-Djava.awt.headless=true", *java[1:], "kafka.Kafka", str(props),
+                *java[:1],
+                *HEAP,
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                *java[1:],
+                "kafka.Kafka",
+                str(props),
             ],
             self.stdout_file,
             self.pid_file,
         )
         if not wait_until(self._alive_and_answers, timeout=120, interval=0.5):
-            pid_gone = read_pid(self.pid_file) is None
+            pid_gone = read_pid(self.pid_file, "kafka.Kafka") is None
             raise StackError(
                 f"Kafka did not answer on {self.address} within 120 s"
                 + (" (the broker exited)" if pid_gone else "")
@@ -221,7 +231,7 @@ class Kafka:
         return StartResult(self.name, True, time.monotonic() - t0)
 
     def _alive_and_answers(self) -> bool:
-        if read_pid(self.pid_file) is None:
+        if read_pid(self.pid_file, "kafka.Kafka") is None:
             # Give up early: the broker died.
             raise StackError(
                 f"Kafka exited during start-up; last lines of {self.log_file}:\n"
@@ -230,21 +240,25 @@ class Kafka:
         return port_open(self.host, self.port) and self.answers()
 
     def down(self) -> bool:
-        return stop_pid(self.pid_file, timeout=60)
+        return stop_pid(self.pid_file, "kafka.Kafka", timeout=60)
 
     def answers(self) -> bool:
         return asyncio.run(_kafka_answers(self.address))
 
     def status(self) -> ServiceStatus:
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, "kafka.Kafka")
         ok = port_open(self.host, self.port) and self.answers()
         return ServiceStatus(
-            self.name, ok, self.address, pid, pid is not None,
+            self.name,
+            ok,
+            self.address,
+            pid,
+            pid is not None,
             "" if ok else "no answer to a metadata request",
         )
 
     def rss_mb(self) -> float | None:
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, "kafka.Kafka")
         if pid is None:
             return None
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -92,7 +92,7 @@ class Mosquitto:
         (self.dir / "mosquitto.conf").write_text(self.config())
         if is_root():
             chown_tree(self.dir, SERVICE_USER)
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, MOSQUITTO)
         if pid is not None and self.answers():
             # Pick up a changed platform password without dropping sessions.
             os.kill(pid, signal.SIGHUP)
@@ -113,20 +113,20 @@ class Mosquitto:
 
     def reload(self) -> bool:
         """Make the broker re-read its password and ACL files (SIGHUP)."""
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, MOSQUITTO)
         if pid is None:
             return False
         os.kill(pid, signal.SIGHUP)
         return True
 
     def down(self) -> bool:
-        return stop_pid(self.pid_file, timeout=20)
+        return stop_pid(self.pid_file, MOSQUITTO, timeout=20)
 
     def answers(self) -> bool:
         return mqtt_login(self.host, self.port, self.user, self.password) == 0
 
     def status(self) -> ServiceStatus:
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, MOSQUITTO)
         rc = mqtt_login(self.host, self.port, self.user, self.password)
         detail = {0: "", -1: "no answer"}.get(rc, f"login refused (reason code {rc})")
         return ServiceStatus(self.name, rc == 0, self.address, pid, pid is not None, detail)
@@ -147,9 +147,7 @@ def mqtt_login(host: str, port: int, user: str, password: str, timeout: float = 
         result.append(int(reason.value))
         done.set()
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5
-    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
     client.username_pw_set(user, password)
     client.on_connect = on_connect
     try:

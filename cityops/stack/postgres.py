@@ -81,7 +81,7 @@ class Postgres:
             for path in (self.dir, self.run_dir):
                 shutil.chown(path, SERVICE_USER, SERVICE_USER)
         started = False
-        running = read_pid(self.pid_file)
+        running = read_pid(self.pid_file, str(PG_BIN / "postgres"))
         if running is not None:
             self._write_auth_config()
             os.kill(running, signal.SIGHUP)
@@ -95,8 +95,13 @@ class Postgres:
                 log("initialising the PostgreSQL cluster")
                 run(
                     [
-                        str(PG_BIN / "initdb"), "-D", str(self.data), "-E", "UTF8",
-                        "--locale=C.UTF-8", "--auth-local=peer",
+                        str(PG_BIN / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                        "--auth-local=peer",
                         "--auth-host=scram-sha-256",
                     ],
                     user=self._user,
@@ -106,8 +111,16 @@ class Postgres:
             options = [f"-c{k}={v}" for k, v in SERVER_SETTINGS.items()]
             spawn(
                 [
-                    str(PG_BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                    "-h", self.host, "-k", str(self.run_dir), *options,
+                    str(PG_BIN / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-p",
+                    str(self.port),
+                    "-h",
+                    self.host,
+                    "-k",
+                    str(self.run_dir),
+                    *options,
                 ],
                 self.log_file,
                 self.dir / "launcher.pid",
@@ -173,7 +186,7 @@ class Postgres:
 
     def down(self) -> bool:
         # SIGINT is PostgreSQL's "fast" shutdown: roll back and stop cleanly.
-        stopped = stop_pid(self.pid_file, timeout=60, sig=signal.SIGINT)
+        stopped = stop_pid(self.pid_file, str(PG_BIN / "postgres"), timeout=60, sig=signal.SIGINT)
         (self.dir / "launcher.pid").unlink(missing_ok=True)
         return stopped
 
@@ -186,10 +199,14 @@ class Postgres:
             return False
 
     def status(self, dsn: str) -> ServiceStatus:
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, str(PG_BIN / "postgres"))
         ok = self.answers(dsn)
         return ServiceStatus(
-            self.name, ok, self.address, pid, pid is not None,
+            self.name,
+            ok,
+            self.address,
+            pid,
+            pid is not None,
             "" if ok else "platform role cannot connect",
         )
 

@@ -1,0 +1,18 @@
+# One image for every platform service (ingest, stream worker, cockpit API).
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY cityops ./cityops
+COPY lifeline ./lifeline
+COPY geo ./geo
+COPY ingest ./ingest
+COPY streams ./streams
+COPY store ./store
+COPY cockpit_api ./cockpit_api
+COPY simulators ./simulators
+COPY bench ./bench
+RUN pip install . && useradd --system --uid 10001 cityops
+USER cityops
+ENTRYPOINT ["cityops"]
+CMD ["--help"]

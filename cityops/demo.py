@@ -1,0 +1,77 @@
+"""``cityops demo up | down``: the local stack plus the platform services, for one demo city.
+
+Platform services run as background ``cityops`` subcommands whose pids are kept
+under ``<stack>/services``; ``demo down`` stops exactly those, then the stack.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from cityops import stack
+from cityops.errors import StackError
+from cityops.settings import Settings
+from cityops.stack.common import read_pid, spawn, stop_pid, tail
+from store.migrate import migrate
+
+
+@dataclass(frozen=True)
+class PlatformService:
+    name: str
+    argv: tuple[str, ...]
+
+
+SERVICES = (PlatformService("ingest", ("ingest",)),)
+
+
+def _cityops() -> list[str]:
+    return [sys.executable, "-m", "cityops.cli"]
+
+
+def services_dir(settings: Settings) -> Path:
+    path = settings.stack_dir / "services"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def up(settings: Settings, log: Callable[[str], None]) -> list[str]:
+    """Bring up the stack, migrate the database and start the platform services."""
+    lines = []
+    for r in stack.up(settings, log):
+        lines.append(f"{r.name:<9} {'started' if r.started else 'running'} ({r.seconds:.1f} s)")
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        applied = migrate(conn)
+    lines.append(f"database  {len(applied)} migration(s) applied")
+    folder = services_dir(settings)
+    for svc in SERVICES:
+        pid_file, log_file = folder / f"{svc.name}.pid", folder / f"{svc.name}.log"
+        if read_pid(pid_file, "cityops.cli") is not None:
+            lines.append(f"{svc.name:<9} running")
+            continue
+        log(f"starting {svc.name}")
+        pid = spawn([*_cityops(), *svc.argv], log_file, pid_file, cwd=Path.cwd())
+        # A service that dies in its first seconds is reported with its log, not left silent.
+        time.sleep(3)
+        if read_pid(pid_file, "cityops.cli") is None:
+            raise StackError(
+                f"{svc.name} exited at start; last lines of {log_file}:\n{tail(log_file)}"
+            )
+        lines.append(f"{svc.name:<9} started (pid {pid}, log {log_file})")
+    return lines
+
+
+def down(settings: Settings) -> dict[str, bool]:
+    folder = services_dir(settings)
+    stopped = {
+        svc.name: stop_pid(folder / f"{svc.name}.pid", "cityops.cli", timeout=20)
+        for svc in SERVICES
+    }
+    time.sleep(0.1)
+    stopped.update(stack.down(settings))
+    return stopped

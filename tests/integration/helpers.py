@@ -1,0 +1,86 @@
+"""Helpers for talking to the real services in integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cityops.settings import Settings
+
+
+def mqtt_publish(
+    settings: Settings,
+    messages: list[tuple[str, bytes]],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    qos: int = 1,
+) -> None:
+    """Publish and wait until the broker has acknowledged every message."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(
+        username or settings.mqtt_username,
+        password or settings.mqtt_password.get_secret_value(),
+    )
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(timeout=10)
+            if not info.is_published():
+                raise TimeoutError(f"MQTT publish of mid {info.mid} not acknowledged")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class TailConsumer:
+    """Reads a topic from its current end, so a test sees only what it caused."""
+
+    def __init__(self, settings: Settings, topic: str, **kw: object) -> None:
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **kw
+        )
+
+    async def __aenter__(self) -> TailConsumer:
+        await self.consumer.start()
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await self.consumer._client.force_metadata_update()
+            partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self.consumer.position(tp)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def collect(
+        self, want: Callable[[bytes, bytes | None], bool], count: int, within: float = 30.0
+    ) -> list[tuple[bytes | None, bytes]]:
+        """Records (key, value) matching ``want`` until ``count`` arrive or time runs out."""
+        found: list[tuple[bytes | None, bytes]] = []
+        deadline = asyncio.get_running_loop().time() + within
+        while len(found) < count and asyncio.get_running_loop().time() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for rec in records:
+                    if rec.value is not None and want(rec.value, rec.key):
+                        found.append((rec.key, rec.value))
+        return found
+
+
+def run_in_thread(fn: Callable[[], None]) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    return t

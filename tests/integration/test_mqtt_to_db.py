@@ -1,0 +1,94 @@
+"""A reading travels MQTT → bridge → Kafka → consumer → PostgreSQL on the real services."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from cityops.settings import Settings
+from ingest.bridge import Bridge, BridgeConfig
+from ingest.deadletter import DeadLetter
+from ingest.decode import decode_canonical_reading
+from lifeline.records import Reading
+from store.readings import read_readings, write_readings
+from tests.conftest import unique_id
+from tests.integration.helpers import TailConsumer, mqtt_publish
+
+pytestmark = pytest.mark.integration
+
+CITY = "320100"
+
+
+def bridge_config(settings: Settings) -> BridgeConfig:
+    return BridgeConfig(
+        mqtt_host=settings.mqtt_host,
+        mqtt_port=settings.mqtt_port,
+        mqtt_username=settings.mqtt_username,
+        mqtt_password=settings.mqtt_password.get_secret_value(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+        client_id=unique_id("it-bridge"),
+        subscriptions=[f"cityops/{CITY}/sensors/+/up"],
+    )
+
+
+@pytest.mark.asyncio
+async def test_reading_published_over_mqtt_is_stored_in_postgres(
+    live_stack: Settings, db_dsn: str
+) -> None:
+    device = unique_id("gw")
+    ts = datetime.now(UTC).replace(microsecond=0)
+    sent = Reading(city=CITY, device_id=device, ts=ts, metric="ch4", value=27.5, unit="%LEL")
+    bridge = Bridge(bridge_config(live_stack), decode_canonical_reading)
+    await bridge.start()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(bridge.run(stop))
+    try:
+        async with TailConsumer(live_stack, "cityops.readings") as tail:
+            await asyncio.to_thread(
+                mqtt_publish, live_stack, [(f"cityops/{CITY}/sensors/{device}/up", sent.to_json())]
+            )
+            found = await tail.collect(lambda _v, k: k == device.encode(), count=1)
+    finally:
+        stop.set()
+        await runner
+        await bridge.stop()
+    assert len(found) == 1
+    _key, value = found[0]
+    received = Reading.from_json(value)
+    assert received == sent
+
+    with psycopg.connect(db_dsn) as conn:
+        assert write_readings(conn, [received]) == 1
+        assert write_readings(conn, [received]) == 0  # the same batch again adds nothing
+        stored = read_readings(conn, device, "ch4", ts - timedelta(seconds=1), ts + timedelta(1))
+    assert list(stored) == [sent]
+
+
+@pytest.mark.asyncio
+async def test_bad_payload_is_dead_lettered_with_raw_bytes_and_reason(
+    live_stack: Settings,
+) -> None:
+    device = unique_id("gw")
+    topic = f"cityops/{CITY}/sensors/{device}/up"
+    raw = b'{"city": "320100", "device_id": oops'
+    bridge = Bridge(bridge_config(live_stack), decode_canonical_reading)
+    await bridge.start()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(bridge.run(stop))
+    try:
+        async with TailConsumer(live_stack, "cityops.deadletter") as tail:
+            await asyncio.to_thread(mqtt_publish, live_stack, [(topic, raw)])
+            found = await tail.collect(lambda _v, k: k == topic.encode(), count=1)
+    finally:
+        stop.set()
+        await runner
+        await bridge.stop()
+    assert len(found) == 1
+    letter = DeadLetter.from_json(found[0][1])
+    assert letter.raw == raw
+    assert letter.mqtt_topic == topic
+    assert letter.reason == "invalid_record"
+    assert "Reading" in letter.detail

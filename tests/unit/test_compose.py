@@ -1,0 +1,52 @@
+"""docker-compose.yml describes the same stack for hosts with Docker."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+def load() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return data
+
+
+def test_compose_has_the_three_services_with_healthchecks() -> None:
+    services = load()["services"]
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:")
+    assert services["timescaledb"]["image"].startswith("timescale/timescaledb-ha:")
+    for name in ("kafka", "mosquitto", "timescaledb"):
+        assert "test" in services[name]["healthcheck"], name
+
+
+def test_platform_services_wait_for_healthy_dependencies_and_use_one_image() -> None:
+    services = load()["services"]
+    platform = [s for s in services.values() if s.get("build") == "."]
+    assert platform, "no platform service is built from the Dockerfile"
+    assert {s["image"] for s in platform} == {"cityops:latest"}
+    for svc in platform:
+        deps = svc["depends_on"]
+        for name in ("kafka", "mosquitto", "timescaledb"):
+            if name in deps:
+                assert deps[name]["condition"] == "service_healthy"
+
+
+def test_secrets_are_required_from_the_environment() -> None:
+    text = COMPOSE.read_text()
+    for var in ("CITYOPS_DB_PASSWORD", "CITYOPS_MQTT_PASSWORD"):
+        uses = re.findall(r"\$\{" + var + r"([^}]*)\}", text)
+        assert uses, var
+        assert all(u.startswith(":?") for u in uses), f"{var} has a default: {uses}"
+
+
+def test_every_replication_factor_is_one_on_the_single_broker() -> None:
+    env = load()["services"]["kafka"]["environment"]
+    factors = {k: v for k, v in env.items() if "REPLICATION_FACTOR" in k or "MIN_ISR" in k}
+    assert factors
+    assert set(factors.values()) == {1}
