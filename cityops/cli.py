@@ -286,5 +286,73 @@ def ingest_cmd(client_id: str) -> None:
     asyncio.run(serve())
 
 
+# -- geo -----------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def grid() -> None:
+    """The unit grid (单元网格)."""
+
+
+@grid.command("generate")
+@click.option(
+    "--communities",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Community polygons with a 12-digit `code` (GeoJSON, GPKG, SHP).",
+)
+@click.option(
+    "--cell",
+    "cell_m",
+    type=float,
+    default=200.0,
+    envvar="CITYOPS_GRID_CELL_M",
+    show_envvar=True,
+    help="Cell size in metres (100-500).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output layer (.geojson, .gpkg or .shp).",
+)
+def grid_generate(communities: Path, cell_m: float, out: Path) -> None:
+    """Cut communities into unit-grid cells with 15-digit codes."""
+    from geo.errors import GeoError
+    from geo.grid import generate_grid
+    from geo.layers import DISTRICTS, LayerSpec, read_layer, write_layer
+
+    spec = LayerSpec("communities", "code", DISTRICTS.geometry_types, id_pattern=r"^\d{12}$")
+    try:
+        cells = generate_grid(read_layer(communities, spec), cell_m)
+        write_layer(cells, out)
+    except GeoError as exc:
+        raise CityOpsError(str(exc)) from exc
+    click.echo(f"wrote {len(cells)} cells to {out}")
+
+
+# -- benchmarks ------------------------------------------------------------------------------
+
+
+@main.command("bench", context_settings=CONTEXT)
+@click.argument("name")
+@click.option(
+    "--runs",
+    type=int,
+    default=5,
+    envvar="CITYOPS_BENCH_RUNS",
+    show_envvar=True,
+    help="Timed repetitions; the median is reported.",
+)
+def bench_cmd(name: str, runs: int) -> None:
+    """Run benchmark NAME; the last line is one JSON object with its figures."""
+    import bench
+
+    names = bench.available()
+    if name not in names:
+        raise CityOpsError(f"no benchmark {name!r}; choose one of: {', '.join(names)}")
+    click.echo(bench.dumps(bench.run(name, runs=runs)))
+
+
 if __name__ == "__main__":
     main()

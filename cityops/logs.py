@@ -35,5 +35,5 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka"):
+    for noisy in ("aiokafka", "kafka", "pyogrio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

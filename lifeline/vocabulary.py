@@ -162,3 +162,24 @@ class IncidentType(StrEnum):
     CITY_MANAGEMENT = "city_management"
     SENSOR_FAULT = "sensor_fault"
     DEVICE_OFFLINE = "device_offline"
+
+
+#: Asset classes of the CIM map that a sensor kind is placed on (nearest of these).
+KIND_ASSET_CLASSES: MappingProxyType[SensorKind, tuple[str, ...]] = MappingProxyType(
+    {
+        SensorKind.GAS_WELL: ("gas_well", "manhole", "gas_pipe"),
+        SensorKind.GAS_PRESSURE: ("gas_pipe",),
+        SensorKind.WATER_PRESSURE: ("water_pipe",),
+        SensorKind.WATER_FLOW: ("water_pipe",),
+        SensorKind.ROAD_PONDING: ("underpass", "road", "drainage_pipe"),
+        SensorKind.DRAIN_LEVEL: ("drainage_well", "drainage_pipe", "river"),
+        SensorKind.RAIN_GAUGE: (),
+        SensorKind.MANHOLE_COVER: ("manhole", "gas_well", "drainage_well"),
+        SensorKind.BRIDGE_STRAIN: ("bridge",),
+        SensorKind.BRIDGE_DEFLECTION: ("bridge",),
+        SensorKind.BRIDGE_VIBRATION: ("bridge",),
+        SensorKind.TUNNEL_ENV: ("utility_tunnel",),
+        SensorKind.HEAT_NETWORK: ("heating_pipe",),
+        SensorKind.GENERIC: (),
+    }
+)
