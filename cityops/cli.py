@@ -243,47 +243,158 @@ def db_migrate() -> None:
 # -- ingest -------------------------------------------------------------------------------
 
 
-@main.command("ingest", context_settings=CONTEXT)
+@main.command("onboard", context_settings=CONTEXT)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--client-id",
-    default="cityops-ingest-1",
-    envvar="CITYOPS_INGEST_CLIENT_ID",
+    "--city",
+    required=True,
+    envvar="CITYOPS_ONBOARD_CITY",
     show_envvar=True,
-    help="MQTT client id; keep it stable so the persistent session survives restarts.",
+    help="GB/T 2260 code of the city the devices belong to.",
 )
-def ingest_cmd(client_id: str) -> None:
-    """Run the MQTT -> Kafka bridge for every configured city."""
-    import asyncio
-    import signal
-
-    from ingest.bridge import Bridge, BridgeConfig
-    from ingest.decode import decode_canonical_reading
+@click.option(
+    "--crs",
+    type=click.Choice(["EPSG:4326", "EPSG:4490", "GCJ-02", "BD-09"]),
+    default="EPSG:4326",
+    envvar="CITYOPS_ONBOARD_CRS",
+    show_envvar=True,
+    help="Coordinates of the file (a `crs` column overrides it per row).",
+)
+@click.option(
+    "--grid",
+    "grid_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="CITYOPS_GRID_FILE",
+    show_envvar=True,
+    help="Unit-grid layer to place devices on.",
+)
+@click.option(
+    "--assets",
+    "asset_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Asset layers (pipes with `network`, or assets with `asset_class`).",
+)
+@click.option(
+    "--credentials-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV of the new MQTT credentials [credentials-CITY.csv].",
+)
+@click.option(
+    "--rotate-credentials", is_flag=True, help="Issue new passwords to devices onboarded before."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def onboard_cmd(  # noqa: PLR0917  # click passes options positionally
+    file: Path,
+    city: str,
+    crs: str,
+    grid_file: Path | None,
+    asset_files: tuple[Path, ...],
+    credentials_out: Path | None,
+    rotate_credentials: bool,
+    quiet: bool,
+) -> None:
+    """Onboard a city's devices and cameras from GeoJSON or CSV (all rows or none)."""
+    from cityops.onboard import onboard
+    from ingest.onboarding import OnboardingError
 
     settings = load_settings()
-    config = BridgeConfig(
-        mqtt_host=settings.mqtt_host,
-        mqtt_port=settings.mqtt_port,
-        mqtt_username=settings.mqtt_username,
-        mqtt_password=settings.mqtt_password.get_secret_value(),
-        kafka_bootstrap=settings.kafka_bootstrap,
-        client_id=client_id,
-        subscriptions=[f"cityops/{city}/sensors/+/up" for city in settings.cities],
+    placer = _placer(grid_file, asset_files)
+    out = credentials_out or Path(f"credentials-{city}.csv")
+    try:
+        result = onboard(
+            settings,
+            file,
+            city,
+            crs=crs,
+            placer=placer,
+            credentials_out=out,
+            rotate=rotate_credentials,
+            show_progress=not quiet,
+        )
+    except OnboardingError as exc:
+        raise CityOpsError(f"{file}: {exc}") from exc
+    click.echo(
+        f"onboarded {result.devices} device(s) for city {city}; "
+        f"{result.new_credentials} new credential(s)"
+        + (f" written to {result.credentials_file}" if result.credentials_file else "")
     )
+    if not result.broker_reloaded:
+        click.echo("note: the local Mosquitto is not running; accounts apply at its next start")
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        bridge = Bridge(config, decode_canonical_reading)
-        await bridge.start()
-        echo_err(f"ingest: bridging {', '.join(config.subscriptions)} to Kafka")
-        try:
-            await bridge.run(stop)
-        finally:
-            await bridge.stop()
 
-    asyncio.run(serve())
+def _placer(grid_file: Path | None, asset_files: tuple[Path, ...]) -> Any:
+    if grid_file is None:
+        return None
+    import geopandas as gpd
+
+    from geo.errors import GeoError
+    from geo.grid import GridIndex
+    from geo.layers import GRID, PIPES, POINT_ASSETS, read_layer
+    from geo.placement import AssetIndex, Placer, combine_assets, pipes_to_assets
+
+    try:
+        grid_index = GridIndex.build(read_layer(grid_file, GRID))
+        layers = []
+        for path in asset_files:
+            columns = gpd.read_file(path, rows=1, engine="pyogrio").columns
+            if "network" in columns:
+                layers.append(pipes_to_assets(read_layer(path, PIPES)))
+            else:
+                layer = read_layer(path, POINT_ASSETS)
+                if "asset_class" not in layer.columns:
+                    layer["asset_class"] = layer["kind"]
+                layers.append(layer)
+    except GeoError as exc:
+        raise CityOpsError(str(exc)) from exc
+    assets = AssetIndex.build(combine_assets(*layers)) if layers else None
+    return Placer(grid_index, assets)
+
+
+@main.command("ingest", context_settings=CONTEXT)
+@click.option(
+    "--bridges",
+    type=int,
+    default=1,
+    envvar="CITYOPS_INGEST_BRIDGES",
+    show_envvar=True,
+    help="Bridge processes sharing the subscriptions (MQTT 5 shared subscription).",
+)
+@click.option(
+    "--client-id",
+    default="cityops-ingest",
+    envvar="CITYOPS_INGEST_CLIENT_ID",
+    show_envvar=True,
+    help="MQTT client id prefix; keep it stable so persistent sessions survive restarts.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=9310,
+    envvar="CITYOPS_INGEST_METRICS_PORT",
+    show_envvar=True,
+    help="Prometheus metrics port of the first bridge (0: none).",
+)
+@click.option(
+    "--vendors",
+    "vendor_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CITYOPS_VENDOR_DIR",
+    show_envvar=True,
+    help="Extra folder of vendor mapping files (*.toml).",
+)
+def ingest_cmd(bridges: int, client_id: str, metrics_port: int, vendor_dir: Path | None) -> None:
+    """Run the MQTT -> Kafka bridge for every configured city."""
+    from cityops.ingest import run_bridges
+
+    run_bridges(
+        load_settings(),
+        bridges=bridges,
+        client_id=client_id,
+        metrics_port=metrics_port,
+        vendor_dir=vendor_dir,
+    )
 
 
 # -- geo -----------------------------------------------------------------------------------

@@ -1,17 +1,20 @@
 """The MQTT → Kafka bridge.
 
 paho-mqtt receives on its own thread with manual acknowledgement; messages cross to
-the asyncio loop through a queue, are decoded, produced to Kafka (acks=all,
-idempotent), and only then acknowledged to MQTT. The broker's in-flight window to
-the bridge is bounded by the MQTT 5 Receive Maximum, so when Kafka stalls the
-bridge stops acknowledging and the broker holds further messages in the session.
+the asyncio loop through a deque (one wake-up per burst, not per message), are
+decoded, produced to Kafka (acks=all, idempotent), and only then acknowledged to MQTT.
+The broker's in-flight window to the bridge is bounded by the MQTT 5 Receive Maximum,
+so while Kafka is down the bridge stops acknowledging and the broker keeps the rest in
+the persistent session; nothing is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ingest import metrics
 from ingest.deadletter import DeadLetter
 from ingest.decode import Outgoing
 from ingest.errors import PayloadError, TransportError
@@ -33,6 +38,19 @@ log = logging.getLogger(__name__)
 
 Decoder = Callable[[str, bytes, datetime], list[Outgoing]]
 SESSION_EXPIRY_S = 7 * 24 * 3600
+SHARE_GROUP = "cityops-ingest"
+
+
+def subscriptions(cities: Sequence[str], shared: bool = True) -> list[str]:
+    """The bridge's topic filters; shared so several bridges split the traffic."""
+    filters = []
+    for city in cities:
+        filters += [
+            f"cityops/{city}/sensors/+/up",
+            f"cityops/{city}/cameras/+/event",
+            f"cityops/{city}/+/+/status",
+        ]
+    return [f"$share/{SHARE_GROUP}/{f}" if shared else f for f in filters]
 
 
 @dataclass(frozen=True)
@@ -44,8 +62,8 @@ class BridgeConfig:
     kafka_bootstrap: str
     client_id: str
     subscriptions: Sequence[str]
-    receive_maximum: int = 2000
-    batch_size: int = 500
+    receive_maximum: int = 4000
+    batch_size: int = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +75,16 @@ class Inbound:
     received_at: datetime
 
 
+def poison_policy(exc: PayloadError) -> str:
+    """What to do with a payload that failed to decode: always dead-letter it.
+
+    Retrying cannot fix a payload, and skipping it would lose it silently.
+    """
+    return "deadletter"
+
+
 class Bridge:
-    """One bridge process: a persistent MQTT session feeding an idempotent producer."""
+    """One bridge: a persistent MQTT session feeding an idempotent Kafka producer."""
 
     def __init__(
         self,
@@ -71,7 +97,9 @@ class Bridge:
         self.clock = clock
         self.forwarded = 0
         self.dead_lettered = 0
-        self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
+        self._inbox: collections.deque[Inbound] = collections.deque()
+        self._wake = asyncio.Event()
+        self._wake_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._thread_error: BaseException | None = None
@@ -88,6 +116,8 @@ class Bridge:
         )
         client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
         client.max_inflight_messages_set(cfg.receive_maximum)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
@@ -107,8 +137,7 @@ class Bridge:
             self._thread_error = TransportError(f"MQTT login refused: {reason}")
             self._connected.set()
             return
-        for sub in self.config.subscriptions:
-            client.subscribe(sub, qos=1)
+        client.subscribe([(sub, SubscribeOptions(qos=1)) for sub in self.config.subscriptions])
         log.info("mqtt connected", extra={"session_present": flags.session_present})
         self._connected.set()
 
@@ -123,9 +152,10 @@ class Bridge:
         log.warning("mqtt disconnected", extra={"reason": str(reason)})
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.clock())
-        assert self._loop is not None  # noqa: S101  # set before the client connects
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        self._inbox.append(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.clock()))
+        if not self._wake_pending and self._loop is not None:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     # -- asyncio side ----------------------------------------------------------------
 
@@ -137,14 +167,15 @@ class Bridge:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
-            max_batch_size=256 * 1024,
-            compression_type=None,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=15000,
         )
         try:
             await self._producer.start()
         except KafkaError as exc:
+            await self._producer.stop()
             raise TransportError(f"Kafka at {cfg.kafka_bootstrap} unreachable: {exc}") from exc
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho untyped
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = cfg.receive_maximum
         try:
@@ -160,31 +191,49 @@ class Bridge:
             await self.stop()
             raise self._thread_error
 
-    async def stop(self) -> None:
-        self._client.disconnect()
+    async def stop(self, keep_session: bool = True) -> None:
+        """Disconnect. With ``keep_session`` the broker keeps queueing for this client id
+        (a restart picks up where it left off); without, the session ends now, so a
+        bridge leaving for good holds back no messages of its share group."""
+        if keep_session:
+            self._client.disconnect()
+        else:
+            props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+            self._client.disconnect(properties=props)
         self._client.loop_stop()
         if self._producer is not None:
             await self._producer.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Forward until ``stop`` is set."""
+        """Forward until ``stop`` is set, then finish the batch in hand."""
         while not stop.is_set():
-            try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=0.2)
-            except TimeoutError:
-                continue
-            batch = [first]
-            while len(batch) < self.config.batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._inbox:
+                self._wake_pending = False
+                if not self._inbox:
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=0.2)
+                    except TimeoutError:
+                        continue
+                    finally:
+                        self._wake.clear()
+            batch: list[Inbound] = []
+            while self._inbox and len(batch) < self.config.batch_size:
+                batch.append(self._inbox.popleft())
+            metrics.INFLIGHT.set(len(self._inbox) + len(batch))
             await self._forward(batch)
 
     async def _forward(self, batch: list[Inbound]) -> None:
+        t0 = time.perf_counter()
         records: list[Outgoing] = []
+        bad = 0
         for item in batch:
             try:
                 records.extend(self.decode(item.topic, item.payload, item.received_at))
             except PayloadError as exc:
-                self.dead_lettered += 1
+                poison_policy(exc)
+                bad += 1
+                metrics.DEADLETTERS.labels(exc.reason).inc()
                 log.info(
                     "dead-lettered",
                     extra={"mqtt_topic": item.topic, "reason": exc.reason, "detail": str(exc)},
@@ -196,14 +245,23 @@ class Bridge:
                     Outgoing(topics.DEADLETTER.name, item.topic.encode(), letter.to_json())
                 )
         await self._produce_until_done(records)
-        self.forwarded += len(records)
+        self.forwarded += len(records) - bad
+        self.dead_lettered += bad
+        metrics.MESSAGES.labels("forwarded").inc(len(batch) - bad)
+        metrics.MESSAGES.labels("deadlettered").inc(bad)
         for item in batch:
             if item.qos > 0:
                 self._client.ack(item.mid, item.qos)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
 
     async def _produce_until_done(self, records: list[Outgoing]) -> None:
-        """Produce every record; on Kafka errors retry with back-off, never drop."""
-        assert self._producer is not None  # noqa: S101  # start() ran
+        """Produce every record; on Kafka errors retry with back-off, never drop.
+
+        A retried batch may repeat records that reached Kafka before the error; the
+        store's keys make those repeats harmless (at-least-once delivery).
+        """
+        if self._producer is None:
+            raise TransportError("bridge not started")
         delay = 0.2
         while True:
             try:
@@ -211,8 +269,11 @@ class Bridge:
                     await self._producer.send(r.topic, value=r.value, key=r.key) for r in records
                 ]
                 await asyncio.gather(*futures)
+                for r in records:
+                    metrics.RECORDS.labels(r.topic).inc()
                 return
             except KafkaError as exc:
+                metrics.KAFKA_RETRIES.inc()
                 log.warning("kafka produce failed; retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

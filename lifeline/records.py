@@ -172,7 +172,21 @@ class Incident(Record):
     cleared_at: UtcDatetime | None = None
 
 
-WIRE_RECORDS: tuple[type[Record], ...] = (Reading, VideoEvent, Anomaly, Incident)
+class DeviceStatus(Record):
+    """A heartbeat, an online/offline change or a last-will message of a device."""
+
+    schema_name: ClassVar[str] = "cityops.device_status"
+    v: Literal[1] = 1
+    city: CityCode
+    device_id: str = Field(min_length=1, max_length=64)
+    family: Literal["sensors", "cameras"]
+    status: Literal["online", "offline", "heartbeat"]
+    ts: UtcDatetime
+    battery_pct: float | None = Field(None, ge=0, le=100)
+    rssi_dbm: float | None = Field(None, ge=-200, le=0)
+
+
+WIRE_RECORDS: tuple[type[Record], ...] = (Reading, VideoEvent, Anomaly, Incident, DeviceStatus)
 
 
 def export_schemas(folder: Path) -> list[Path]:
@@ -181,7 +195,7 @@ def export_schemas(folder: Path) -> list[Path]:
     written = []
     for rec in WIRE_RECORDS:
         schema = rec.model_json_schema(mode="serialization")
-        schema["$id"] = f"https://cityops.example/schemas/{rec.schema_name}.v1.json"
+        schema["$id"] = f"urn:cityops:schema:{rec.schema_name}:v1"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         path = folder / f"{rec.schema_name}.v1.schema.json"
         path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")

@@ -127,6 +127,9 @@ def stop_pid(pid_file: Path, expect: str, timeout: float = 30.0, sig: int = sign
     return True
 
 
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
 def spawn(
     argv: Sequence[str],
     log_file: Path,
@@ -150,6 +153,9 @@ def spawn(
             cwd=cwd,
         )
     pid_file.write_text(f"{proc.pid}\n")
+    # The service outlives this handle by design; keep it referenced so it is not
+    # garbage-collected (with a ResourceWarning) while the service runs.
+    _SPAWNED.append(proc)
     return proc.pid
 
 

@@ -11,7 +11,9 @@ import pytest
 from cityops.settings import Settings
 from ingest.bridge import Bridge, BridgeConfig
 from ingest.deadletter import DeadLetter
-from ingest.decode import decode_canonical_reading
+from ingest.decode import Decoder
+from ingest.registry import Registry
+from lifeline.devices import Device
 from lifeline.records import Reading
 from store.readings import read_readings, write_readings
 from tests.conftest import unique_id
@@ -20,6 +22,23 @@ from tests.integration.helpers import TailConsumer, mqtt_publish
 pytestmark = pytest.mark.integration
 
 CITY = "320100"
+
+
+def registry_for(device_id: str) -> Registry:
+    return Registry(
+        [
+            Device(
+                city=CITY,
+                device_id=device_id,
+                family="sensors",
+                kind="gas_well",
+                metrics={"ch4": "%LEL"},
+                owner_dept="gas group",
+                lon=118.8,
+                lat=32.0,
+            )
+        ]
+    )
 
 
 def bridge_config(settings: Settings) -> BridgeConfig:
@@ -41,7 +60,7 @@ async def test_reading_published_over_mqtt_is_stored_in_postgres(
     device = unique_id("gw")
     ts = datetime.now(UTC).replace(microsecond=0)
     sent = Reading(city=CITY, device_id=device, ts=ts, metric="ch4", value=27.5, unit="%LEL")
-    bridge = Bridge(bridge_config(live_stack), decode_canonical_reading)
+    bridge = Bridge(bridge_config(live_stack), Decoder(registry_for(device)))
     await bridge.start()
     stop = asyncio.Event()
     runner = asyncio.create_task(bridge.run(stop))
@@ -54,7 +73,7 @@ async def test_reading_published_over_mqtt_is_stored_in_postgres(
     finally:
         stop.set()
         await runner
-        await bridge.stop()
+        await bridge.stop(keep_session=False)
     assert len(found) == 1
     _key, value = found[0]
     received = Reading.from_json(value)
@@ -74,7 +93,7 @@ async def test_bad_payload_is_dead_lettered_with_raw_bytes_and_reason(
     device = unique_id("gw")
     topic = f"cityops/{CITY}/sensors/{device}/up"
     raw = b'{"city": "320100", "device_id": oops'
-    bridge = Bridge(bridge_config(live_stack), decode_canonical_reading)
+    bridge = Bridge(bridge_config(live_stack), Decoder(registry_for(device)))
     await bridge.start()
     stop = asyncio.Event()
     runner = asyncio.create_task(bridge.run(stop))
@@ -85,10 +104,10 @@ async def test_bad_payload_is_dead_lettered_with_raw_bytes_and_reason(
     finally:
         stop.set()
         await runner
-        await bridge.stop()
+        await bridge.stop(keep_session=False)
     assert len(found) == 1
     letter = DeadLetter.from_json(found[0][1])
     assert letter.raw == raw
     assert letter.mqtt_topic == topic
-    assert letter.reason == "invalid_record"
-    assert "Reading" in letter.detail
+    assert letter.reason == "bad_json"
+    assert "not valid JSON" in letter.detail

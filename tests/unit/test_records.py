@@ -170,6 +170,7 @@ def test_schema_export_writes_one_json_schema_per_record(tmp_path: object) -> No
     names = sorted(p.name for p in paths)
     assert names == [
         "cityops.anomaly.v1.schema.json",
+        "cityops.device_status.v1.schema.json",
         "cityops.incident.v1.schema.json",
         "cityops.reading.v1.schema.json",
         "cityops.video_event.v1.schema.json",

@@ -1,0 +1,112 @@
+"""``cityops ingest``: one or several bridge processes for the configured cities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from pathlib import Path
+
+from cityops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_bridges(
+    settings: Settings,
+    *,
+    bridges: int,
+    client_id: str,
+    metrics_port: int,
+    vendor_dir: Path | None,
+) -> None:
+    if bridges <= 1:
+        asyncio.run(serve(settings, f"{client_id}-1", metrics_port, vendor_dir))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_child,
+            args=(
+                settings,
+                f"{client_id}-{i + 1}",
+                metrics_port + i if metrics_port else 0,
+                vendor_dir,
+            ),
+            name=f"bridge-{i + 1}",
+        )
+        for i in range(bridges)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+
+
+def _child(settings: Settings, client_id: str, metrics_port: int, vendor_dir: Path | None) -> None:
+    from cityops.logs import configure
+
+    configure(settings.log_level)
+    asyncio.run(serve(settings, client_id, metrics_port, vendor_dir))
+
+
+async def serve(
+    settings: Settings, client_id: str, metrics_port: int, vendor_dir: Path | None
+) -> None:
+    from prometheus_client import start_http_server
+
+    from ingest import metrics
+    from ingest.adapters import load_vendors
+    from ingest.bridge import Bridge, BridgeConfig, subscriptions
+    from ingest.decode import Decoder
+    from ingest.registry import Registry, watch
+
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    registry = Registry()
+    dsn = settings.db_dsn.get_secret_value()
+    watcher = asyncio.create_task(watch(dsn, registry, settings.cities, stop))
+    for _ in range(100):
+        if len(registry) or watcher.done():
+            break
+        await asyncio.sleep(0.1)
+    metrics.REGISTRY.set(len(registry))
+    vendors = load_vendors(*([vendor_dir] if vendor_dir else []))
+    config = BridgeConfig(
+        mqtt_host=settings.mqtt_host,
+        mqtt_port=settings.mqtt_port,
+        mqtt_username=settings.mqtt_username,
+        mqtt_password=settings.mqtt_password.get_secret_value(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+        client_id=client_id,
+        subscriptions=subscriptions(settings.cities),
+    )
+    bridge = Bridge(config, Decoder(registry, vendors))
+    await bridge.start()
+    log.info(
+        "ingest bridging",
+        extra={
+            "client_id": client_id,
+            "devices": len(registry),
+            "subscriptions": list(config.subscriptions),
+        },
+    )
+    try:
+        await bridge.run(stop)
+    finally:
+        stop.set()
+        await bridge.stop()
+        await watcher

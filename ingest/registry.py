@@ -1,0 +1,75 @@
+"""The device registry ingest checks every message against, kept current from the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+
+import psycopg
+
+from lifeline.devices import Device
+from store.devices import DEVICES_CHANNEL, load_devices
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    """Onboarded devices by (city, device id). Replaced whole on reload, read lock-free."""
+
+    def __init__(self, devices: Iterable[Device] = ()) -> None:
+        self._devices: dict[tuple[str, str], Device] = {}
+        self.replace(devices)
+
+    def replace(self, devices: Iterable[Device]) -> None:
+        self._devices = {(d.city, d.device_id): d for d in devices}
+
+    def get(self, city: str, device_id: str) -> Device | None:
+        return self._devices.get((city, device_id))
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+
+async def watch(
+    dsn: str,
+    registry: Registry,
+    cities: Sequence[str],
+    stop: asyncio.Event,
+    refresh_s: float = 60.0,
+) -> None:
+    """Load the registry, then reload it on every devices NOTIFY (and every ``refresh_s``).
+
+    Database outages are logged and retried; the last good registry stays in use.
+    """
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {DEVICES_CHANNEL}")
+                await _reload(dsn, registry, cities)
+                while not stop.is_set():
+                    changed = False
+                    async for _ in conn.notifies(timeout=refresh_s, stop_after=1):
+                        changed = True
+                    if changed or not stop.is_set():
+                        await _reload(dsn, registry, cities)
+        except psycopg.Error as exc:
+            log.warning("device registry unavailable; retrying", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+
+
+async def _reload(dsn: str, registry: Registry, cities: Sequence[str]) -> None:
+    def load() -> list[Device]:
+        with psycopg.connect(dsn) as conn:
+            return load_devices(conn, cities)
+
+    devices = await asyncio.to_thread(load)
+    registry.replace(devices)
+    log.info("device registry loaded", extra={"devices": len(devices)})
+
+
+def load_now(dsn: str, cities: Sequence[str]) -> Registry:
+    with psycopg.connect(dsn) as conn:
+        return Registry(load_devices(conn, cities))

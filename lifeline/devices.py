@@ -1,0 +1,28 @@
+"""Devices and cameras as onboarded: what they are, what they measure, where they are."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Family = Literal["sensors", "cameras"]
+
+
+class Device(BaseModel):
+    """One onboarded device or camera of a pilot city."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    city: str = Field(pattern=r"^\d{6}$")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    family: Family
+    kind: str
+    #: Metric name → canonical unit of every metric the device reports.
+    metrics: dict[str, str] = Field(default_factory=dict)
+    vendor: str | None = None
+    asset_id: str | None = None
+    owner_dept: str
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    grid_code: str | None = Field(None, pattern=r"^\d{15}$")

@@ -1,0 +1,143 @@
+"""Device registry: bulk upsert at onboarding, reads for ingest and the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from lifeline.devices import Device
+
+#: NOTIFY channel raised whenever devices change, so ingest reloads its registry.
+DEVICES_CHANNEL = "cityops_devices"
+
+_COLUMNS = (
+    "city",
+    "device_id",
+    "family",
+    "kind",
+    "metrics",
+    "vendor",
+    "asset_id",
+    "owner_dept",
+    "lon",
+    "lat",
+    "grid_code",
+    "mqtt_username",
+    "mqtt_password_hash",
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A device's MQTT account as stored (hash only)."""
+
+    city: str
+    device_id: str
+    family: str
+    username: str
+    password_hash: str
+
+
+def existing_ids(conn: psycopg.Connection[Any], city: str) -> set[str]:
+    rows = conn.execute("SELECT device_id FROM devices WHERE city = %s", (city,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def upsert_devices(
+    conn: psycopg.Connection[Any],
+    devices: Sequence[Device],
+    credentials: dict[str, tuple[str, str]],
+) -> int:
+    """Insert or update ``devices`` in one transaction; return rows written.
+
+    ``credentials`` maps device id → (username, password hash) for devices whose
+    credentials are (re)issued; other existing devices keep theirs.
+    """
+    with conn.transaction():
+        conn.execute(
+            "CREATE TEMP TABLE devices_stage (LIKE devices INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        with conn.cursor().copy(f"COPY devices_stage ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+            for d in devices:
+                user, pw_hash = credentials.get(d.device_id, ("", ""))
+                copy.write_row(
+                    (
+                        d.city,
+                        d.device_id,
+                        d.family,
+                        d.kind,
+                        json.dumps(d.metrics),
+                        d.vendor,
+                        d.asset_id,
+                        d.owner_dept,
+                        d.lon,
+                        d.lat,
+                        d.grid_code,
+                        user,
+                        pw_hash,
+                    )
+                )
+        cur = conn.execute(
+            """
+            INSERT INTO devices AS d (city, device_id, family, kind, metrics, vendor, asset_id,
+                                      owner_dept, lon, lat, grid_code, mqtt_username,
+                                      mqtt_password_hash)
+            SELECT city, device_id, family, kind, metrics, vendor, asset_id, owner_dept, lon, lat,
+                   grid_code, mqtt_username, mqtt_password_hash FROM devices_stage
+            ON CONFLICT (city, device_id) DO UPDATE SET
+                family = EXCLUDED.family, kind = EXCLUDED.kind, metrics = EXCLUDED.metrics,
+                vendor = EXCLUDED.vendor, asset_id = EXCLUDED.asset_id,
+                owner_dept = EXCLUDED.owner_dept, lon = EXCLUDED.lon, lat = EXCLUDED.lat,
+                grid_code = EXCLUDED.grid_code, updated_at = now(),
+                mqtt_username = CASE WHEN EXCLUDED.mqtt_username = '' THEN d.mqtt_username
+                                     ELSE EXCLUDED.mqtt_username END,
+                mqtt_password_hash = CASE WHEN EXCLUDED.mqtt_password_hash = ''
+                                          THEN d.mqtt_password_hash
+                                          ELSE EXCLUDED.mqtt_password_hash END
+            """
+        )
+        conn.execute(f"NOTIFY {DEVICES_CHANNEL}")
+        return cur.rowcount
+
+
+def load_devices(
+    conn: psycopg.Connection[Any], cities: Sequence[str] | None = None
+) -> list[Device]:
+    query = (
+        "SELECT city, device_id, family, kind, metrics, vendor, asset_id, owner_dept, lon, lat,"
+        " grid_code FROM devices"
+    )
+    params: tuple[Any, ...] = ()
+    if cities is not None:
+        query += " WHERE city = ANY(%s)"
+        params = (list(cities),)
+    rows = conn.execute(query, params).fetchall()
+    return [
+        Device(
+            city=r[0],
+            device_id=r[1],
+            family=r[2],
+            kind=r[3],
+            metrics=r[4],
+            vendor=r[5],
+            asset_id=r[6],
+            owner_dept=r[7],
+            lon=r[8],
+            lat=r[9],
+            grid_code=r[10],
+        )
+        for r in rows
+    ]
+
+
+def load_credentials(conn: psycopg.Connection[Any], city: str) -> list[Credential]:
+    rows = conn.execute(
+        "SELECT city, device_id, family, mqtt_username, mqtt_password_hash FROM devices"
+        " WHERE city = %s ORDER BY device_id",
+        (city,),
+    ).fetchall()
+    return [Credential(*r) for r in rows]

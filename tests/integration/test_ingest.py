@@ -1,0 +1,429 @@
+"""Ingest on the real Mosquitto, Kafka and PostgreSQL: onboarding, every payload shape,
+every bad-input class, ACL refusal, bridge restart and Kafka outage with nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import secrets
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+import pytest_asyncio
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import SecretStr
+
+from cityops.onboard import onboard
+from cityops.settings import Settings
+from cityops.stack import Stack
+from ingest.adapters import load_vendors
+from ingest.bridge import Bridge, BridgeConfig, subscriptions
+from ingest.deadletter import DeadLetter
+from ingest.decode import Decoder
+from ingest.registry import load_now
+from lifeline.records import DeviceStatus, Reading, VideoEvent
+from tests.integration.helpers import TailConsumer
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class PilotCity:
+    code: str
+    settings: Settings
+    creds: dict[str, tuple[str, str]]  # device id -> (username, password)
+    camera: str
+
+
+@pytest.fixture(scope="module")
+def city(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> PilotCity:
+    code = f"329{secrets.randbelow(1000):03d}"
+    camera = f"{code}00081320000001"
+    folder = tmp_path_factory.mktemp("onboard")
+    rows = [
+        ("gw-1", "gas_well", "", ""),
+        ("gw-2", "gas_well", "", ""),
+        ("tn-1", "tunnel_env", "o2:%vol;h2s:ppm;ch4:%LEL;temperature:°C", ""),
+        ("acme-1", "gas_well", "ch4:%LEL;temperature:°C", "acme-lora"),
+        (camera, "camera", "", ""),
+    ]
+    path = folder / "devices.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["device_id", "kind", "lon", "lat", "metrics", "vendor", "owner_dept"])
+        for i, (dev, kind, metrics, vendor) in enumerate(rows):
+            w.writerow([dev, kind, 118.78 + i * 0.001, 32.04, metrics, vendor, "ops"])
+    settings = live_stack.model_copy(update={"db_dsn": SecretStr(db_dsn)})
+    out = folder / "creds.csv"
+    result = onboard(
+        settings,
+        path,
+        code,
+        crs="EPSG:4326",
+        placer=None,
+        credentials_out=out,
+        rotate=False,
+        show_progress=False,
+    )
+    assert result.devices == 5
+    assert result.broker_reloaded
+    with out.open() as fh:
+        creds = {
+            r["device_id"]: (r["mqtt_username"], r["mqtt_password"]) for r in csv.DictReader(fh)
+        }
+    return PilotCity(code, settings, creds, camera)
+
+
+def bridge_for(city: PilotCity, client_id: str) -> Bridge:
+    s = city.settings
+    config = BridgeConfig(
+        mqtt_host=s.mqtt_host,
+        mqtt_port=s.mqtt_port,
+        mqtt_username=s.mqtt_username,
+        mqtt_password=s.mqtt_password.get_secret_value(),
+        kafka_bootstrap=s.kafka_bootstrap,
+        client_id=client_id,
+        subscriptions=subscriptions([city.code]),
+    )
+    registry = load_now(s.db_dsn.get_secret_value(), [city.code])
+    return Bridge(config, Decoder(registry, load_vendors()))
+
+
+@pytest_asyncio.fixture
+async def running_bridge(city: PilotCity) -> AsyncIterator[Bridge]:
+    bridge = bridge_for(city, f"it-ingest-{secrets.token_hex(3)}")
+    await bridge.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(bridge.run(stop))
+    yield bridge
+    stop.set()
+    await task
+    await bridge.stop(keep_session=False)
+
+
+class DevicePublisher:
+    """A device's own MQTT connection; records the broker's PUBACK reason codes."""
+
+    def __init__(self, settings: Settings, username: str, password: str) -> None:
+        self.codes: dict[int, int] = {}
+        self.done = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(username, password)
+        self.client.on_publish = self._on_publish
+        self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        self.client.loop_start()
+
+    def _on_publish(
+        self, client: object, userdata: object, mid: int, rc: object, props: object
+    ) -> None:
+        with self.done:
+            self.codes[mid] = int(getattr(rc, "value", 0))
+            self.done.notify_all()
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """Publish at QoS 1 and return the broker's reason code (0 = accepted)."""
+        info = self.client.publish(topic, payload, qos=1)
+        with self.done:
+            self.done.wait_for(lambda: info.mid in self.codes, timeout=10)
+        return self.codes[info.mid]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def devices(city: PilotCity) -> Iterator[dict[str, DevicePublisher]]:
+    pubs = {dev: DevicePublisher(city.settings, *cred) for dev, cred in city.creds.items()}
+    yield pubs
+    for p in pubs.values():
+        p.close()
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def reading(city: PilotCity, dev: str, value: float, ts: datetime | None = None) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "city": city.code,
+            "device_id": dev,
+            "ts": (ts or now()).isoformat(),
+            "metric": "ch4",
+            "value": value,
+            "unit": "%LEL",
+        }
+    ).encode()
+
+
+@pytest.mark.asyncio
+async def test_every_payload_shape_reaches_its_topic(
+    city: PilotCity, devices: dict[str, DevicePublisher], running_bridge: Bridge
+) -> None:
+    c = city.code
+    t = now()
+    compact = {"ts": t.isoformat(), "values": {"o2": 20.9, "h2s": 1.0}}
+    vendor = {
+        "meta": {"sn": "acme-1"},
+        "payload": {
+            "frames": [
+                {
+                    "collectTime": int(t.timestamp() * 1000),
+                    "sensors": {"methane": {"val": 0.5, "unit": "%vol"}, "temp": 19.0},
+                }
+            ]
+        },
+    }
+    video = {
+        "DeviceID": city.camera,
+        "AlarmPriority": 2,
+        "AlarmMethod": 5,
+        "AlarmTime": t.isoformat(),
+        "EventType": "smoke_fire",
+        "Longitude": 118.78,
+        "Latitude": 32.04,
+        "Confidence": 0.9,
+    }
+    async with (
+        TailConsumer(city.settings, "cityops.readings") as readings_tail,
+        TailConsumer(city.settings, "cityops.video") as video_tail,
+        TailConsumer(city.settings, "cityops.status") as status_tail,
+    ):
+        pub = devices
+        assert (
+            await asyncio.to_thread(
+                pub["gw-1"].publish, f"cityops/{c}/sensors/gw-1/up", reading(city, "gw-1", 7.5)
+            )
+            == 0
+        )
+        assert (
+            await asyncio.to_thread(
+                pub["tn-1"].publish, f"cityops/{c}/sensors/tn-1/up", json.dumps(compact).encode()
+            )
+            == 0
+        )
+        assert (
+            await asyncio.to_thread(
+                pub["acme-1"].publish, f"cityops/{c}/sensors/acme-1/up", json.dumps(vendor).encode()
+            )
+            == 0
+        )
+        assert (
+            await asyncio.to_thread(
+                pub[city.camera].publish,
+                f"cityops/{c}/cameras/{city.camera}/event",
+                json.dumps(video).encode(),
+            )
+            == 0
+        )
+        assert (
+            await asyncio.to_thread(
+                pub["gw-2"].publish, f"cityops/{c}/sensors/gw-2/status", b"online"
+            )
+            == 0
+        )
+        ours = (b"gw-1", b"tn-1", b"acme-1")
+        got = await readings_tail.collect(lambda _v, k: k in ours, count=5)
+        events = await video_tail.collect(lambda _v, k: k == city.camera.encode(), count=1)
+        statuses = await status_tail.collect(lambda _v, k: k == b"gw-2", count=1)
+    values = {
+        (Reading.from_json(v).device_id, Reading.from_json(v).metric): Reading.from_json(v).value
+        for _k, v in got
+    }
+    assert values == {
+        ("gw-1", "ch4"): 7.5,
+        ("tn-1", "o2"): 20.9,
+        ("tn-1", "h2s"): 1.0,
+        ("acme-1", "ch4"): 10.0,
+        ("acme-1", "temperature"): 19.0,
+    }
+    assert VideoEvent.from_json(events[0][1]).event_type == "smoke_fire"
+    assert DeviceStatus.from_json(statuses[0][1]).status == "online"
+
+
+@pytest.mark.asyncio
+async def test_each_bad_input_is_dead_lettered_with_its_reason(
+    city: PilotCity, devices: dict[str, DevicePublisher], running_bridge: Bridge
+) -> None:
+    c = city.code
+    topic = f"cityops/{c}/sensors/gw-1/up"
+    future = now() + timedelta(hours=2)
+    cases = {
+        "bad_json": b"{oops",
+        "unknown_metric": json.dumps({"ts": now().isoformat(), "values": {"flow": 1}}).encode(),
+        "out_of_range": reading(city, "gw-1", 400.0),
+        "wrong_unit": json.dumps(
+            {
+                "v": 1,
+                "city": c,
+                "device_id": "gw-1",
+                "ts": now().isoformat(),
+                "metric": "ch4",
+                "value": 1,
+                "unit": "kPa",
+            }
+        ).encode(),
+        "bad_timestamp": reading(city, "gw-1", 1.0, ts=future),
+        "oversize": b"x" * (70 * 1024),
+        "topic_mismatch": reading(city, "gw-2", 1.0),
+    }
+    async with TailConsumer(city.settings, "cityops.deadletter") as tail:
+        for payload in cases.values():
+            assert await asyncio.to_thread(devices["gw-1"].publish, topic, payload) == 0
+        letters = await tail.collect(lambda _v, k: k == topic.encode(), count=len(cases))
+    by_reason = {DeadLetter.from_json(v).reason: DeadLetter.from_json(v) for _k, v in letters}
+    assert set(by_reason) == set(cases)
+    for reason, payload in cases.items():
+        assert by_reason[reason].raw == payload
+        assert by_reason[reason].mqtt_topic == topic
+        assert by_reason[reason].detail
+
+
+@pytest.mark.asyncio
+async def test_unknown_device_is_dead_lettered(city: PilotCity, running_bridge: Bridge) -> None:
+    from tests.integration.helpers import mqtt_publish
+
+    topic = f"cityops/{city.code}/sensors/ghost-1/up"
+    async with TailConsumer(city.settings, "cityops.deadletter") as tail:
+        await asyncio.to_thread(mqtt_publish, city.settings, [(topic, reading(city, "ghost-1", 1))])
+        [(_k, value)] = await tail.collect(lambda _v, k: k == topic.encode(), count=1)
+    assert DeadLetter.from_json(value).reason == "unknown_device"
+
+
+@pytest.mark.asyncio
+async def test_devices_cannot_publish_on_other_devices_or_cities_topics(
+    city: PilotCity, devices: dict[str, DevicePublisher], running_bridge: Bridge
+) -> None:
+    not_authorized = 135
+    gw1 = devices["gw-1"]
+    async with TailConsumer(city.settings, "cityops.readings") as tail:
+        other_device = f"cityops/{city.code}/sensors/gw-2/up"
+        other_city = "cityops/320100/sensors/gw-1/up"
+        assert (
+            await asyncio.to_thread(gw1.publish, other_device, reading(city, "gw-2", 3.0))
+            == not_authorized
+        )
+        assert (
+            await asyncio.to_thread(gw1.publish, other_city, reading(city, "gw-1", 3.0))
+            == not_authorized
+        )
+        assert (
+            await asyncio.to_thread(
+                gw1.publish, f"cityops/{city.code}/sensors/gw-1/up", reading(city, "gw-1", 4.0)
+            )
+            == 0
+        )
+        got = await tail.collect(lambda _v, k: k in (b"gw-1", b"gw-2"), count=2, within=5)
+    assert [Reading.from_json(v).value for _k, v in got] == [4.0]
+
+
+@pytest.mark.asyncio
+async def test_messages_published_while_the_bridge_is_down_arrive_after_restart(
+    city: PilotCity, devices: dict[str, DevicePublisher]
+) -> None:
+    client_id = f"it-restart-{secrets.token_hex(3)}"
+    first = bridge_for(city, client_id)
+    await first.start()  # creates the persistent session and its subscriptions
+    await first.stop()
+    values = [float(i % 90) + 0.5 for i in range(200)]
+    base = now() - timedelta(minutes=5)
+    async with TailConsumer(city.settings, "cityops.readings") as tail:
+        for i, v in enumerate(values):
+            payload = reading(city, "gw-2", v, ts=base + timedelta(seconds=i))
+            assert (
+                await asyncio.to_thread(
+                    devices["gw-2"].publish, f"cityops/{city.code}/sensors/gw-2/up", payload
+                )
+                == 0
+            )
+        second = bridge_for(city, client_id)
+        await second.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(second.run(stop))
+        got = await tail.collect(lambda _v, k: k == b"gw-2", count=len(values))
+        stop.set()
+        await task
+        await second.stop(keep_session=False)
+    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
+
+
+@pytest.mark.asyncio
+async def test_kafka_outage_holds_messages_until_it_returns(
+    city: PilotCity, devices: dict[str, DevicePublisher], running_bridge: Bridge
+) -> None:
+    kafka = Stack.from_settings(city.settings).kafka
+    values = [float(i) + 0.25 for i in range(50)]
+    base = now() - timedelta(minutes=3)
+    await asyncio.to_thread(kafka.down)
+    try:
+        for i, v in enumerate(values):
+            payload = reading(city, "gw-1", v, ts=base + timedelta(seconds=i))
+            assert (
+                await asyncio.to_thread(
+                    devices["gw-1"].publish, f"cityops/{city.code}/sensors/gw-1/up", payload
+                )
+                == 0
+            )
+        await asyncio.sleep(2)
+        held = running_bridge.forwarded
+    finally:
+        await asyncio.to_thread(kafka.up, lambda _m: None)
+    consumer_settings = city.settings
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        "cityops.readings",
+        bootstrap_servers=consumer_settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"it-{secrets.token_hex(4)}",
+    )
+    await consumer.start()
+    seen: set[float] = set()
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(seen) < len(values) and asyncio.get_running_loop().time() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for rec in records:
+                    if rec.key == b"gw-1" and rec.value is not None:
+                        r = Reading.from_json(rec.value)
+                        if base <= r.ts < base + timedelta(seconds=len(values)):
+                            seen.add(r.value)
+    finally:
+        await consumer.stop()
+    assert held == 0  # nothing was acknowledged as forwarded while Kafka was down
+    assert seen == set(values)
+
+
+def test_onboarding_rejects_a_bad_file_and_stores_nothing(city: PilotCity, tmp_path: Path) -> None:
+    import psycopg
+
+    from ingest.onboarding import OnboardingError
+
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "device_id,kind,lon,lat,owner_dept\nok-1,gas_well,118.7,32.0,ops\n"
+        "bad/1,gas_well,118.7,32.0,ops\n"
+    )
+    with pytest.raises(OnboardingError, match="row 2"):
+        onboard(
+            city.settings,
+            path,
+            city.code,
+            crs="EPSG:4326",
+            placer=None,
+            credentials_out=tmp_path / "c.csv",
+            rotate=False,
+            show_progress=False,
+        )
+    with psycopg.connect(city.settings.db_dsn.get_secret_value()) as conn:
+        row = conn.execute("SELECT count(*) FROM devices WHERE device_id = 'ok-1'").fetchone()
+    assert row == (0,)
+    assert not (tmp_path / "c.csv").exists()
