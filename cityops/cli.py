@@ -462,7 +462,8 @@ def bench_cmd(name: str, runs: int) -> None:
     names = bench.available()
     if name not in names:
         raise CityOpsError(f"no benchmark {name!r}; choose one of: {', '.join(names)}")
-    click.echo(bench.dumps(bench.run(name, runs=runs)))
+    options = {} if runs is None else {"runs": runs}
+    click.echo(bench.dumps(bench.run(name, **options)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,349 @@
+"""``cityops bench ingest``: MQTT → bridge → Kafka throughput and latency, against the raw
+paho publish → subscribe rate through the same Mosquitto, same QoS, same messages.
+
+Publishers run in separate processes. Phases: (1) raw rate to one plain paho subscriber;
+(2) one bridge process; (3) bridges scaled out in one MQTT 5 shared-subscription group.
+A phase's rate is messages / (first publish → last record in Kafka), read from the
+partitions' end offsets, so counting costs the bridges no CPU. Latency is the Kafka
+record's create time (set by the bridge's producer) minus the reading's publish time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg import sql
+from tqdm import tqdm
+
+from bench._mqtt_load import publisher, raw_subscriber
+from cityops.onboard import sync_broker_accounts
+from cityops.settings import Settings, get_settings
+from ingest.mqtt_auth import device_username, password_hash
+from lifeline.devices import Device
+from lifeline.topics import READINGS
+from store.devices import upsert_devices
+from store.migrate import migrate
+
+CITY = "329990"
+BENCH_DB = "cityops_bench"
+
+
+def run(
+    runs: int | None = None,
+    messages: int = 100_000,
+    publishers: int = 2,
+    bridges: int = 3,
+    devices: int = 200,
+    qos: int = 1,
+) -> dict[str, Any]:
+    settings = get_settings()
+    dsn = _bench_db(settings)
+    bench_settings = settings.model_copy(update={"db_dsn": type(settings.db_dsn)(dsn)})
+    names = [f"bench-{i:04d}" for i in range(devices)]
+    _onboard(bench_settings, names)
+    ctx = multiprocessing.get_context("spawn")
+    bar = tqdm(total=3, desc="bench ingest", unit="phase")
+
+    raw_rate = _raw_phase(ctx, settings, names, messages, publishers, qos)
+    bar.update()
+    single = _bridge_phase(ctx, bench_settings, names, messages, publishers, qos, 1, "single")
+    bar.update()
+    scaled = _bridge_phase(ctx, bench_settings, names, messages, publishers, qos, bridges, "scaled")
+    bar.update()
+    bar.close()
+    return {
+        "readings_per_s": round(scaled["rate"]),
+        "single_bridge_per_s": round(single["rate"]),
+        "raw_mqtt_per_s": round(raw_rate),
+        "ratio": round(single["rate"] / raw_rate, 3) if raw_rate else None,
+        "p50_ms": round(scaled["p50_ms"], 1),
+        "p99_ms": round(scaled["p99_ms"], 1),
+        "single_p50_ms": round(single["p50_ms"], 1),
+        "single_p99_ms": round(single["p99_ms"], 1),
+        "qos": qos,
+        "bridges": bridges,
+        "messages": messages,
+        "publishers": publishers,
+        "lost": scaled["lost"] + single["lost"],
+    }
+
+
+def _bench_db(settings: Settings) -> str:
+    base = settings.db_dsn.get_secret_value()
+    with psycopg.connect(base, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,))
+        if not exists.fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    dsn = base.rsplit("/", 1)[0] + "/" + BENCH_DB
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    return dsn
+
+
+def _onboard(settings: Settings, names: list[str]) -> None:
+    devices = [
+        Device(
+            city=CITY,
+            device_id=n,
+            family="sensors",
+            kind="gas_well",
+            metrics={"ch4": "%LEL"},
+            owner_dept="bench",
+            lon=118.78,
+            lat=32.04,
+        )
+        for n in names
+    ]
+    pw = password_hash(os.urandom(16).hex())
+    creds = {n: (device_username(CITY, n), pw) for n in names}
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        upsert_devices(conn, devices, creds)
+        sync_broker_accounts(settings, conn, CITY)
+
+
+def _publish(
+    ctx: Any, settings: Settings, names: list[str], messages: int, publishers: int, qos: int
+) -> tuple[float, float]:
+    go = ctx.Event()
+    results = ctx.Queue()
+    share = messages // publishers
+    procs = [
+        ctx.Process(
+            target=publisher,
+            args=(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                settings.mqtt_username,
+                settings.mqtt_password.get_secret_value(),
+                CITY,
+                names[i::publishers],
+                share,
+                qos,
+                go,
+                results,
+            ),
+        )
+        for i in range(publishers)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)
+    go.set()
+    starts, ends = [], []
+    for _ in procs:
+        _kind, t0, t1, _n = results.get(timeout=600)
+        starts.append(t0)
+        ends.append(t1)
+    for p in procs:
+        p.join()
+    return min(starts), max(ends)
+
+
+def _raw_phase(
+    ctx: Any, settings: Settings, names: list[str], messages: int, publishers: int, qos: int
+) -> float:
+    ready = ctx.Event()
+    results = ctx.Queue()
+    expect = (messages // publishers) * publishers
+    sub = ctx.Process(
+        target=raw_subscriber,
+        args=(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            settings.mqtt_username,
+            settings.mqtt_password.get_secret_value(),
+            f"cityops/{CITY}/sensors/+/up",
+            expect,
+            qos,
+            ready,
+            results,
+        ),
+    )
+    sub.start()
+    ready.wait(timeout=30)
+    t_start, _ = _publish(ctx, settings, names, messages, publishers, qos)
+    _kind, first, last, n = results.get(timeout=600)
+    sub.join()
+    return float(n / (last - t_start)) if last > t_start else 0.0
+
+
+def _bridge_phase(
+    ctx: Any,
+    settings: Settings,
+    names: list[str],
+    messages: int,
+    publishers: int,
+    qos: int,
+    bridges: int,
+    label: str,
+) -> dict[str, float]:
+    client_prefix = f"bench-{label}-{os.getpid()}"
+    env = {
+        **os.environ,
+        "CITYOPS_CITIES": CITY,
+        "CITYOPS_DB_DSN": settings.db_dsn.get_secret_value(),
+        "CITYOPS_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cityops.cli",
+            "ingest",
+            "--bridges",
+            str(bridges),
+            "--client-id",
+            client_prefix,
+            "--metrics-port",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        start_offsets = asyncio.run(_wait_bridge_ready(settings, names[0]))
+        expect = (messages // publishers) * publishers
+        t_start, _ = _publish(ctx, settings, names, messages, publishers, qos)
+        landed, t_done = asyncio.run(_wait_landed(settings, start_offsets, expect))
+        latencies = asyncio.run(_latencies(settings, start_offsets))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        _end_sessions(settings, [f"{client_prefix}-{i + 1}" for i in range(bridges)])
+    return {
+        "rate": landed / (t_done - t_start),
+        "p50_ms": float(np.percentile(latencies, 50)) if latencies.size else float("nan"),
+        "p99_ms": float(np.percentile(latencies, 99)) if latencies.size else float("nan"),
+        "lost": float(expect - landed),
+    }
+
+
+async def _end_offsets(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    parts = consumer.partitions_for_topic(READINGS.name) or set()
+    tps = [TopicPartition(READINGS.name, p) for p in parts]
+    return dict(await consumer.end_offsets(tps))
+
+
+async def _wait_bridge_ready(settings: Settings, device: str) -> dict[TopicPartition, int]:
+    """Publish probes until one lands in Kafka; return the offsets after the probes."""
+    consumer = AIOKafkaConsumer(READINGS.name, bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        before = await _end_offsets(consumer)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+        client.connect(settings.mqtt_host, settings.mqtt_port)
+        client.loop_start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probe = {
+                "v": 1,
+                "city": CITY,
+                "device_id": device,
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                "metric": "ch4",
+                "value": 0.0,
+                "unit": "%LEL",
+            }
+            client.publish(f"cityops/{CITY}/sensors/{device}/up", json.dumps(probe), qos=1)
+            await asyncio.sleep(0.5)
+            now = await _end_offsets(consumer)
+            if sum(now.values()) > sum(before.values()):
+                break
+        else:
+            raise RuntimeError("the bridge did not forward a probe within 60 s")
+        client.disconnect()
+        client.loop_stop()
+        await asyncio.sleep(1.0)
+        return await _end_offsets(consumer)
+    finally:
+        await consumer.stop()
+
+
+async def _wait_landed(
+    settings: Settings, start: dict[TopicPartition, int], expect: int, timeout: float = 300
+) -> tuple[int, float]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        landed, last_change, t_last = 0, time.monotonic(), time.time()
+        while time.monotonic() - last_change < 20 and landed < expect:
+            ends = dict(await consumer.end_offsets(list(start)))
+            now = sum(ends[tp] - start[tp] for tp in start)
+            if now != landed:
+                landed, last_change, t_last = now, time.monotonic(), time.time()
+            await asyncio.sleep(0.05)
+        return landed, t_last
+    finally:
+        await consumer.stop()
+
+
+async def _latencies(settings: Settings, start: dict[TopicPartition, int]) -> np.ndarray:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+    )
+    await consumer.start()
+    out: list[float] = []
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        ends = dict(await consumer.end_offsets(list(start)))
+        remaining = {tp for tp in start if ends[tp] > start[tp]}
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10000)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                for rec in records:
+                    if rec.value is None or rec.key is None or not rec.key.startswith(b"bench-"):
+                        continue
+                    sent = json.loads(rec.value)["ts"]
+                    sent_s = _iso_seconds(sent)
+                    out.append(rec.timestamp - sent_s * 1000.0)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return np.array(out)
+    finally:
+        await consumer.stop()
+
+
+def _iso_seconds(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _end_sessions(settings: Settings, client_ids: list[str]) -> None:
+    """Drop the bridges' persistent sessions so later phases get every message."""
+    for cid in client_ids:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=props)
+        client.loop_start()
+        time.sleep(0.2)
+        client.disconnect()
+        client.loop_stop()
