@@ -62,8 +62,9 @@ def publisher(
         }
         client.publish(topics[i % len(topics)], json.dumps(body, separators=(",", ":")), qos=qos)
         if qos and i - acked > WINDOW:
+            sent = i
             with cond:
-                cond.wait_for(lambda i=i: i - acked <= WINDOW // 2, timeout=30)
+                cond.wait_for(lambda: sent - acked <= WINDOW // 2, timeout=30)
     if qos:
         with cond:
             cond.wait_for(lambda: acked >= count, timeout=120)

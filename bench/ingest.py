@@ -177,7 +177,7 @@ def _raw_phase(
     sub.start()
     ready.wait(timeout=30)
     t_start, _ = _publish(ctx, settings, names, messages, publishers, qos)
-    _kind, first, last, n = results.get(timeout=600)
+    _kind, _first, last, n = results.get(timeout=600)
     sub.join()
     return float(n / (last - t_start)) if last > t_start else 0.0
 
@@ -280,7 +280,7 @@ async def _wait_bridge_ready(settings: Settings, device: str) -> dict[TopicParti
 
 
 async def _wait_landed(
-    settings: Settings, start: dict[TopicPartition, int], expect: int, timeout: float = 300
+    settings: Settings, start: dict[TopicPartition, int], expect: int
 ) -> tuple[int, float]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
