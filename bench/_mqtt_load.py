@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -43,6 +44,9 @@ def publisher(
             acked += 1
             cond.notify()
 
+    def _drained(sent: int) -> bool:
+        return sent - acked <= WINDOW // 2
+
     client.on_publish = on_publish
     client.connect(host, port, keepalive=60)
     client.loop_start()
@@ -62,9 +66,8 @@ def publisher(
         }
         client.publish(topics[i % len(topics)], json.dumps(body, separators=(",", ":")), qos=qos)
         if qos and i - acked > WINDOW:
-            sent = i
             with cond:
-                cond.wait_for(lambda: sent - acked <= WINDOW // 2, timeout=30)
+                cond.wait_for(partial(_drained, i), timeout=30)
     if qos:
         with cond:
             cond.wait_for(lambda: acked >= count, timeout=120)

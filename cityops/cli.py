@@ -285,7 +285,7 @@ def db_migrate() -> None:
     "--rotate-credentials", is_flag=True, help="Issue new passwords to devices onboarded before."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def onboard_cmd(  # noqa: PLR0917  # click passes options positionally
+def onboard_cmd(  # click passes options positionally
     file: Path,
     city: str,
     crs: str,
