@@ -397,6 +397,56 @@ def ingest_cmd(bridges: int, client_id: str, metrics_port: int, vendor_dir: Path
     )
 
 
+@main.command("sink", context_settings=CONTEXT)
+@click.option(
+    "--group",
+    default="cityops-sink",
+    envvar="CITYOPS_SINK_GROUP",
+    show_envvar=True,
+    help="Kafka consumer group of the sink.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=9320,
+    envvar="CITYOPS_SINK_METRICS_PORT",
+    show_envvar=True,
+    help="Prometheus metrics port (0: none).",
+)
+def sink_cmd(group: str, metrics_port: int) -> None:
+    """Write readings, anomalies, incidents and dead letters from Kafka to the store."""
+    import asyncio
+    import signal
+
+    import psycopg
+    from prometheus_client import start_http_server
+
+    from store.migrate import migrate
+    from streams.sink import Sink
+
+    settings = load_settings()
+    dsn = settings.db_dsn.get_secret_value()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sink = Sink(settings.kafka_bootstrap, dsn, group_id=group)
+        await sink.start()
+        echo_err("sink: writing Kafka topics to the store")
+        try:
+            await sink.run(stop)
+        finally:
+            await sink.stop()
+
+    asyncio.run(serve())
+
+
 # -- geo -----------------------------------------------------------------------------------
 
 

@@ -27,7 +27,10 @@ class PlatformService:
     argv: tuple[str, ...]
 
 
-SERVICES = (PlatformService("ingest", ("ingest",)),)
+SERVICES = (
+    PlatformService("ingest", ("ingest",)),
+    PlatformService("sink", ("sink",)),
+)
 
 
 def _cityops() -> list[str]:

@@ -1,11 +1,15 @@
 """Versioned schema migrations: numbered SQL files applied once each, in order.
 
-Each file runs in its own transaction under an advisory lock, so concurrent
-``cityops db migrate`` runs are safe and re-running is a no-op.
+A version may come in two variants, ``NNNN_name.timescale.sql`` and
+``NNNN_name.plain.sql``: the TimescaleDB one is used when the server offers the
+extension, the plain-PostgreSQL one otherwise (DESIGN §7). Each file runs in its own
+transaction under an advisory lock, so concurrent runs are safe and re-running is a
+no-op. Setting ``CITYOPS_TIMESCALE=off`` forces the plain path.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -15,34 +19,69 @@ import psycopg
 from store.errors import MigrationError
 
 LOCK_ID = 0x0C17_0B5  # advisory lock key for migrations
+PLAIN, TIMESCALE, COMMON = "plain", "timescale", "common"
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
+    variant: str
     sql: str
 
 
-def available() -> list[Migration]:
-    out = []
+def available(variant: str) -> list[Migration]:
+    """The migrations to apply on a server of ``variant`` (plain or timescale)."""
+    by_version: dict[int, Migration] = {}
     for entry in resources.files("store.migrations").iterdir():
         name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            out.append(Migration(int(name[:4]), name[5:-4], entry.read_text()))
-    return sorted(out, key=lambda m: m.version)
+        if not (name.endswith(".sql") and name[:4].isdigit()):
+            continue
+        stem = name[5:-4]
+        kind = COMMON
+        for v in (PLAIN, TIMESCALE):
+            if stem.endswith(f".{v}"):
+                kind, stem = v, stem[: -len(v) - 1]
+        if kind not in (COMMON, variant):
+            continue
+        version = int(name[:4])
+        if version in by_version and by_version[version].name != stem:
+            raise MigrationError(f"two migrations share version {version:04d}")
+        by_version[version] = Migration(version, stem, kind, entry.read_text())
+    return [by_version[v] for v in sorted(by_version)]
+
+
+def timescale_available(conn: psycopg.Connection[Any]) -> bool:
+    if os.environ.get("CITYOPS_TIMESCALE", "auto").lower() in {"off", "0", "false", "no"}:
+        return False
+    row = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    return row is not None
+
+
+def backend(conn: psycopg.Connection[Any]) -> str:
+    """``timescale`` when the schema was built on TimescaleDB, else ``plain``."""
+    row = conn.execute(
+        "SELECT variant FROM schema_migrations WHERE variant <> %s LIMIT 1", (COMMON,)
+    ).fetchone()
+    return str(row[0]) if row else PLAIN
 
 
 def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now."""
     applied_now: list[Migration] = []
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version int PRIMARY KEY, name text NOT NULL,"
+            " variant text NOT NULL DEFAULT 'common',"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-    for migration in available():
+        chosen = backend(conn) if _any_applied(conn) else None
+    variant = chosen or (TIMESCALE if timescale_available(conn) else PLAIN)
+    for migration in available(variant):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
             done = conn.execute(
@@ -54,11 +93,16 @@ def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
                 conn.execute(migration.sql.encode())
             except psycopg.Error as exc:
                 raise MigrationError(
-                    f"migration {migration.version:04d}_{migration.name} failed: {exc}"
+                    f"migration {migration.version:04d}_{migration.name} ({migration.variant}) "
+                    f"failed: {exc}"
                 ) from exc
             conn.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                (migration.version, migration.name),
+                "INSERT INTO schema_migrations (version, name, variant) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, migration.variant),
             )
             applied_now.append(migration)
     return applied_now
+
+
+def _any_applied(conn: psycopg.Connection[Any]) -> bool:
+    return conn.execute("SELECT 1 FROM schema_migrations LIMIT 1").fetchone() is not None

@@ -1,1 +1,1 @@
-"""streams"""
+"""Stream processing on Kafka: the store sink (and the detection agents)."""

@@ -1,0 +1,212 @@
+"""``cityops bench store``: sink throughput, the raw COPY ceiling, and bucketed queries.
+
+* ``copy_rows_per_s`` — readings COPYed into a staging table from Python, nothing else.
+* ``sink_rows_per_s`` — readings pre-loaded into a Kafka topic, then read, parsed and
+  written by the real sink (COPY, idempotent insert, rollups, offset commit), timed
+  from start to the last row committed.
+* ``bucket_query_ms`` — 30 days of 1,000 devices at one reading a minute (43.2 M rows,
+  generated once into the bench database): the median time of a bucketed 30-day series
+  for one device and for one grid cell (10 devices); the larger of the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from psycopg import sql
+from tqdm import tqdm
+
+from cityops.settings import Settings, get_settings
+from store import queries
+from store.migrate import migrate
+from streams.sink import Sink
+
+BENCH_DB = "cityops_bench_store"
+DEVICES = 1000
+DAYS = 30
+PER_CELL = 10
+COPY_ROWS = 1_000_000
+SINK_ROWS = 300_000
+
+
+def run(runs: int = 20) -> dict[str, Any]:
+    settings = get_settings()
+    dsn = _database(settings)
+    copy_rate = _copy_ceiling(dsn)
+    sink_rate = asyncio.run(_sink_rate(settings, dsn))
+    end = _dataset(dsn)
+    start = end - timedelta(days=DAYS)
+    device_ms, cell_ms = [], []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(runs):
+            t0 = time.perf_counter()
+            points = queries.series(conn, f"bq-{i * 37 % DEVICES:04d}", "pressure", start, end)
+            device_ms.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            cell = queries.cell_series(
+                conn, "320100", _cell(i % (DEVICES // PER_CELL)), "pressure", start, end
+            )
+            cell_ms.append((time.perf_counter() - t0) * 1000)
+    device_q, cell_q = statistics.median(device_ms), statistics.median(cell_ms)
+    return {
+        "sink_rows_per_s": round(sink_rate),
+        "copy_rows_per_s": round(copy_rate),
+        "bucket_query_ms": round(max(device_q, cell_q), 1),
+        "device_query_ms": round(device_q, 1),
+        "cell_query_ms": round(cell_q, 1),
+        "series_points": len(points),
+        "cell_points": len(cell),
+        "dataset_rows": DEVICES * DAYS * 24 * 60,
+        "backend": "plain",
+        "runs": runs,
+    }
+
+
+def _database(settings: Settings) -> str:
+    base = settings.db_dsn.get_secret_value()
+    with psycopg.connect(base, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    dsn = base.rsplit("/", 1)[0] + "/" + BENCH_DB
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    return dsn
+
+
+def _rows(n: int, device_prefix: str) -> list[tuple[Any, ...]]:
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=12)
+    return [
+        (
+            "320100",
+            f"{device_prefix}-{i % 500:03d}",
+            "pressure",
+            t0 + timedelta(milliseconds=40 * i),
+            0.3 + (i % 13) * 0.001,
+            "MPa",
+            [],
+        )
+        for i in range(n)
+    ]
+
+
+def _copy_ceiling(dsn: str) -> float:
+    rows = _rows(COPY_ROWS, "cp")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE copy_probe (city text, device_id text, metric text,"
+            " ts timestamptz, value double precision, unit text, quality text[])"
+        )
+        t0 = time.perf_counter()
+        with conn.transaction(), conn.cursor().copy("COPY copy_probe FROM STDIN") as copy:
+            for row in tqdm(rows, desc="copy ceiling", unit="row", mininterval=1):
+                copy.write_row(row)
+        return COPY_ROWS / (time.perf_counter() - t0)
+
+
+async def _sink_rate(settings: Settings, dsn: str) -> float:
+    import json
+
+    topic = f"bench.readings.{secrets.token_hex(3)}"
+    prefix = f"sk{secrets.token_hex(2)}"
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20
+    )
+    await producer.start()
+    try:
+        for city, dev, metric, ts, value, unit, _q in tqdm(
+            _rows(SINK_ROWS, prefix), desc="preload kafka", unit="msg", mininterval=1
+        ):
+            body = {
+                "v": 1,
+                "city": city,
+                "device_id": dev,
+                "ts": ts.isoformat(),
+                "metric": metric,
+                "value": value,
+                "unit": unit,
+            }
+            await producer.send(topic, json.dumps(body).encode(), key=dev.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    sink = Sink(
+        settings.kafka_bootstrap, dsn, group_id=f"bench-{prefix}", kinds={topic: "readings"}
+    )
+    await sink.start()
+    stop = asyncio.Event()
+    t0 = time.perf_counter()
+    task = asyncio.create_task(sink.run(stop))
+    bar = tqdm(total=SINK_ROWS, desc="sink", unit="row")
+    while sink.written < SINK_ROWS:
+        await asyncio.sleep(0.05)
+        bar.update(sink.written - bar.n)
+    elapsed = time.perf_counter() - t0
+    bar.close()
+    stop.set()
+    await task
+    await sink.stop()
+    return SINK_ROWS / elapsed
+
+
+def _cell(i: int) -> str:
+    return f"320102001001{i + 1:03d}"
+
+
+def _dataset(dsn: str) -> datetime:
+    """Generate the 30-day dataset once (readings, rollups, devices); return its end."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_dataset (end_ts timestamptz NOT NULL)")
+        row = conn.execute("SELECT end_ts FROM bench_dataset").fetchone()
+        if row:
+            return row[0]  # type: ignore[no-any-return]
+        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=DAYS)
+        conn.execute(
+            "SELECT cityops_ensure_partitions(%s::date, %s::date)", (start.date(), end.date())
+        )
+        conn.execute(
+            "INSERT INTO devices (city, device_id, family, kind, metrics, owner_dept, lon, lat,"
+            " grid_code, mqtt_username, mqtt_password_hash)"
+            " SELECT '320100', 'bq-' || lpad(d::text, 4, '0'), 'sensors', 'water_pressure',"
+            " '{\"pressure\": \"MPa\"}', 'bench', 118.78, 32.04,"
+            " '320102001001' || lpad((d / %s + 1)::text, 3, '0'),"
+            " '320100.bq-' || lpad(d::text, 4, '0'), 'x'"
+            " FROM generate_series(0, %s - 1) d ON CONFLICT DO NOTHING",
+            (PER_CELL, DEVICES),
+        )
+        for day in tqdm(range(DAYS), desc="generate 30 days", unit="day"):
+            d0 = start + timedelta(days=day)
+            conn.execute(
+                "INSERT INTO readings SELECT '320100', 'bq-' || lpad(d::text, 4, '0'),"
+                " 'pressure', ts, 0.3 + 0.05 * sin(extract(epoch FROM ts) / 3600.0 + d), 'MPa',"
+                " '{}' FROM generate_series(0, %s - 1) d,"
+                " generate_series(%s::timestamptz, %s::timestamptz - interval '1 minute',"
+                " interval '1 minute') ts ON CONFLICT DO NOTHING",
+                (DEVICES, d0, d0 + timedelta(days=1)),
+            )
+            for table, unit, source in (
+                ("readings_1m", "minute", "readings"),
+                ("readings_1h", "hour", "readings"),
+            ):
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {} SELECT date_trunc({}, ts), city, device_id, metric,"
+                        " min(value), max(value), sum(value), count(*), max(ts),"
+                        " (array_agg(value ORDER BY ts DESC))[1] FROM {}"
+                        " WHERE ts >= %s AND ts < %s AND device_id LIKE 'bq-%%'"
+                        " GROUP BY 1, 2, 3, 4 ON CONFLICT DO NOTHING"
+                    ).format(sql.Identifier(table), sql.Literal(unit), sql.Identifier(source)),
+                    (d0, d0 + timedelta(days=1)),
+                )
+        conn.execute("ANALYZE readings")
+        conn.execute("ANALYZE readings_1m")
+        conn.execute("ANALYZE readings_1h")
+        conn.execute("INSERT INTO bench_dataset VALUES (%s)", (end,))
+        return end

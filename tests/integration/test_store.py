@@ -1,0 +1,320 @@
+"""The store on the real PostgreSQL: migrations, idempotent COPY writes, rollups, queries,
+injection attempts, and the Kafka sink surviving a database restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+from psycopg import sql
+
+from cityops.settings import Settings
+from cityops.stack import Stack
+from lifeline.records import Anomaly, Incident, Reading
+from lifeline.vocabulary import IncidentType, Severity
+from store import queries
+from store.events import upsert_anomalies, upsert_incidents
+from store.migrate import migrate
+from store.readings import ReadingWriter, rows_of
+from streams.sink import Sink
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
+@pytest.fixture
+def fresh_db(live_stack: Settings) -> Iterator[str]:
+    base = live_stack.db_dsn.get_secret_value()
+    name = f"cityops_fresh_{secrets.token_hex(4)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def series_readings(device: str, n: int, start: datetime = T0, step_s: int = 20) -> list[Reading]:
+    return [
+        Reading(
+            city="320100",
+            device_id=device,
+            ts=start + timedelta(seconds=i * step_s),
+            metric="pressure",
+            value=0.30 + (i % 7) * 0.01,
+            unit="MPa",
+        )
+        for i in range(n)
+    ]
+
+
+def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str) -> None:
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        first = migrate(conn)
+        again = migrate(conn)
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        }
+        parts = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass"
+        ).fetchone()
+    assert [m.version for m in first] == [1, 2, 3]
+    assert {m.variant for m in first} <= {"common", "plain"}
+    assert again == []
+    assert {
+        "devices",
+        "readings_1m",
+        "readings_1h",
+        "anomalies",
+        "incidents",
+        "alerts",
+        "alert_audit",
+        "deadletters",
+        "retention",
+        "schema_migrations",
+    } <= tables
+    assert parts is not None
+    assert parts[0] >= 15
+
+
+def test_same_batch_twice_adds_nothing_and_rollups_count_once(db_dsn: str) -> None:
+    device = f"wp-{secrets.token_hex(3)}"
+    batch = series_readings(device, 540)  # three hours at one reading per 20 s
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        writer = ReadingWriter(conn)
+        assert writer.write(rows_of(batch)) == 540
+        assert writer.write(rows_of(batch)) == 0
+        assert (
+            writer.write(
+                rows_of(batch[100:200] + series_readings(device, 3, T0 - timedelta(days=1)))
+            )
+            == 3
+        )
+        raw = conn.execute(
+            "SELECT count(*), sum(value), min(value), max(value) FROM readings"
+            " WHERE device_id = %s AND ts >= %s",
+            (device, T0),
+        ).fetchone()
+        m1 = conn.execute(
+            "SELECT sum(count), sum(sum), min(min), max(max) FROM readings_1m"
+            " WHERE device_id = %s AND bucket >= %s",
+            (device, T0),
+        ).fetchone()
+        h1 = conn.execute(
+            "SELECT sum(count), sum(sum) FROM readings_1h WHERE device_id = %s AND bucket >= %s",
+            (device, T0),
+        ).fetchone()
+    assert raw is not None
+    assert m1 is not None
+    assert h1 is not None
+    assert raw[0] == 540
+    assert m1[0] == 540
+    assert h1[0] == 540
+    assert m1[1] == pytest.approx(raw[1])
+    assert h1[1] == pytest.approx(raw[1])
+    assert (m1[2], m1[3]) == (raw[2], raw[3])
+
+
+def test_bucketed_series_agree_across_raw_and_rollup_sources(db_dsn: str) -> None:
+    device = f"wp-{secrets.token_hex(3)}"
+    readings = series_readings(device, 1080)  # six hours
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        ReadingWriter(conn).write(rows_of(readings))
+        end = T0 + timedelta(hours=6)
+        raw_10s = queries.series(conn, device, "pressure", T0, end, timedelta(seconds=10))
+        by_min = queries.series(conn, device, "pressure", T0, end, timedelta(minutes=15))
+        by_hour = queries.series(conn, device, "pressure", T0, end, timedelta(hours=1))
+        auto = queries.series(conn, device, "pressure", T0, end)
+    assert sum(p.count for p in raw_10s) == 1080
+    assert len(by_hour) == 6
+    assert all(p.count == 180 for p in by_hour)
+    assert sum(p.count for p in by_min) == 1080
+    expected_hour0 = sum(r.value for r in readings[:180]) / 180
+    assert by_hour[0].avg == pytest.approx(expected_hour0)
+    assert by_hour[0].last == pytest.approx(readings[179].value)
+    assert queries.choose_bucket(T0, end) == timedelta(minutes=1)
+    assert len(auto) == 360
+
+
+def make_incident(city: str, incident_id: str, revision: int, severity: Severity) -> Incident:
+    return Incident(
+        incident_id=incident_id,
+        revision=revision,
+        city=city,
+        type=IncidentType.GAS_LEAK,
+        severity=severity,
+        started_at=T0,
+        updated_at=T0 + timedelta(minutes=revision),
+        lon=118.78,
+        lat=32.04,
+        grid_cells=("320102001001001",),
+    )
+
+
+def test_incidents_keep_the_newest_revision_and_open_one_alert(db_dsn: str) -> None:
+    inc_id = f"inc-{secrets.token_hex(3)}"
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_incidents(conn, [make_incident("320100", inc_id, 2, Severity.ORANGE)])
+        upsert_incidents(conn, [make_incident("320100", inc_id, 1, Severity.BLUE)])  # late, old
+        upsert_incidents(conn, [make_incident("320100", inc_id, 3, Severity.RED)])
+        row = conn.execute(
+            "SELECT revision, severity FROM incidents WHERE incident_id = %s", (inc_id,)
+        ).fetchone()
+        audits = conn.execute(
+            "SELECT to_status FROM alert_audit WHERE alert_id = %s", (inc_id,)
+        ).fetchall()
+    assert row == (3, "red")
+    assert audits == [("new",)]
+
+
+INJECTIONS = [
+    "320100' OR '1'='1",
+    "x'; DROP TABLE readings; --",
+    "1) OR (1=1",
+    "red'--",
+    "\\'; SELECT pg_sleep(5); --",
+]
+
+
+@pytest.mark.parametrize("attack", INJECTIONS)
+def test_injection_attempts_in_every_filter_have_no_effect(db_dsn: str, attack: str) -> None:
+    city = "320100"
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_incidents(
+            conn, [make_incident(city, f"inc-{secrets.token_hex(3)}", 1, Severity.RED)]
+        )
+        upsert_anomalies(
+            conn,
+            [
+                Anomaly(
+                    anomaly_id=f"an-{secrets.token_hex(3)}",
+                    city=city,
+                    kind="ch4_level",
+                    ts=T0,
+                    detector="threshold",
+                    severity=Severity.RED,
+                )
+            ],
+        )
+        before = conn.execute("SELECT count(*) FROM incidents").fetchone()
+        filters = [
+            queries.EventFilter(city=attack),
+            queries.EventFilter(city=city, severities=[attack]),
+            queries.EventFilter(city=city, statuses=[attack]),
+            queries.EventFilter(city=city, types=[attack]),
+            queries.EventFilter(city=city, grid_cell=attack),
+        ]
+        for f in filters:
+            assert queries.incidents(conn, f) == []
+            assert queries.anomalies(conn, f) == []
+        assert queries.series(conn, attack, attack, T0, T0 + timedelta(hours=1)) == []
+        assert queries.cell_series(conn, attack, attack, attack, T0, T0 + timedelta(1)) == []
+        assert queries.cell_rollup(conn, attack, attack, T0, T0 + timedelta(1)) == []
+        assert queries.latest(conn, attack, T0) == []
+        after = conn.execute("SELECT count(*) FROM incidents").fetchone()
+        assert conn.execute("SELECT to_regclass('readings')").fetchone() == ("readings",)
+    assert before == after
+
+
+def test_unfiltered_listing_is_scoped_to_the_city_and_paged(db_dsn: str) -> None:
+    city = f"3{secrets.randbelow(10**5):05d}"
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_incidents(
+            conn, [make_incident(city, f"inc-{city}-{i}", 1, Severity.BLUE) for i in range(5)]
+        )
+        page1 = queries.incidents(conn, queries.EventFilter(city=city, limit=3))
+        page2 = queries.incidents(conn, queries.EventFilter(city=city, limit=3, offset=3))
+        red = queries.incidents(conn, queries.EventFilter(city=city, severities=["red"]))
+        box = queries.incidents(
+            conn, queries.EventFilter(city=city, bbox=(118.0, 31.0, 119.0, 33.0))
+        )
+    assert len(page1) == 3
+    assert len(page2) == 2
+    assert {r["city"] for r in page1 + page2} == {city}
+    assert red == []
+    assert len(box) == 5
+
+
+@pytest.mark.asyncio
+async def test_sink_survives_a_database_restart_without_loss_or_duplicates(
+    live_stack: Settings, db_dsn: str
+) -> None:
+    topic = f"it-sink-{secrets.token_hex(3)}"
+    device = f"sk-{secrets.token_hex(3)}"
+    readings = series_readings(
+        device, 3000, start=datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2), step_s=2
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=live_stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for r in readings[:1500]:
+            await producer.send(topic, r.to_json(), key=device.encode())
+        await producer.flush()
+        sink = Sink(
+            live_stack.kafka_bootstrap,
+            db_dsn,
+            group_id=f"it-{secrets.token_hex(3)}",
+            kinds={topic: "readings"},
+            max_records=500,
+        )
+        await sink.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        postgres = Stack.from_settings(live_stack).postgres
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(postgres.down)
+        for r in readings[1500:]:
+            await producer.send(topic, r.to_json(), key=device.encode())
+        await producer.flush()
+        await asyncio.sleep(2)
+        await asyncio.to_thread(postgres.up, lambda _m: None)
+        deadline = asyncio.get_running_loop().time() + 60
+        count = 0
+        while asyncio.get_running_loop().time() < deadline:
+            count = await asyncio.to_thread(_count, db_dsn, device)
+            if count >= len(readings):
+                break
+            await asyncio.sleep(0.5)
+        stop.set()
+        await task
+        await sink.stop()
+    finally:
+        await producer.stop()
+    assert count == len(readings)
+    distinct = await asyncio.to_thread(_count, db_dsn, device, True)
+    assert distinct == len(readings)
+
+
+def _count(dsn: str, device: str, distinct: bool = False) -> int:
+    query = (
+        "SELECT count(DISTINCT ts) FROM readings WHERE device_id = %s"
+        if distinct
+        else "SELECT count(*) FROM readings WHERE device_id = %s"
+    )
+    try:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(query, (device,)).fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.OperationalError:
+        return 0
+
+
+def test_reading_json_round_trips_through_the_sink_parser() -> None:
+    from streams.sink import parse_reading
+
+    [r] = series_readings("x-1", 1)
+    row = parse_reading(r.to_json())
+    assert row == ("320100", "x-1", "pressure", r.ts, r.value, "MPa", [])
+    with pytest.raises((ValueError, KeyError)):
+        parse_reading(json.dumps({"ts": "2026-01-01T00:00:00"}).encode())
