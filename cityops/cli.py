@@ -240,6 +240,34 @@ def db_migrate() -> None:
         click.echo("schema is up to date")
 
 
+@db.command("retention")
+@click.option("--city", help="Set this city's retention (with --keep-days) before applying.")
+@click.option("--keep-days", type=int, help="Days of readings the city keeps.")
+@click.option(
+    "--default-days",
+    type=int,
+    default=400,
+    envvar="CITYOPS_RETENTION_DAYS",
+    show_envvar=True,
+    help="Retention of cities without their own.",
+)
+def db_retention(city: str | None, keep_days: int | None, default_days: int) -> None:
+    """Apply the readings retention of every city (drop old days, delete per city)."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from store.retention import apply_retention, set_retention
+
+    if (city is None) != (keep_days is None):
+        raise CityOpsError("give --city and --keep-days together")
+    with psycopg.connect(load_settings().db_dsn.get_secret_value(), autocommit=True) as conn:
+        if city is not None and keep_days is not None:
+            set_retention(conn, city, keep_days)
+        result = apply_retention(conn, datetime.now(UTC), default_days)
+    click.echo(f"dropped {result.dropped_partitions} day(s), deleted {result.deleted_rows} row(s)")
+
+
 # -- ingest -------------------------------------------------------------------------------
 
 

@@ -6,11 +6,26 @@ import asyncio
 import logging
 import multiprocessing
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from cityops.settings import Settings
+from ingest.bridge import BridgeConfig
 
 log = logging.getLogger(__name__)
+
+
+def bridge_config(settings: Settings, client_id: str, topic_filters: Sequence[str]) -> BridgeConfig:
+    """A bridge's configuration: the platform's MQTT account and Kafka, these filters."""
+    return BridgeConfig(
+        mqtt_host=settings.mqtt_host,
+        mqtt_port=settings.mqtt_port,
+        mqtt_username=settings.mqtt_username,
+        mqtt_password=settings.mqtt_password.get_secret_value(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+        client_id=client_id,
+        subscriptions=topic_filters,
+    )
 
 
 def run_bridges(
@@ -66,7 +81,7 @@ async def serve(
 
     from ingest import metrics
     from ingest.adapters import load_vendors
-    from ingest.bridge import Bridge, BridgeConfig, subscriptions
+    from ingest.bridge import Bridge, subscriptions
     from ingest.decode import Decoder
     from ingest.registry import Registry, watch
 
@@ -85,15 +100,7 @@ async def serve(
         await asyncio.sleep(0.1)
     metrics.REGISTRY.set(len(registry))
     vendors = load_vendors(*([vendor_dir] if vendor_dir else []))
-    config = BridgeConfig(
-        mqtt_host=settings.mqtt_host,
-        mqtt_port=settings.mqtt_port,
-        mqtt_username=settings.mqtt_username,
-        mqtt_password=settings.mqtt_password.get_secret_value(),
-        kafka_bootstrap=settings.kafka_bootstrap,
-        client_id=client_id,
-        subscriptions=subscriptions(settings.cities),
-    )
+    config = bridge_config(settings, client_id, subscriptions(settings.cities))
     bridge = Bridge(config, Decoder(registry, vendors))
     await bridge.start()
     log.info(

@@ -16,14 +16,16 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
+from cityops.ingest import bridge_config
 from cityops.onboard import onboard
 from cityops.settings import Settings
 from cityops.stack import Stack
 from ingest.adapters import load_vendors
-from ingest.bridge import Bridge, BridgeConfig, subscriptions
+from ingest.bridge import Bridge, subscriptions
 from ingest.deadletter import DeadLetter
 from ingest.decode import Decoder
 from ingest.registry import load_now
@@ -81,17 +83,8 @@ def city(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFac
 
 
 def bridge_for(city: PilotCity, client_id: str) -> Bridge:
-    s = city.settings
-    config = BridgeConfig(
-        mqtt_host=s.mqtt_host,
-        mqtt_port=s.mqtt_port,
-        mqtt_username=s.mqtt_username,
-        mqtt_password=s.mqtt_password.get_secret_value(),
-        kafka_bootstrap=s.kafka_bootstrap,
-        client_id=client_id,
-        subscriptions=subscriptions([city.code]),
-    )
-    registry = load_now(s.db_dsn.get_secret_value(), [city.code])
+    config = bridge_config(city.settings, client_id, subscriptions([city.code]))
+    registry = load_now(city.settings.db_dsn.get_secret_value(), [city.code])
     return Bridge(config, Decoder(registry, load_vendors()))
 
 
@@ -362,6 +355,8 @@ async def test_kafka_outage_holds_messages_until_it_returns(
     kafka = Stack.from_settings(city.settings).kafka
     values = [float(i) + 0.25 for i in range(50)]
     base = now() - timedelta(minutes=3)
+    async with TailConsumer(city.settings, "cityops.readings") as tail:
+        positions = {tp: await tail.consumer.position(tp) for tp in tail.consumer.assignment()}
     await asyncio.to_thread(kafka.down)
     try:
         for i, v in enumerate(values):
@@ -376,18 +371,15 @@ async def test_kafka_outage_holds_messages_until_it_returns(
         held = running_bridge.forwarded
     finally:
         await asyncio.to_thread(kafka.up, lambda _m: None)
-    consumer_settings = city.settings
-    from aiokafka import AIOKafkaConsumer
-
     consumer = AIOKafkaConsumer(
-        "cityops.readings",
-        bootstrap_servers=consumer_settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"it-{secrets.token_hex(4)}",
+        bootstrap_servers=city.settings.kafka_bootstrap, enable_auto_commit=False
     )
     await consumer.start()
     seen: set[float] = set()
     try:
+        consumer.assign(list(positions))
+        for tp, offset in positions.items():
+            consumer.seek(tp, offset)
         deadline = asyncio.get_running_loop().time() + 60
         while len(seen) < len(values) and asyncio.get_running_loop().time() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from cityops.ingest import bridge_config as platform_bridge_config
 from cityops.settings import Settings
 from ingest.bridge import Bridge, BridgeConfig
 from ingest.deadletter import DeadLetter
@@ -42,14 +43,8 @@ def registry_for(device_id: str) -> Registry:
 
 
 def bridge_config(settings: Settings) -> BridgeConfig:
-    return BridgeConfig(
-        mqtt_host=settings.mqtt_host,
-        mqtt_port=settings.mqtt_port,
-        mqtt_username=settings.mqtt_username,
-        mqtt_password=settings.mqtt_password.get_secret_value(),
-        kafka_bootstrap=settings.kafka_bootstrap,
-        client_id=unique_id("it-bridge"),
-        subscriptions=[f"cityops/{CITY}/sensors/+/up"],
+    return platform_bridge_config(
+        settings, unique_id("it-bridge"), [f"cityops/{CITY}/sensors/+/up"]
     )
 
 

@@ -318,3 +318,38 @@ def test_reading_json_round_trips_through_the_sink_parser() -> None:
     assert row == ("320100", "x-1", "pressure", r.ts, r.value, "MPa", [])
     with pytest.raises((ValueError, KeyError)):
         parse_reading(json.dumps({"ts": "2026-01-01T00:00:00"}).encode())
+
+
+def test_retention_drops_old_days_and_trims_each_city(fresh_db: str) -> None:
+    from store.retention import apply_retention, set_retention
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrate(conn)
+        writer = ReadingWriter(conn)
+        for city, device in (("320100", "keep-a"), ("320500", "keep-b")):
+            old = [
+                Reading(
+                    city=city,
+                    device_id=device,
+                    ts=now - timedelta(days=d),
+                    metric="pressure",
+                    value=0.3,
+                    unit="MPa",
+                )
+                for d in (1, 5, 20)
+            ]
+            writer.write(rows_of(old))
+        set_retention(conn, "320500", 3)
+        result = apply_retention(conn, now, default_days=10)
+        left = conn.execute(
+            "SELECT device_id, count(*) FROM readings GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        rollup_left = conn.execute(
+            "SELECT count(*) FROM readings_1m WHERE device_id = 'keep-b'"
+        ).fetchone()
+    assert result.dropped_partitions >= 1  # the 20-day-old day went as a whole partition
+    assert left == [("keep-a", 2), ("keep-b", 1)]
+    assert result.deleted_rows == 1
+    assert rollup_left == (1,)
+    assert rollup_a == (2,)
