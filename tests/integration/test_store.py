@@ -348,6 +348,9 @@ def test_retention_drops_old_days_and_trims_each_city(fresh_db: str) -> None:
         rollup_left = conn.execute(
             "SELECT count(*) FROM readings_1m WHERE device_id = 'keep-b'"
         ).fetchone()
+        rollup_a = conn.execute(
+            "SELECT count(*) FROM readings_1h WHERE device_id = 'keep-a'"
+        ).fetchone()
     assert result.dropped_partitions >= 1  # the 20-day-old day went as a whole partition
     assert left == [("keep-a", 2), ("keep-b", 1)]
     assert result.deleted_rows == 1
