@@ -441,38 +441,26 @@ def ingest_cmd(bridges: int, client_id: str, metrics_port: int, vendor_dir: Path
     show_envvar=True,
     help="Prometheus metrics port (0: none).",
 )
-def sink_cmd(group: str, metrics_port: int) -> None:
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    envvar="CITYOPS_SINK_WORKERS",
+    show_envvar=True,
+    help="Sink processes in the consumer group (they split the partitions).",
+)
+def sink_cmd(group: str, metrics_port: int, workers: int) -> None:
     """Write readings, anomalies, incidents and dead letters from Kafka to the store."""
-    import asyncio
-    import signal
-
     import psycopg
-    from prometheus_client import start_http_server
 
+    from cityops.sink import run_sinks
     from store.migrate import migrate
-    from streams.sink import Sink
 
     settings = load_settings()
-    dsn = settings.db_dsn.get_secret_value()
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         migrate(conn)
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1")
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        sink = Sink(settings.kafka_bootstrap, dsn, group_id=group)
-        await sink.start()
-        echo_err("sink: writing Kafka topics to the store")
-        try:
-            await sink.run(stop)
-        finally:
-            await sink.stop()
-
-    asyncio.run(serve())
+    echo_err(f"sink: writing Kafka topics to the store with {workers} worker(s)")
+    run_sinks(settings, workers=workers, group=group, metrics_port=metrics_port)
 
 
 # -- geo -----------------------------------------------------------------------------------
@@ -528,12 +516,12 @@ def grid_generate(communities: Path, cell_m: float, out: Path) -> None:
 @click.option(
     "--runs",
     type=int,
-    default=5,
+    default=None,
     envvar="CITYOPS_BENCH_RUNS",
     show_envvar=True,
-    help="Timed repetitions; the median is reported.",
+    help="Timed repetitions (the median is reported); each benchmark has its own default.",
 )
-def bench_cmd(name: str, runs: int) -> None:
+def bench_cmd(name: str, runs: int | None) -> None:
     """Run benchmark NAME; the last line is one JSON object with its figures."""
     import bench
 

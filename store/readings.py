@@ -27,6 +27,9 @@ CREATE TEMP TABLE IF NOT EXISTS readings_stage (
 ) ON COMMIT DELETE ROWS
 """
 
+# Binary COPY: several times faster than text for timestamps and floats.
+STAGE_TYPES = ["text", "text", "text", "timestamptz", "float8", "text", "text[]"]
+
 _ROLLUP = """
 INSERT INTO {table} AS r (bucket, city, device_id, metric, min, max, sum, count, last_ts, last)
 SELECT date_trunc('{unit}', ts), city, device_id, metric, min(value), max(value), sum(value),
@@ -74,8 +77,10 @@ class ReadingWriter:
                 conn.execute("SELECT cityops_ensure_partitions(%s, %s)", (min(days), max(days)))
         conn.execute(_STAGE)
         with conn.cursor().copy(
-            "COPY readings_stage (city, device_id, metric, ts, value, unit, quality) FROM STDIN"
+            "COPY readings_stage (city, device_id, metric, ts, value, unit, quality)"
+            " FROM STDIN (FORMAT BINARY)"
         ) as copy:
+            copy.set_types(STAGE_TYPES)
             for row in rows:
                 copy.write_row(row)
         if self.plain:

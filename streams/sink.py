@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -61,7 +62,7 @@ class Batch:
 
 def parse_reading(value: bytes) -> ReadingRow:
     """A reading from the wire into a row; the bridge already validated it."""
-    d = json.loads(value)
+    d = orjson.loads(value)
     ts = datetime.fromisoformat(d["ts"].replace("Z", "+00:00"))
     if ts.tzinfo is None or not isinstance(d["value"], int | float):
         raise ValueError("reading without a zone or a number")
@@ -168,17 +169,29 @@ class Sink:
             self._conn.close()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Poll, parse and write until ``stop``; the next poll is parsed while the
+        database writes the previous one, and offsets are committed in order, each only
+        after its batch is in the database."""
+        pending: tuple[asyncio.Task[None], Batch] | None = None
         while not stop.is_set():
             records = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
-            if not records:
-                continue
-            batch = collect(records, self.kinds)
-            await self._write_until_done(batch, stop)
-            try:
-                await self.consumer.commit(batch.offsets)
-            except (CommitFailedError, KafkaError) as exc:
-                # The group moved on (rebalance); the next owner re-reads, writes are idempotent.
-                log.warning("offset commit failed", extra={"error": repr(exc)})
+            batch = collect(records, self.kinds) if records else None
+            if pending is not None:
+                await self._finish(*pending)
+                pending = None
+            if batch is not None:
+                task = asyncio.create_task(self._write_until_done(batch, stop))
+                pending = (task, batch)
+        if pending is not None:
+            await self._finish(*pending)
+
+    async def _finish(self, task: asyncio.Task[None], batch: Batch) -> None:
+        await task
+        try:
+            await self.consumer.commit(batch.offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The group moved on (rebalance); the next owner re-reads, writes are idempotent.
+            log.warning("offset commit failed", extra={"error": repr(exc)})
 
     async def _write_until_done(self, batch: Batch, stop: asyncio.Event) -> None:
         delay = 0.5

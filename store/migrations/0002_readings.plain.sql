@@ -12,7 +12,6 @@ CREATE TABLE IF NOT EXISTS readings (
     PRIMARY KEY (device_id, metric, ts)
 ) PARTITION BY RANGE (ts);
 CREATE INDEX IF NOT EXISTS readings_ts_brin ON readings USING brin (ts);
-CREATE INDEX IF NOT EXISTS readings_city_ts ON readings (city, ts);
 
 CREATE TABLE IF NOT EXISTS readings_1m (
     bucket     timestamptz      NOT NULL,

@@ -1,0 +1,74 @@
+"""``cityops sink``: one or several sink processes in one Kafka consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+
+from cityops.settings import Settings
+
+
+def run_sinks(
+    settings: Settings,
+    *,
+    workers: int,
+    group: str,
+    metrics_port: int,
+    kinds: dict[str, str] | None = None,
+) -> None:
+    """Run ``workers`` sink processes splitting the topics' partitions; block until stopped."""
+    if workers <= 1:
+        asyncio.run(serve(settings, group, metrics_port, kinds))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_child,
+            args=(settings, group, metrics_port + i if metrics_port else 0, kinds),
+            name=f"sink-{i + 1}",
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+
+    def forward(_signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+
+
+def _child(settings: Settings, group: str, metrics_port: int, kinds: dict[str, str] | None) -> None:
+    from cityops.logs import configure
+
+    configure(settings.log_level)
+    asyncio.run(serve(settings, group, metrics_port, kinds))
+
+
+async def serve(
+    settings: Settings, group: str, metrics_port: int, kinds: dict[str, str] | None = None
+) -> None:
+    from prometheus_client import start_http_server
+
+    from streams.sink import Sink
+
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sink = Sink(
+        settings.kafka_bootstrap, settings.db_dsn.get_secret_value(), group_id=group, kinds=kinds
+    )
+    await sink.start()
+    try:
+        await sink.run(stop)
+    finally:
+        await sink.stop()
