@@ -93,9 +93,15 @@ class Mosquitto:
         if is_root():
             chown_tree(self.dir, SERVICE_USER)
         pid = read_pid(self.pid_file, MOSQUITTO)
-        if pid is not None and self.answers():
-            # Pick up a changed platform password without dropping sessions.
+        if pid is not None:
+            # Running already: reload the accounts (the platform password may have
+            # changed) without dropping any session, then check the login.
             os.kill(pid, signal.SIGHUP)
+            if not wait_until(self.answers, timeout=10, interval=0.2):
+                raise StackError(
+                    f"Mosquitto (pid {pid}) runs but refuses the platform login after a "
+                    f"reload; last lines of {self.log_file}:\n{tail(self.log_file)}"
+                )
             return StartResult(self.name, False, time.monotonic() - t0, ["already running"])
         if port_open(self.host, self.port):
             raise StackError(
