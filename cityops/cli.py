@@ -463,6 +463,43 @@ def sink_cmd(group: str, metrics_port: int, workers: int) -> None:
     run_sinks(settings, workers=workers, group=group, metrics_port=metrics_port)
 
 
+@main.command("detect", context_settings=CONTEXT)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Recorded series: a `timestamp` column and the metric's.",
+)
+@click.option("--metric", required=True, help="Metric column to score (e.g. ch4, pressure).")
+@click.option(
+    "--kind",
+    default="generic",
+    envvar="CITYOPS_DETECT_KIND",
+    show_envvar=True,
+    help="Sensor kind whose rules apply (generic: adaptive baseline only).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output CSV: timestamp, value, anomaly_score, flags, severity.",
+)
+def detect_cmd(csv_path: Path, metric: str, kind: str, out: Path) -> None:
+    """Run the detectors causally over a recorded series (score >= 0.5: would alarm)."""
+    from cityops.detect import detect_csv
+    from lifeline.vocabulary import SensorKind
+
+    kinds = {k.value for k in SensorKind}
+    if kind not in kinds:
+        raise CityOpsError(f"--kind {kind!r} is not one of {', '.join(sorted(kinds))}")
+    counts = detect_csv(csv_path, metric, kind, out)
+    click.echo(
+        f"scored {counts['scored']} of {counts['rows']} rows; "
+        f"{counts['anomalous']} anomalous; wrote {out}"
+    )
+
+
 # -- geo -----------------------------------------------------------------------------------
 
 

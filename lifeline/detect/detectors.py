@@ -1,0 +1,321 @@
+"""The detector families of DESIGN §5, vectorised over a batch of one series.
+
+Severity ranks: 0 none, 1 blue (IV), 2 yellow (III), 3 orange (II), 4 red (I).
+A row's score is in [0, 1]; 0.5 and above means the detector raises at that row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from lifeline.detect.kernels import (
+    F64,
+    Bool,
+    cusum,
+    equal_run_length,
+    ewma,
+    hold,
+    previous,
+    rolling_count,
+    run_start,
+)
+from lifeline.vocabulary import Severity
+
+I8 = np.ndarray[Any, np.dtype[np.int8]]
+Direction = Literal["above", "below"]
+
+
+def rank_of(sev: Severity) -> int:
+    return 5 - sev.level
+
+
+def severity_of(rank: int) -> Severity | None:
+    return Severity.from_level(5 - rank) if rank else None
+
+
+@dataclass(frozen=True)
+class Out:
+    """Per-row result of one detector."""
+
+    score: F64
+    rank: I8
+    flags: dict[str, Bool]
+
+
+def _scores(active_rank: I8, closeness: F64) -> F64:
+    """0.5-1 where a rank is active (more for higher ranks), else below 0.5."""
+    return np.where(active_rank > 0, 0.5 + 0.125 * active_rank, 0.49 * np.clip(closeness, 0.0, 1.0))
+
+
+# -- graded thresholds with hysteresis and debounce ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Level:
+    threshold: float
+    severity: Severity
+
+
+@dataclass(frozen=True)
+class LevelsState:
+    active: tuple[int, ...]
+    raise_tail: tuple[tuple[bool, ...], ...]
+    clear_tail: tuple[tuple[bool, ...], ...]
+    run_began: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Graded thresholds: raise on the way up after ``k`` of ``n`` samples beyond a level
+    (and ``min_duration_s`` beyond it), clear only after ``k`` samples in a row back past
+    the level minus ``hysteresis``."""
+
+    levels: tuple[Level, ...]
+    direction: Direction = "above"
+    hysteresis: float = 0.0
+    k: int = 2
+    n: int = 3
+    min_duration_s: float = 0.0
+    name: str = "level"
+
+    def init(self) -> LevelsState:
+        m = len(self.levels)
+        return LevelsState((0,) * m, ((),) * m, ((),) * m, (float("nan"),) * m)
+
+    def run(self, state: LevelsState, ts: F64, v: F64) -> tuple[LevelsState, Out]:
+        sign = 1.0 if self.direction == "above" else -1.0
+        rank = np.zeros(v.size, np.int8)
+        actives, raise_tails, clear_tails, began = [], [], [], []
+        for i, lvl in enumerate(self.levels):
+            beyond = sign * (v - lvl.threshold) >= 0
+            back = sign * (v - (lvl.threshold - sign * self.hysteresis)) < 0
+            count, rtail = rolling_count(beyond, self.n, np.array(state.raise_tail[i], bool))
+            back_count, ctail = rolling_count(back, self.k, np.array(state.clear_tail[i], bool))
+            start, carried = run_start(beyond, ts, state.run_began[i])
+            lasted = np.nan_to_num(ts - start, nan=-1.0) >= self.min_duration_s
+            raise_now = beyond & (count >= self.k) & lasted
+            clear_now = back_count >= self.k
+            events = np.where(raise_now, 1, np.where(clear_now, 0, -1)).astype(np.int8)
+            active, last = hold(events, state.active[i])
+            rank = np.maximum(rank, active * np.int8(rank_of(lvl.severity)))
+            actives.append(last)
+            raise_tails.append(tuple(bool(b) for b in rtail))
+            clear_tails.append(tuple(bool(b) for b in ctail))
+            began.append(carried)
+        first = self.levels[0].threshold
+        closeness = (sign * v) / (sign * first) if first else np.zeros(v.size)
+        new = LevelsState(tuple(actives), tuple(raise_tails), tuple(clear_tails), tuple(began))
+        return new, Out(_scores(rank, closeness), rank, {self.name: rank > 0})
+
+
+# -- rate of change, sustained exceedance --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesTail:
+    ts: float = float("nan")
+    value: float = float("nan")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Change per second beyond ``max_per_s`` (``direction``: rise, fall or both)."""
+
+    max_per_s: float
+    severity: Severity
+    direction: Literal["rise", "fall", "both"] = "both"
+    name: str = "rate"
+
+    def init(self) -> SeriesTail:
+        return SeriesTail()
+
+    def run(self, state: SeriesTail, ts: F64, v: F64) -> tuple[SeriesTail, Out]:
+        dt = ts - previous(ts, state.ts)
+        dv = v - previous(v, state.value)
+        rate = np.where(dt > 0, dv / np.where(dt > 0, dt, 1.0), 0.0)
+        rate = np.nan_to_num(rate)
+        signed = {"rise": rate, "fall": -rate, "both": np.abs(rate)}[self.direction]
+        hit = signed > self.max_per_s
+        rank = np.where(hit, rank_of(self.severity), 0).astype(np.int8)
+        new = SeriesTail(float(ts[-1]), float(v[-1])) if v.size else state
+        return new, Out(_scores(rank, signed / self.max_per_s), rank, {self.name: hit})
+
+
+@dataclass(frozen=True)
+class Sustained:
+    """Beyond ``limit`` without a break for at least ``duration_s``."""
+
+    limit: float
+    duration_s: float
+    severity: Severity
+    direction: Direction = "above"
+    name: str = "sustained"
+
+    def init(self) -> float:
+        return float("nan")
+
+    def run(self, state: float, ts: F64, v: F64) -> tuple[float, Out]:
+        sign = 1.0 if self.direction == "above" else -1.0
+        beyond = sign * (v - self.limit) > 0
+        start, carried = run_start(beyond, ts, state)
+        held = np.nan_to_num(ts - start, nan=-1.0)
+        hit = held >= self.duration_s
+        rank = np.where(hit, rank_of(self.severity), 0).astype(np.int8)
+        closeness = np.where(beyond, 0.5 + 0.5 * held / max(self.duration_s, 1e-9), 0.0)
+        return carried, Out(_scores(rank, closeness), rank, {self.name: hit})
+
+
+# -- adaptive baseline and CUSUM ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaselineState:
+    mean: float = float("nan")
+    var: float = float("nan")
+    count: int = 0
+    pos: float = 0.0
+    neg: float = 0.0
+    day_mean: tuple[float, ...] = field(default_factory=lambda: (float("nan"),) * 24)
+    day_count: tuple[int, ...] = field(default_factory=lambda: (0,) * 24)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Adaptive baseline for series without fixed limits, causal.
+
+    The expected value is an EWMA of the past (plus, with ``daily``, the EWMA of the
+    same hour on earlier days), the spread an EWMA of squared errors. A row is scored by
+    its standardised error against what was expected *before* it; two one-sided CUSUMs
+    of that error catch slow drifts and steps. Level shifts are absorbed as the EWMAs
+    follow, so a lasting new level stops alarming.
+    """
+
+    alpha: float = 0.05
+    z_limit: float = 5.0
+    warmup: int = 30
+    daily: bool = False
+    cusum_k: float = 0.5
+    cusum_h: float = 8.0
+    min_sigma: float = 1e-6
+    severity: Severity = Severity.YELLOW
+    name: str = "baseline"
+
+    def init(self) -> BaselineState:
+        return BaselineState()
+
+    def run(self, state: BaselineState, ts: F64, v: F64) -> tuple[BaselineState, Out]:
+        n = v.size
+        if n == 0:
+            return state, Out(np.zeros(0), np.zeros(0, np.int8), {self.name: np.zeros(0, bool)})
+        # EWMAs start from zero and are divided by 1 - (1-alpha)^k (k terms so far), so
+        # early estimates are plain averages rather than pinned to the first sample.
+        keep = 1.0 - self.alpha
+        m0 = state.mean if not np.isnan(state.mean) else 0.0
+        means = ewma(v, self.alpha, m0)
+        seen = state.count + np.arange(1, n + 1)
+        first = m0 / (1.0 - keep**state.count) if state.count else float(v[0])
+        expect = previous(means / (1.0 - keep**seen), first)
+        day_means = np.asarray(state.day_mean)
+        day_counts = np.asarray(state.day_count)
+        if self.daily:
+            hours = ((ts // 3600) % 24).astype(np.int64)
+            seasonal = np.full(n, np.nan)
+            new_means, new_counts = day_means.copy(), day_counts.copy()
+            for h in np.unique(hours):
+                sel = np.flatnonzero(hours == h)
+                start = day_means[h] if not np.isnan(day_means[h]) else float(v[sel[0]])
+                series = ewma(v[sel], 0.3, start)
+                seasonal[sel] = previous(series, start)
+                counts = day_counts[h] + np.arange(sel.size)
+                seasonal[sel] = np.where(counts >= 3, seasonal[sel], np.nan)
+                new_means[h], new_counts[h] = float(series[-1]), int(day_counts[h] + sel.size)
+            expect = np.where(np.isnan(seasonal), expect, seasonal)
+            day_means, day_counts = new_means, new_counts
+        err = v - expect
+        v0 = state.var if not np.isnan(state.var) else 0.0
+        variances = ewma(err * err, self.alpha, v0)
+        # Started from zero, the EWMA variance is biased low by (1-alpha)^k after k terms.
+        terms = state.count + np.arange(n)
+        debias = 1.0 - (1.0 - self.alpha) ** np.maximum(terms, 1)
+        sigma = np.sqrt(np.maximum(previous(variances, v0) / debias, self.min_sigma**2))
+        z = err / sigma
+        warm = state.count + np.arange(n) >= self.warmup
+        z = np.where(warm, z, 0.0)
+        zc = np.clip(z, -self.cusum_h, self.cusum_h)
+        pos, pos_last = cusum(zc - self.cusum_k, state.pos)
+        neg, neg_last = cusum(-zc - self.cusum_k, state.neg)
+        spike = np.abs(z) >= self.z_limit
+        drift = (pos >= self.cusum_h) | (neg >= self.cusum_h)
+        hit = warm & (spike | drift)
+        rank = np.where(hit, rank_of(self.severity), 0).astype(np.int8)
+        closeness = np.maximum(np.abs(z) / self.z_limit, np.maximum(pos, neg) / self.cusum_h)
+        new = BaselineState(
+            float(means[-1]),
+            float(variances[-1]),
+            state.count + n,
+            0.0 if pos_last >= self.cusum_h else pos_last,
+            0.0 if neg_last >= self.cusum_h else neg_last,
+            tuple(float(x) for x in day_means),
+            tuple(int(x) for x in day_counts),
+        )
+        flags = {
+            f"{self.name}": hit & spike,
+            "drift_up": warm & (pos >= self.cusum_h),
+            "drift_down": warm & (neg >= self.cusum_h),
+        }
+        return new, Out(_scores(rank, np.where(warm, closeness, 0.0)), rank, flags)
+
+
+# -- sensor faults (QARTOD-style) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultState:
+    tail: SeriesTail = SeriesTail()
+    run: int = 0
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Gross range, spike, flat line and gaps: the sensor, not the city, is wrong."""
+
+    low: float
+    high: float
+    spike: float | None = None
+    flat_suspect: int | None = None
+    flat_fail: int | None = None
+    max_gap_s: float | None = None
+
+    def init(self) -> FaultState:
+        return FaultState()
+
+    def run(self, state: FaultState, ts: F64, v: F64) -> tuple[FaultState, Out]:
+        n = v.size
+        out_of_range = (v < self.low) | (v > self.high)
+        prev_v = previous(v, state.tail.value)
+        jump = np.abs(v - prev_v)
+        spike = (np.nan_to_num(jump, nan=0.0) > self.spike) if self.spike else np.zeros(n, bool)
+        run, last_value, last_run = equal_run_length(v, state.tail.value, state.run)
+        flat = run >= self.flat_fail if self.flat_fail else np.zeros(n, bool)
+        flat_suspect = run >= self.flat_suspect if self.flat_suspect else np.zeros(n, bool)
+        gap = (
+            np.nan_to_num(ts - previous(ts, state.tail.ts), nan=0.0) > self.max_gap_s
+            if self.max_gap_s
+            else np.zeros(n, bool)
+        )
+        fault = out_of_range | flat
+        suspect = spike | flat_suspect
+        score = np.where(fault, 0.75, np.where(suspect, 0.5, 0.0))
+        rank = np.where(fault, rank_of(Severity.BLUE), 0).astype(np.int8)
+        new = FaultState(SeriesTail(float(ts[-1]), last_value), last_run) if n else state
+        return new, Out(
+            score,
+            rank,
+            {"range": out_of_range, "spike": spike, "flatline": flat_suspect, "gap": gap},
+        )
+
+
+Detector = Levels | Rate | Sustained | Baseline | Faults

@@ -1,0 +1,68 @@
+"""All detectors of one series together: one score, one severity and the flags per row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lifeline.detect.detectors import I8, Baseline, Detector, Faults, Levels, Rate, Sustained
+from lifeline.detect.kernels import F64, Bool
+from lifeline.detect.rules import defaults_for
+from lifeline.vocabulary import Severity
+
+_RANK_NAMES = {1: "blue", 2: "yellow", 3: "orange", 4: "red"}
+
+
+@dataclass(frozen=True)
+class SeriesOut:
+    score: F64
+    rank: I8
+    flags: dict[str, Bool]
+
+    def row_flags(self, i: int) -> list[str]:
+        return [name for name, mask in self.flags.items() if mask[i]]
+
+    def severity(self, i: int) -> Severity | None:
+        r = int(self.rank[i])
+        return Severity(_RANK_NAMES[r]) if r else None
+
+
+class SeriesDetector:
+    """Runs a series' detectors over each batch; the state is a tuple of theirs."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self.detectors = tuple(detectors)
+
+    @classmethod
+    def for_metric(cls, kind: str, metric: str) -> SeriesDetector:
+        return cls(defaults_for(kind, metric))
+
+    def init(self) -> tuple[Any, ...]:
+        return tuple(d.init() for d in self.detectors)
+
+    def run(self, state: tuple[Any, ...], ts: F64, v: F64) -> tuple[tuple[Any, ...], SeriesOut]:
+        n = v.size
+        score = np.zeros(n)
+        rank = np.zeros(n, np.int8)
+        flags: dict[str, Bool] = {}
+        new_state = []
+        for det, st in zip(self.detectors, state, strict=True):
+            st2, out = det.run(st, ts, v)
+            new_state.append(st2)
+            np.maximum(score, out.score, out=score)
+            np.maximum(rank, out.rank, out=rank)
+            if isinstance(det, Levels):
+                for r, name in _RANK_NAMES.items():
+                    hit = out.rank == r
+                    if hit.any() or f"level_{name}" in flags:
+                        flags[f"level_{name}"] = flags.get(f"level_{name}", np.zeros(n, bool)) | hit
+            else:
+                for name, mask in out.flags.items():
+                    flags[name] = flags.get(name, np.zeros(n, bool)) | mask
+        return tuple(new_state), SeriesOut(score, rank, flags)
+
+
+__all__ = ["Baseline", "Faults", "Levels", "Rate", "SeriesDetector", "SeriesOut", "Sustained"]

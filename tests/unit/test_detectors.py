@@ -1,0 +1,242 @@
+"""Detectors: known answers, and the invariants a dispatcher relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lifeline.detect.detectors import Baseline, Faults, Level, Levels, Rate, Sustained
+from lifeline.detect.kernels import cusum
+from lifeline.detect.rules import DEFAULTS, RuleBook, RulesError
+from lifeline.detect.series import SeriesDetector
+from lifeline.vocabulary import PHYSICAL_RANGE, Severity
+
+MIN = 60.0
+
+
+def minutes(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64) * MIN
+
+
+CH4 = Levels((Level(25, Severity.YELLOW), Level(50, Severity.ORANGE)), hysteresis=5)
+
+
+def test_levels_raise_after_debounce_escalate_and_clear_with_hysteresis() -> None:
+    v = np.array([0, 30, 30, 30, 55, 55, 22, 19, 19, 10.0])
+    _, out = CH4.run(CH4.init(), minutes(10), v)
+    assert out.rank.tolist() == [0, 0, 2, 2, 2, 3, 3, 2, 0, 0]
+    assert (out.score[out.rank > 0] >= 0.5).all()
+    assert (out.score[out.rank == 0] < 0.5).all()
+
+
+def test_a_single_sample_over_the_level_does_not_alarm() -> None:
+    v = np.array([0, 0, 40, 0, 0, 0.0])
+    _, out = CH4.run(CH4.init(), minutes(6), v)
+    assert not out.rank.any()
+
+
+def test_minimum_duration_holds_back_short_excursions() -> None:
+    det = Levels((Level(10, Severity.BLUE),), k=1, n=1, min_duration_s=300)
+    v = np.array([0, 12, 12, 12, 0, 12, 12, 12, 12, 12, 12.0])
+    _, out = det.run(det.init(), minutes(11), v)
+    assert out.rank.tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(20.5, 29.9), min_size=5, max_size=200))
+def test_hysteresis_never_flaps_between_the_clear_and_raise_levels(tail: list[float]) -> None:
+    v = np.array([30.0, 30.0, *tail])
+    _, out = CH4.run(CH4.init(), minutes(v.size), v)
+    assert (out.rank[1:] == 2).all()  # raised at the second sample, never cleared
+
+
+def batch_split(det: object, ts: np.ndarray, v: np.ndarray, cuts: list[int]) -> np.ndarray:
+    state = det.init()  # type: ignore[attr-defined]
+    ranks, scores = [], []
+    bounds = [0, *sorted(set(cuts)), v.size]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        state, out = det.run(state, ts[a:b], v[a:b])  # type: ignore[attr-defined]
+        ranks.append(out.rank)
+        scores.append(out.score)
+    return np.concatenate([np.concatenate(ranks), np.concatenate(scores)])
+
+
+DETECTORS = [
+    CH4,
+    Levels((Level(0.14, Severity.YELLOW),), direction="below", hysteresis=0.01),
+    Rate(0.1, Severity.ORANGE, "fall"),
+    Sustained(25.0, 180, Severity.YELLOW),
+    Baseline(warmup=5, daily=True),
+    Faults(0, 100, spike=20, flat_suspect=4, flat_fail=6, max_gap_s=600),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0, 80, allow_nan=False), min_size=2, max_size=120),
+    st.lists(st.integers(1, 119), max_size=6),
+    st.sampled_from(range(len(DETECTORS))),
+)
+def test_any_batching_gives_the_same_rows_as_one_batch(
+    values: list[float], cuts: list[int], which: int
+) -> None:
+    det = DETECTORS[which]
+    v = np.round(np.array(values), 1)
+    ts = minutes(v.size) * 7.0
+    whole = batch_split(det, ts, v, [])
+    split = batch_split(det, ts, v, [c for c in cuts if c < v.size])
+    np.testing.assert_allclose(whole, split, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("kind", "metric"), sorted(DEFAULTS))
+def test_constant_normal_input_never_alarms(kind: str, metric: str) -> None:
+    low, high = PHYSICAL_RANGE[metric]
+    normal = {
+        "ch4": 0.0,
+        "o2": 20.9,
+        "h2s": 0.0,
+        "pressure": 0.1,
+        "depth": 0.0,
+        "tilt": 0.5,
+        "temperature": 20.0,
+        "level": 1.0,
+        "rainfall": 0.0,
+    }.get(metric, 1.0)
+    if (kind, metric) == ("water_pressure", "pressure"):
+        normal = 0.3  # above the 0.14 MPa network-end minimum
+    assert low <= normal <= high
+    det = SeriesDetector.for_metric(kind, metric)
+    # Constant values with a little noise where a flat line would be a fault.
+    rng = np.random.default_rng(1)
+    noisy = metric in {
+        "o2",
+        "pressure",
+        "flow",
+        "strain",
+        "deflection",
+        "accel_rms",
+        "makeup_flow",
+        "sump_level",
+        "humidity",
+        "level",
+    }
+    v = normal + (rng.normal(0, 1e-4, 3000) if noisy else np.zeros(3000))
+    _, out = det.run(det.init(), minutes(3000), v)
+    assert not out.rank.any(), {k: int(m.sum()) for k, m in out.flags.items()}
+    assert (out.score < 0.5).all()
+
+
+def test_baseline_flags_a_step_and_then_absorbs_the_new_level() -> None:
+    rng = np.random.default_rng(7)
+    v = np.concatenate([rng.normal(10, 0.1, 400), rng.normal(13, 0.1, 1200)])
+    det = Baseline(alpha=0.05, warmup=30)
+    _, out = det.run(det.init(), minutes(v.size), v)
+    assert out.rank[400:403].any()  # caught within a few samples of the step
+    assert not out.rank[:400].any()
+    assert not out.rank[-600:].any()  # the new level is the new normal
+
+
+def test_pressure_drop_is_caught_by_the_drift_cusum_within_intervals() -> None:
+    rng = np.random.default_rng(3)
+    v = np.concatenate([rng.normal(0.30, 0.002, 500), rng.normal(0.294, 0.002, 50)])
+    det = Baseline(alpha=0.01, warmup=30, z_limit=8.0)
+    _, out = det.run(det.init(), minutes(v.size), v)
+    assert not out.rank[:500].any()
+    assert np.flatnonzero(out.flags["drift_down"][500:])[0] <= 6
+
+
+def test_cusum_closed_form_matches_the_recursion() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, 500)
+    s, last = cusum(x, 2.0)
+    ref, cur = [], 2.0
+    for xi in x:
+        cur = max(0.0, cur + xi)
+        ref.append(cur)
+    np.testing.assert_allclose(s, ref)
+    assert last == pytest.approx(ref[-1])
+
+
+def test_faults_range_flatline_spike_and_gap() -> None:
+    det = Faults(0, 100, spike=20, flat_suspect=4, flat_fail=6, max_gap_s=600)
+    ts = np.array([0, 60, 120, 180, 240, 300, 360, 1800, 1860, 1920.0])
+    v = np.array([5, 5, 5, 5, 5, 5, 50, 51, 150, 52.0])
+    _, out = det.run(det.init(), ts, v)
+    assert out.flags["flatline"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
+    assert out.flags["spike"].tolist()[6] and out.flags["spike"].tolist()[8]
+    assert out.flags["range"].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+    assert out.flags["gap"].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+    assert out.rank[5] > 0 and out.rank[8] > 0  # flat-line fail and out of range
+
+
+def test_unrelated_devices_in_any_interleaving_give_the_same_result() -> None:
+    rng = np.random.default_rng(11)
+    series = {d: rng.uniform(0, 60, 300).round(1) for d in ("a", "b", "c")}
+    alone = {}
+    for d, v in series.items():
+        det = SeriesDetector.for_metric("gas_well", "ch4")
+        alone[d] = det.run(det.init(), minutes(300), v)[1].rank
+    order = rng.permutation(np.repeat(list(series), 300))
+    states = {d: SeriesDetector.for_metric("gas_well", "ch4") for d in series}
+    st_ = {d: states[d].init() for d in series}
+    pos = dict.fromkeys(series, 0)
+    got: dict[str, list[int]] = {d: [] for d in series}
+    i = 0
+    while i < order.size:  # batches of consecutive readings of the same device
+        d = order[i]
+        j = i
+        while j < order.size and order[j] == d:
+            j += 1
+        a, b = pos[d], pos[d] + (j - i)
+        st_[d], out = states[d].run(st_[d], minutes(300)[a:b], series[d][a:b])
+        got[d].extend(out.rank.tolist())
+        pos[d], i = b, j
+    for d in series:
+        assert got[d] == alone[d].tolist()
+
+
+def test_rules_file_overrides_by_city_and_device(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rule]]\nkind = "gas_well"\nmetric = "ch4"\ncity = "320100"\n'
+        'levels = [[20, "yellow"], [40, "red"]]\n\n'
+        '[[rule]]\nkind = "gas_well"\nmetric = "ch4"\ndevice_id = "gw-9"\n'
+        'levels = [[5, "blue"]]\n'
+    )
+    book = RuleBook.load(path)
+    city_levels = book.detectors("gas_well", "ch4", city="320100")[0]
+    assert isinstance(city_levels, Levels)
+    assert [lv.threshold for lv in city_levels.levels] == [20, 40]
+    device_levels = book.detectors("gas_well", "ch4", city="320100", device_id="gw-9")[0]
+    assert isinstance(device_levels, Levels)
+    assert [lv.threshold for lv in device_levels.levels] == [5]
+    other = book.detectors("gas_well", "ch4", city="110100")[0]
+    assert isinstance(other, Levels)
+    assert [lv.threshold for lv in other.levels] == [10, 25, 50]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[rule]]\nkind = "volcano"\nmetric = "ch4"\nlevels = [[1, "red"]]\n', "line 1.*kind"),
+        (
+            '\n[[rule]]\nkind = "gas_well"\nmetric = "flow"\nlevels = [[1, "red"]]\n',
+            ":2: gas_well has no metric",
+        ),
+        ('[[rule]]\nkind = "gas_well"\nmetric = "ch4"\nlevels = [[1, "purple"]]\n', "severity"),
+        (
+            '[[rule]]\nkind = "gas_well"\nmetric = "ch4"\nlevels = [[10, "red"], [20, "blue"]]\n',
+            "more severe",
+        ),
+        ("[[rule]\n", "rules.toml"),
+    ],
+)
+def test_bad_rules_name_the_file_and_line(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(body)
+    with pytest.raises(RulesError, match=message.replace("line 1", ":1:")):
+        RuleBook.load(path)
