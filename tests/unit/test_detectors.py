@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def batch_split(det: object, ts: np.ndarray, v: np.ndarray, cuts: list[int]) -> 
     state = det.init()  # type: ignore[attr-defined]
     ranks, scores = [], []
     bounds = [0, *sorted(set(cuts)), v.size]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         state, out = det.run(state, ts[a:b], v[a:b])  # type: ignore[attr-defined]
         ranks.append(out.rank)
         scores.append(out.score)
@@ -167,10 +168,12 @@ def test_faults_range_flatline_spike_and_gap() -> None:
     v = np.array([5, 5, 5, 5, 5, 5, 50, 51, 150, 52.0])
     _, out = det.run(det.init(), ts, v)
     assert out.flags["flatline"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
-    assert out.flags["spike"].tolist()[6] and out.flags["spike"].tolist()[8]
+    assert out.flags["spike"].tolist()[6]
+    assert out.flags["spike"].tolist()[8]
     assert out.flags["range"].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
     assert out.flags["gap"].tolist() == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0]
-    assert out.rank[5] > 0 and out.rank[8] > 0  # flat-line fail and out of range
+    assert out.rank[5] > 0
+    assert out.rank[8] > 0
 
 
 def test_unrelated_devices_in_any_interleaving_give_the_same_result() -> None:
