@@ -197,7 +197,7 @@ class Baseline:
     z_limit: float = 5.0
     warmup: int = 30
     daily: bool = False
-    cusum_k: float = 0.5
+    cusum_k: float = 1.0
     cusum_h: float = 8.0
     min_sigma: float = 1e-6
     severity: Severity = Severity.YELLOW
