@@ -37,7 +37,9 @@ POINTS = frozenset({"Point"})
 GRID = LayerSpec("grid", "code", POLYGONS, id_pattern=r"^\d{15}$")
 DISTRICTS = LayerSpec("districts", "code", POLYGONS, ("level",))
 PIPES = LayerSpec("pipes", "asset_id", LINES, ("network", "material", "diameter_mm", "owner_dept"))
-POINT_ASSETS = LayerSpec("point_assets", "asset_id", POINTS | POLYGONS, ("kind", "owner_dept"))
+POINT_ASSETS = LayerSpec(
+    "point_assets", "asset_id", POINTS | POLYGONS | LINES, ("kind", "owner_dept")
+)
 VALVES = LayerSpec("valves", "asset_id", POINTS, ("network",))
 POIS = LayerSpec("pois", "poi_id", POINTS | POLYGONS, ("kind", "name"))
 
