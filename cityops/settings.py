@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     )
     stack_dir: Path = Field(default_factory=default_stack_dir, description="Local stack state")
     log_level: str = Field("INFO", description="Log level of every service")
+    metrics_addr: str = Field(
+        "127.0.0.1", description="Address the services' Prometheus endpoints listen on"
+    )
 
     @field_validator("cities", mode="before")
     @classmethod
