@@ -53,7 +53,9 @@ def run(runs: int = 20, workers: int = 1) -> dict[str, Any]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for i in range(runs):
             t0 = time.perf_counter()
-            points = queries.series(conn, f"bq-{i * 37 % DEVICES:04d}", "pressure", start, end)
+            points = queries.series(
+                conn, "320100", f"bq-{i * 37 % DEVICES:04d}", "pressure", start, end
+            )
             device_ms.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
             cell = queries.cell_series(

@@ -325,10 +325,16 @@ def onboard_cmd(  # click passes options positionally
 ) -> None:
     """Onboard a city's devices and cameras from GeoJSON or CSV (all rows or none)."""
     from cityops.onboard import onboard
+    from geo.errors import GeoError
     from ingest.onboarding import OnboardingError
 
     settings = load_settings()
-    placer = _placer(grid_file, asset_files)
+    from cityops.onboard import placer_from_files
+
+    try:
+        placer = placer_from_files(grid_file, asset_files)
+    except GeoError as exc:
+        raise CityOpsError(str(exc)) from exc
     out = credentials_out or Path(f"credentials-{city}.csv")
     try:
         result = onboard(
@@ -350,34 +356,6 @@ def onboard_cmd(  # click passes options positionally
     )
     if not result.broker_reloaded:
         click.echo("note: the local Mosquitto is not running; accounts apply at its next start")
-
-
-def _placer(grid_file: Path | None, asset_files: tuple[Path, ...]) -> Any:
-    if grid_file is None:
-        return None
-    import geopandas as gpd
-
-    from geo.errors import GeoError
-    from geo.grid import GridIndex
-    from geo.layers import GRID, PIPES, POINT_ASSETS, read_layer
-    from geo.placement import AssetIndex, Placer, combine_assets, pipes_to_assets
-
-    try:
-        grid_index = GridIndex.build(read_layer(grid_file, GRID))
-        layers = []
-        for path in asset_files:
-            columns = gpd.read_file(path, rows=1, engine="pyogrio").columns
-            if "network" in columns:
-                layers.append(pipes_to_assets(read_layer(path, PIPES)))
-            else:
-                layer = read_layer(path, POINT_ASSETS)
-                if "asset_class" not in layer.columns:
-                    layer["asset_class"] = layer["kind"]
-                layers.append(layer)
-    except GeoError as exc:
-        raise CityOpsError(str(exc)) from exc
-    assets = AssetIndex.build(combine_assets(*layers)) if layers else None
-    return Placer(grid_index, assets)
 
 
 @main.command("ingest", context_settings=CONTEXT)

@@ -51,6 +51,7 @@ def up(settings: Settings, log: Callable[[str], None]) -> list[str]:
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         applied = migrate(conn)
     lines.append(f"database  {len(applied)} migration(s) applied")
+    lines.append(_demo_city(settings, log))
     folder = services_dir(settings)
     for svc in SERVICES:
         pid_file, log_file = folder / f"{svc.name}.pid", folder / f"{svc.name}.log"
@@ -78,3 +79,33 @@ def down(settings: Settings) -> dict[str, bool]:
     time.sleep(0.1)
     stopped.update(stack.down(settings))
     return stopped
+
+
+def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
+    """Onboard the demo city (layers, sensors and cameras) unless it is onboarded already."""
+    from cityops.onboard import onboard, placer_from_files
+    from simulators.demo_city import DEMO_CITY, write_demo_city
+    from store.devices import existing_ids
+
+    folder = settings.stack_dir / "demo"
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        known = existing_ids(conn, DEMO_CITY)
+    if known:
+        return f"city      {DEMO_CITY} has {len(known)} devices onboarded"
+    log(f"building and onboarding the demo city {DEMO_CITY}")
+    files = write_demo_city(folder)
+    placer = placer_from_files(files.grid, [files.pipes, files.assets])
+    result = onboard(
+        settings,
+        files.devices,
+        DEMO_CITY,
+        crs="EPSG:4326",
+        placer=placer,
+        credentials_out=folder / f"credentials-{DEMO_CITY}.csv",
+        rotate=False,
+        show_progress=False,
+    )
+    return (
+        f"city      {DEMO_CITY}: {result.devices} devices onboarded; layers and "
+        f"credentials in {folder}"
+    )

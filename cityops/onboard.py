@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,29 @@ def _root() -> bool:
     import os
 
     return os.geteuid() == 0
+
+
+def placer_from_files(grid_file: Path | None, asset_files: Sequence[Path]) -> Placer | None:
+    """A placer over a unit-grid layer and asset layers (pipes with ``network``, or assets
+    with ``asset_class`` or ``kind``); None without a grid. Raises ``GeoError``."""
+    if grid_file is None:
+        return None
+    import geopandas as gpd
+
+    from geo.grid import GridIndex
+    from geo.layers import GRID, PIPES, POINT_ASSETS, read_layer
+    from geo.placement import AssetIndex, combine_assets, pipes_to_assets
+
+    grid_index = GridIndex.build(read_layer(grid_file, GRID))
+    layers = []
+    for path in asset_files:
+        columns = gpd.read_file(path, rows=1, engine="pyogrio").columns
+        if "network" in columns:
+            layers.append(pipes_to_assets(read_layer(path, PIPES)))
+        else:
+            layer = read_layer(path, POINT_ASSETS)
+            if "asset_class" not in layer.columns:
+                layer["asset_class"] = layer["kind"]
+            layers.append(layer)
+    assets = AssetIndex.build(combine_assets(*layers)) if layers else None
+    return Placer(grid_index, assets)

@@ -81,6 +81,7 @@ def _series_query(bucket: timedelta, where: sql.Composable) -> sql.Composed:
 
 def series(
     conn: psycopg.Connection[Any],
+    city: str,
     device_id: str,
     metric: str,
     start: datetime,
@@ -89,7 +90,9 @@ def series(
 ) -> list[Point]:
     """Bucketed series of one device's metric; the bucket follows the range if not given."""
     width = bucket or choose_bucket(start, end)
-    query = _series_query(width, sql.SQL("r.device_id = %(device)s AND r.metric = %(metric)s"))
+    query = _series_query(
+        width, sql.SQL("r.city = %(city)s AND r.device_id = %(device)s AND r.metric = %(metric)s")
+    )
     rows = conn.execute(
         query,
         {
@@ -97,6 +100,7 @@ def series(
             "origin": ORIGIN,
             "start": start,
             "end": end,
+            "city": city,
             "device": device_id,
             "metric": metric,
         },
@@ -116,7 +120,8 @@ def cell_series(
     """Bucketed series over every device of a grid cell."""
     width = bucket or choose_bucket(start, end)
     where = sql.SQL(
-        "r.metric = %(metric)s AND r.device_id = ANY(ARRAY(SELECT device_id FROM devices"
+        "r.city = %(city)s AND r.metric = %(metric)s AND r.device_id = ANY(ARRAY("
+        "SELECT device_id FROM devices"
         " WHERE city = %(city)s AND grid_code = %(cell)s))"
     )
     rows = conn.execute(

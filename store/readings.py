@@ -35,7 +35,7 @@ INSERT INTO {table} AS r (bucket, city, device_id, metric, min, max, sum, count,
 SELECT date_trunc('{unit}', ts), city, device_id, metric, min(value), max(value), sum(value),
        count(*), max(ts), (array_agg(value ORDER BY ts DESC))[1]
 FROM new GROUP BY 1, 2, 3, 4
-ON CONFLICT (device_id, metric, bucket) DO UPDATE SET
+ON CONFLICT (city, device_id, metric, bucket) DO UPDATE SET
     min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
     sum = r.sum + EXCLUDED.sum, count = r.count + EXCLUDED.count,
     last = CASE WHEN EXCLUDED.last_ts >= r.last_ts THEN EXCLUDED.last ELSE r.last END,
@@ -106,6 +106,7 @@ def write_readings(conn: psycopg.Connection[Any], readings: Iterable[Reading]) -
 
 def read_readings(
     conn: psycopg.Connection[Any],
+    city: str,
     device_id: str,
     metric: str,
     since: datetime,
@@ -113,8 +114,9 @@ def read_readings(
 ) -> Sequence[Reading]:
     rows = conn.execute(
         "SELECT city, device_id, ts, metric, value, unit, quality FROM readings"
-        " WHERE device_id = %s AND metric = %s AND ts >= %s AND ts < %s ORDER BY ts",
-        (device_id, metric, since, until),
+        " WHERE city = %s AND device_id = %s AND metric = %s AND ts >= %s AND ts < %s"
+        " ORDER BY ts",
+        (city, device_id, metric, since, until),
     ).fetchall()
     return [
         Reading(city=c, device_id=d, ts=t, metric=m, value=v, unit=u, quality=tuple(q))

@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS readings (
     value      double precision NOT NULL,
     unit       text             NOT NULL,
     quality    text[]           NOT NULL DEFAULT '{}',
-    PRIMARY KEY (device_id, metric, ts)
+    PRIMARY KEY (city, device_id, metric, ts)
 ) PARTITION BY RANGE (ts);
 CREATE INDEX IF NOT EXISTS readings_ts_brin ON readings USING brin (ts);
 
@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS readings_1m (
     count      bigint           NOT NULL,
     last_ts    timestamptz      NOT NULL,
     last       double precision NOT NULL,
-    PRIMARY KEY (device_id, metric, bucket)
+    PRIMARY KEY (city, device_id, metric, bucket)
 );
 CREATE INDEX IF NOT EXISTS readings_1m_bucket_brin ON readings_1m USING brin (bucket);
 CREATE TABLE IF NOT EXISTS readings_1h (LIKE readings_1m INCLUDING ALL);

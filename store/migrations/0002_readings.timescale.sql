@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS readings (
     value      double precision NOT NULL,
     unit       text             NOT NULL,
     quality    text[]           NOT NULL DEFAULT '{}',
-    PRIMARY KEY (device_id, metric, ts)
+    PRIMARY KEY (city, device_id, metric, ts)
 );
 SELECT create_hypertable('readings', by_range('ts', INTERVAL '1 day'), if_not_exists => TRUE);
 CREATE INDEX IF NOT EXISTS readings_city_ts ON readings (city, ts);

@@ -77,7 +77,9 @@ async def test_reading_published_over_mqtt_is_stored_in_postgres(
     with psycopg.connect(db_dsn) as conn:
         assert write_readings(conn, [received]) == 1
         assert write_readings(conn, [received]) == 0  # the same batch again adds nothing
-        stored = read_readings(conn, device, "ch4", ts - timedelta(seconds=1), ts + timedelta(1))
+        stored = read_readings(
+            conn, CITY, device, "ch4", ts - timedelta(seconds=1), ts + timedelta(1)
+        )
     assert list(stored) == [sent]
 
 

@@ -132,10 +132,10 @@ def test_bucketed_series_agree_across_raw_and_rollup_sources(db_dsn: str) -> Non
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         ReadingWriter(conn).write(rows_of(readings))
         end = T0 + timedelta(hours=6)
-        raw_10s = queries.series(conn, device, "pressure", T0, end, timedelta(seconds=10))
-        by_min = queries.series(conn, device, "pressure", T0, end, timedelta(minutes=15))
-        by_hour = queries.series(conn, device, "pressure", T0, end, timedelta(hours=1))
-        auto = queries.series(conn, device, "pressure", T0, end)
+        raw_10s = queries.series(conn, "320100", device, "pressure", T0, end, timedelta(seconds=10))
+        by_min = queries.series(conn, "320100", device, "pressure", T0, end, timedelta(minutes=15))
+        by_hour = queries.series(conn, "320100", device, "pressure", T0, end, timedelta(hours=1))
+        auto = queries.series(conn, "320100", device, "pressure", T0, end)
     assert sum(p.count for p in raw_10s) == 1080
     assert len(by_hour) == 6
     assert all(p.count == 180 for p in by_hour)
@@ -218,7 +218,7 @@ def test_injection_attempts_in_every_filter_have_no_effect(db_dsn: str, attack: 
         for f in filters:
             assert queries.incidents(conn, f) == []
             assert queries.anomalies(conn, f) == []
-        assert queries.series(conn, attack, attack, T0, T0 + timedelta(hours=1)) == []
+        assert queries.series(conn, attack, attack, attack, T0, T0 + timedelta(hours=1)) == []
         assert queries.cell_series(conn, attack, attack, attack, T0, T0 + timedelta(1)) == []
         assert queries.cell_rollup(conn, attack, attack, T0, T0 + timedelta(1)) == []
         assert queries.latest(conn, attack, T0) == []
@@ -356,3 +356,28 @@ def test_retention_drops_old_days_and_trims_each_city(fresh_db: str) -> None:
     assert result.deleted_rows == 1
     assert rollup_left == (1,)
     assert rollup_a == (2,)
+
+
+def test_same_device_id_in_two_cities_keeps_both_series(db_dsn: str) -> None:
+    device = f"gw-{secrets.token_hex(3)}"
+    rows = []
+    for city in ("320100", "320500"):
+        rows += [
+            Reading(
+                city=city,
+                device_id=device,
+                ts=T0 + timedelta(seconds=s),
+                metric="ch4",
+                value=1.0 if city == "320100" else 2.0,
+                unit="%LEL",
+            )
+            for s in (0, 20)
+        ]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        assert ReadingWriter(conn).write(rows_of(rows)) == 4
+        per_city = conn.execute(
+            "SELECT city, sum(sum)::float, sum(count)::int FROM readings_1m"
+            " WHERE device_id = %s GROUP BY city ORDER BY city",
+            (device,),
+        ).fetchall()
+    assert per_city == [("320100", 2.0, 2), ("320500", 4.0, 2)]
