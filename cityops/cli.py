@@ -441,6 +441,29 @@ def sink_cmd(group: str, metrics_port: int, workers: int) -> None:
     run_sinks(settings, workers=workers, group=group, metrics_port=metrics_port)
 
 
+@main.command("worker", context_settings=CONTEXT)
+@click.option(
+    "--app-id",
+    default="cityops-streams",
+    envvar="CITYOPS_WORKER_APP_ID",
+    show_envvar=True,
+    help="Faust app id: the consumer group and table topics.",
+)
+@click.option(
+    "--offset-reset",
+    type=click.Choice(["earliest", "latest"]),
+    default="earliest",
+    envvar="CITYOPS_WORKER_OFFSET_RESET",
+    show_envvar=True,
+    help="Where a new app id starts reading.",
+)
+def worker_cmd(app_id: str, offset_reset: str) -> None:
+    """Run the stream worker: readings -> detectors -> anomalies."""
+    from cityops.worker import run_worker
+
+    run_worker(load_settings(), app_id, offset_reset)
+
+
 @main.command("detect", context_settings=CONTEXT)
 @click.option(
     "--csv",

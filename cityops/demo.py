@@ -30,6 +30,7 @@ class PlatformService:
 SERVICES = (
     PlatformService("ingest", ("ingest",)),
     PlatformService("sink", ("sink",)),
+    PlatformService("worker", ("worker",)),
 )
 
 

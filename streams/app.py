@@ -59,6 +59,9 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         loop=loop,
+        # A worker that dies is noticed within seconds, so its partitions move quickly.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     readings = app.topic(
         readings_topic, key_type=bytes, value_type=bytes, partitions=topics.READINGS.partitions

@@ -81,7 +81,7 @@ async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
         await agent.put(reading(0, 40, device="unknown"))
     # Iterating a stream makes Faust create its consumer thread's own event loop even in
     # test mode, where that thread never starts; close it so nothing leaks.
-    thread = getattr(app._consumer, "_thread", None)  # noqa: SLF001
+    thread = getattr(app._consumer, "_thread", None)
     if thread is not None and not thread.thread_loop.is_closed():
         thread.thread_loop.close()
     anomalies = [Anomaly.from_json(v) for _k, v in sent]
