@@ -1,17 +1,20 @@
 """The Faust app: ``cityops.readings`` → detect (per-series state in a changelog-backed
-table) → ``cityops.anomalies``.
+table) → ``cityops.anomalies``; ``cityops.video`` → anomalies too; anomalies (keyed by
+grid cell) → correlate (per-place state in a second table) → ``cityops.incidents``.
 
 Readings are keyed by device id, so each device's series live on one partition and its
 state in the same partition of the table; a restarted or rebalanced worker rebuilds the
-state from the table's changelog topic. Anomaly ids are deterministic, so a reading
-processed twice after a crash yields the same anomaly again, never a new one.
+state from the table's changelog topic. Anomaly and incident ids are deterministic, so a record
+processed twice after a crash yields the same anomaly or incident again, never a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +24,11 @@ from prometheus_client import Counter
 
 from ingest.registry import Registry
 from lifeline import topics
+from lifeline.errors import RecordError
+from lifeline.incidents import PlaceState
+from lifeline.incidents import fold as correlate_fold
+from lifeline.records import Anomaly, VideoEvent
+from lifeline.vocabulary import Severity
 from streams.detection import DetectionFold, SeriesState
 
 log = logging.getLogger(__name__)
@@ -28,9 +36,19 @@ log = logging.getLogger(__name__)
 PROCESSED = Counter("cityops_detect_readings_total", "Readings through the detect agent")
 EMITTED = Counter("cityops_detect_anomalies_total", "Anomaly records emitted", ["state"])
 UNKNOWN = Counter("cityops_detect_unknown_devices_total", "Readings of devices not in registry")
+INCIDENTS = Counter("cityops_correlate_incidents_total", "Incident records emitted", ["status"])
 
 
-Emit = Callable[[bytes, bytes], Awaitable[Any]]
+Emit = Callable[[str, bytes, bytes], Awaitable[Any]]
+
+_PRIORITY = {1: Severity.RED, 2: Severity.ORANGE, 3: Severity.YELLOW, 4: Severity.BLUE}
+
+
+@dataclass(frozen=True)
+class Agents:
+    detect: Any
+    video: Any
+    correlate: Any
 
 
 def create_app(
@@ -38,15 +56,13 @@ def create_app(
     registry: Registry,
     *,
     app_id: str = "cityops-streams",
-    readings_topic: str = topics.READINGS.name,
-    anomalies_topic: str = topics.ANOMALIES.name,
     store: str = "memory://",
     emit: Emit | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
-) -> tuple[faust.App, Any]:
-    """The app and its detect agent (returned for tests).
+) -> tuple[faust.App, Agents]:
+    """The app and its agents (returned for tests).
 
-    ``emit(key, value)`` publishes an anomaly; by default it sends to the anomalies topic.
+    ``emit(topic, key, value)`` publishes a record; by default to Kafka.
     """
     app = faust.App(
         app_id,
@@ -63,33 +79,50 @@ def create_app(
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
     )
-    readings = app.topic(
-        readings_topic, key_type=bytes, value_type=bytes, partitions=topics.READINGS.partitions
-    )
-    anomalies = app.topic(anomalies_topic, key_type=bytes, value_type=bytes)
-    state = app.Table(
+
+    def raw_topic(name: str, partitions: int | None = None) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions)
+
+    readings = raw_topic(topics.READINGS.name, topics.READINGS.partitions)
+    video = raw_topic(topics.VIDEO.name, topics.VIDEO.partitions)
+    anomalies = raw_topic(topics.ANOMALIES.name, topics.ANOMALIES.partitions)
+    outputs = {t.name: raw_topic(t.name) for t in (topics.ANOMALIES, topics.INCIDENTS)}
+    series_state = app.Table(
         "detect-state",
         default=None,
         partitions=topics.READINGS.partitions,
         key_type=str,
         value_type=bytes,
     )
+    place_state = app.Table(
+        "correlate-state",
+        default=None,
+        partitions=topics.ANOMALIES.partitions,
+        key_type=str,
+        value_type=bytes,
+    )
     fold = DetectionFold()
 
-    async def send(key: bytes, value: bytes) -> Any:
-        return await anomalies.send(key=key, value=value)
+    async def send(topic: str, key: bytes, value: bytes) -> Any:
+        return await outputs[topic].send(key=key, value=value)
 
     publish: Emit = emit or send
 
+    async def publish_anomaly(anomaly: Anomaly) -> None:
+        EMITTED.labels(anomaly.state).inc()
+        # Keyed by grid cell: anomalies of one place meet in one correlate partition.
+        where = anomaly.grid_cell or anomaly.asset_id or anomaly.device_id or anomaly.anomaly_id
+        await publish(topics.ANOMALIES.name, where.encode(), anomaly.to_json())
+
     @app.agent(readings)
     async def detect(stream: Any) -> None:
-        async for raw in stream:
+        async for value in stream:
             PROCESSED.inc()
             try:
-                d = orjson.loads(raw)
+                d = orjson.loads(value)
                 device = registry.get(d["city"], d["device_id"])
                 ts = datetime.fromisoformat(d["ts"])
-                metric, value, unit = d["metric"], float(d["value"]), d["unit"]
+                metric, reading, unit = d["metric"], float(d["value"]), d["unit"]
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("unreadable reading skipped", extra={"error": str(exc)})
                 continue
@@ -97,13 +130,60 @@ def create_app(
                 UNKNOWN.inc()
                 continue
             key = f"{device.city}|{device.device_id}|{metric}"
-            previous = state.get(key)
+            previous = series_state.get(key)
             st = SeriesState.loads(previous) if previous else None
-            new, anomaly = fold.step(device, metric, ts, value, unit, st)
-            state[key] = new.dumps()
+            new, anomaly = fold.step(device, metric, ts, reading, unit, st)
+            series_state[key] = new.dumps()
             if anomaly is not None:
-                EMITTED.labels(anomaly.state).inc()
-                where = anomaly.asset_id or anomaly.grid_cell or device.device_id
-                await publish(where.encode(), anomaly.to_json())
+                await publish_anomaly(anomaly)
 
-    return app, detect
+    @app.agent(video)
+    async def video_events(stream: Any) -> None:
+        async for value in stream:
+            try:
+                event = VideoEvent.from_json(value)
+            except RecordError as exc:
+                log.warning("unreadable video event skipped", extra={"error": str(exc)})
+                continue
+            camera = registry.get(event.city, event.camera_id)
+            await publish_anomaly(
+                Anomaly(
+                    anomaly_id=f"{event.city}:{event.camera_id}:{event.event_type.value}:"
+                    f"{int(event.ts.timestamp())}",
+                    city=event.city,
+                    kind=f"video_{event.event_type.value}",
+                    state="raised",
+                    camera_id=event.camera_id,
+                    asset_id=camera.asset_id if camera else None,
+                    grid_cell=camera.grid_code if camera else None,
+                    lon=event.lon,
+                    lat=event.lat,
+                    ts=event.ts,
+                    detector="video",
+                    severity=_PRIORITY[event.priority],
+                    score=event.confidence,
+                    message=event.description or event.event_type.value,
+                )
+            )
+
+    @app.agent(anomalies)
+    async def correlate(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                anomaly = Anomaly.from_json(event.value)
+            except RecordError as exc:
+                log.warning("unreadable anomaly skipped", extra={"error": str(exc)})
+                continue
+            key = (event.key or b"").decode()
+            previous = place_state.get(key)
+            state = pickle.loads(previous) if previous else PlaceState()  # noqa: S301  # own table
+            device = registry.get(anomaly.city, anomaly.device_id or "")
+            state, incidents = correlate_fold(state, anomaly, device.kind if device else None)
+            place_state[key] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            for incident in incidents:
+                INCIDENTS.labels(incident.status).inc()
+                await publish(
+                    topics.INCIDENTS.name, incident.incident_id.encode(), incident.to_json()
+                )
+
+    return app, Agents(detect, video_events, correlate)

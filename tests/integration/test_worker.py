@@ -170,3 +170,25 @@ async def test_worker_turns_readings_into_anomalies_and_recovers_after_kill(
         await asyncio.to_thread(worker.stop)
     assert [a.state for a in later][-1] == "cleared"
     assert {a.anomaly_id for a in raised + later} == {raised[0].anomaly_id}
+
+
+@pytest.mark.asyncio
+async def test_two_wells_of_one_cell_make_one_gas_leak_incident(
+    city: tuple[Settings, str], worker_log: Path
+) -> None:
+    from lifeline.records import Incident
+
+    settings, code = city
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    worker = Worker(settings, code, f"it-worker-{secrets.token_hex(3)}", worker_log)
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        async with TailConsumer(settings, "cityops.incidents") as tail:
+            await send(settings, code, "gw-1", [0, 28, 28, 28], start)
+            await send(settings, code, "gw-0", [0, 29, 29, 29], start + timedelta(minutes=1))
+            found = await tail.collect(lambda v, _k: code.encode() in v, count=1, within=60)
+    finally:
+        await asyncio.to_thread(worker.stop)
+    incidents = [Incident.from_json(v) for _k, v in found]
+    assert [(i.type.value, i.severity.value) for i in incidents] == [("gas_leak", "orange")]
+    assert incidents[0].grid_cells == ("320102001001001",)

@@ -3,6 +3,7 @@ the table."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -68,14 +69,21 @@ def test_state_survives_a_pickle_round_trip() -> None:
 async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
     sent: list[tuple[bytes, bytes]] = []
 
-    async def emit(key: bytes, value: bytes) -> None:
+    async def emit(topic: str, key: bytes, value: bytes) -> None:
+        assert topic == "cityops.anomalies"
         sent.append((key, value))
 
-    app, detect = create_app("127.0.0.1:1", Registry([WELL]), app_id="test-detect", emit=emit)
+    app, agents = create_app(
+        "127.0.0.1:1",
+        Registry([WELL]),
+        app_id="test-detect",
+        emit=emit,
+        loop=asyncio.get_running_loop(),
+    )
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
-    async with detect.test_context() as agent:
+    async with agents.detect.test_context() as agent:
         for i, v in enumerate([0, 30, 30, 30, 2, 2, 2]):
             await agent.put(reading(i, v))
         await agent.put(reading(0, 40, device="unknown"))
@@ -86,6 +94,54 @@ async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
         thread.thread_loop.close()
     anomalies = [Anomaly.from_json(v) for _k, v in sent]
     assert [a.state for a in anomalies] == ["raised", "cleared"]
-    assert {k for k, _v in sent} == {b"GW-0001"}  # keyed by asset for correlation
+    assert {k for k, _v in sent} == {b"320102001001001"}  # keyed by cell for correlation
     assert anomalies[0].anomaly_id == anomalies[1].anomaly_id
     assert anomalies[0].grid_cell == "320102001001001"
+
+
+@pytest.mark.asyncio
+async def test_correlate_agent_turns_anomalies_of_two_wells_into_one_incident() -> None:
+    from lifeline.records import Evidence, Incident
+    from lifeline.vocabulary import Severity
+
+    sent: list[tuple[str, bytes, bytes]] = []
+
+    async def emit(topic: str, key: bytes, value: bytes) -> None:
+        sent.append((topic, key, value))
+
+    other = WELL.model_copy(update={"device_id": "gw-2", "asset_id": "GW-0002"})
+    app, agents = create_app(
+        "127.0.0.1:1",
+        Registry([WELL, other]),
+        app_id="test-correlate",
+        emit=emit,
+        loop=asyncio.get_running_loop(),
+    )
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+
+    def anomaly(device: str, minute: int) -> bytes:
+        ts = T0 + timedelta(minutes=minute)
+        return Anomaly(
+            anomaly_id=f"320100:{device}:ch4:1",
+            city="320100",
+            kind="ch4_level_yellow",
+            device_id=device,
+            grid_cell=WELL.grid_code,
+            ts=ts,
+            detector="level_yellow",
+            severity=Severity.YELLOW,
+            evidence=(Evidence(device_id=device, metric="ch4", value=30, unit="%LEL", ts=ts),),
+        ).to_json()
+
+    async with agents.correlate.test_context() as agent:
+        await agent.put(anomaly("gw-1", 0), key=WELL.grid_code.encode())
+        await agent.put(anomaly("gw-2", 1), key=WELL.grid_code.encode())
+    thread = getattr(app._consumer, "_thread", None)
+    if thread is not None and not thread.thread_loop.is_closed():
+        thread.thread_loop.close()
+    incidents = [Incident.from_json(v) for t, _k, v in sent if t == "cityops.incidents"]
+    assert [(i.type.value, i.severity.value, i.revision) for i in incidents] == [
+        ("gas_leak", "orange", 1)
+    ]

@@ -1,0 +1,233 @@
+"""Correlation: anomalies of one place (grid cell) become incidents — a pure fold.
+
+``(state, anomaly) -> (state, incidents to publish)``. One incident per ongoing
+situation and type: it opens when its rule is satisfied, is updated (new revision) when
+anomalies join or the severity changes, escalates with the worst active anomaly, and
+clears when none of its anomalies is active any more.
+
+Rules (LIFELINE.md, "Anomaly patterns that matter"):
+* gas leak: methane in a gas well is confirmed by a second well of the same cell, or by
+  one well staying in alarm for ``gas_persistence_s``, or by a level of orange or above —
+  a single well's whiff of sewer biogas is not a leak;
+* pipe burst: a water-pressure drop with an inflow rise in the same cell within
+  ``burst_window_s``; a pressure anomaly alone is low water pressure;
+* waterlogging: road-ponding depth, joined by cameras seeing ponding in the same cell
+  (one incident, both as evidence); an underpass asset makes it underpass flooding;
+* every other kind maps to its incident type directly; camera events too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from lifeline.records import Anomaly, Incident
+from lifeline.vocabulary import IncidentType, Severity
+
+GAS_PERSISTENCE = timedelta(minutes=10)
+BURST_WINDOW = timedelta(minutes=15)
+LEAK_PERSISTENCE = timedelta(minutes=30)
+
+_BY_METRIC_PREFIX: tuple[tuple[str, IncidentType], ...] = (
+    ("tilt", IncidentType.MANHOLE_COVER),
+    ("strain", IncidentType.BRIDGE_OVERLOAD),
+    ("deflection", IncidentType.BRIDGE_OVERLOAD),
+    ("accel_rms", IncidentType.BRIDGE_OVERLOAD),
+    ("o2", IncidentType.TUNNEL_HAZARD),
+    ("h2s", IncidentType.TUNNEL_HAZARD),
+    ("sump_level", IncidentType.TUNNEL_HAZARD),
+    ("makeup_flow", IncidentType.HEATING_LEAK),
+    ("supply_temp", IncidentType.HEATING_LEAK),
+    ("return_temp", IncidentType.HEATING_LEAK),
+    ("level", IncidentType.WATERLOGGING),
+)
+_VIDEO = {
+    "road_ponding": IncidentType.WATERLOGGING,
+    "smoke_fire": IncidentType.FIRE,
+    "manhole_cover_missing": IncidentType.MANHOLE_COVER,
+    "crowd_density": IncidentType.CROWD,
+}
+
+
+def candidate_type(a: Anomaly, device_kind: str | None) -> IncidentType:
+    """The incident type an anomaly points to, before confirmation rules."""
+    if a.camera_id is not None:
+        video_type = a.kind.removeprefix("video_")
+        return _VIDEO.get(video_type, IncidentType.CITY_MANAGEMENT)
+    metric = a.evidence[0].metric if a.evidence else a.kind.split("_")[0]
+    if any(f in a.detector for f in ("range", "flatline", "spike")) and "level" not in a.detector:
+        return IncidentType.SENSOR_FAULT
+    if device_kind == "tunnel_env" or metric in {"o2", "h2s"}:
+        return IncidentType.TUNNEL_HAZARD
+    if metric == "ch4":
+        return IncidentType.GAS_LEAK
+    if metric == "depth":
+        if a.asset_id is not None and a.asset_id.upper().startswith("UP"):
+            return IncidentType.UNDERPASS_FLOODING
+        return IncidentType.WATERLOGGING
+    if metric == "pressure":
+        if device_kind == "gas_pressure":
+            return IncidentType.GAS_PRESSURE
+        if device_kind == "heat_network":
+            return IncidentType.HEATING_LEAK
+        return IncidentType.LOW_PRESSURE
+    if metric == "flow":
+        return IncidentType.WATER_LEAK
+    for prefix, itype in _BY_METRIC_PREFIX:
+        if metric.startswith(prefix):
+            return itype
+    return IncidentType.SENSOR_FAULT
+
+
+@dataclass(frozen=True)
+class Open:
+    """An incident in progress (or a candidate waiting for confirmation)."""
+
+    incident: Incident | None
+    #: anomaly id → (device or camera, severity, first seen, still active)
+    members: dict[str, tuple[str, Severity, datetime, bool]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlaceState:
+    """Everything open in one correlation key (grid cell)."""
+
+    open: dict[IncidentType, Open] = field(default_factory=dict)
+    #: last flow-rise time and pressure-drop time, for the burst rule
+    flow_rise: datetime | None = None
+    pressure_drop: datetime | None = None
+
+
+def fold(
+    state: PlaceState,
+    a: Anomaly,
+    device_kind: str | None = None,
+) -> tuple[PlaceState, list[Incident]]:
+    """Apply one anomaly; return the new state and the incident records to publish."""
+    itype = candidate_type(a, device_kind)
+    flow_rise, pressure_drop = state.flow_rise, state.pressure_drop
+    if itype is IncidentType.WATER_LEAK and a.state != "cleared" and "drift_up" in a.detector:
+        flow_rise = a.ts
+    if itype is IncidentType.LOW_PRESSURE and a.state != "cleared":
+        pressure_drop = a.ts
+        if flow_rise is not None and abs(a.ts - flow_rise) <= BURST_WINDOW:
+            itype = IncidentType.PIPE_BURST
+    if (
+        itype is IncidentType.WATER_LEAK
+        and pressure_drop is not None
+        and a.state != "cleared"
+        and abs(a.ts - pressure_drop) <= BURST_WINDOW
+    ):
+        itype = IncidentType.PIPE_BURST
+    if itype is IncidentType.PIPE_BURST:
+        # The pressure anomaly's own low-pressure incident, if any, becomes the burst.
+        low = state.open.get(IncidentType.LOW_PRESSURE)
+        if low is not None and IncidentType.PIPE_BURST not in state.open:
+            state = replace(
+                state,
+                open={
+                    **{k: v for k, v in state.open.items() if k is not IncidentType.LOW_PRESSURE},
+                    IncidentType.PIPE_BURST: low,
+                },
+            )
+    current = state.open.get(itype, Open(None))
+    who = a.device_id or a.camera_id or a.anomaly_id
+    members = dict(current.members)
+    first = members.get(a.anomaly_id, (who, a.severity, a.ts, True))[2]
+    members[a.anomaly_id] = (who, a.severity, first, a.state != "cleared")
+    active = {k: v for k, v in members.items() if v[3]}
+    published: list[Incident] = []
+    incident = current.incident
+    if incident is None:
+        if not active or not _confirmed(itype, active, a.ts):
+            new_open = Open(None, members if active else {})
+            opened = {**state.open, itype: new_open}
+            if not active:
+                opened.pop(itype, None)
+            return PlaceState(opened, flow_rise, pressure_drop), []
+        incident = _new_incident(a, itype, active)
+        published.append(incident)
+    else:
+        updated = _update(incident, a, active)
+        if updated != incident:
+            published.append(updated)
+        incident = updated
+    opened = dict(state.open)
+    if incident.status == "cleared":
+        opened.pop(itype, None)
+    else:
+        opened[itype] = Open(incident, members)
+    return PlaceState(opened, flow_rise, pressure_drop), published
+
+
+def _confirmed(
+    itype: IncidentType, active: dict[str, tuple[str, Severity, datetime, bool]], now: datetime
+) -> bool:
+    oldest = min(t for _w, _s, t, _a in active.values())
+    if itype is IncidentType.WATER_LEAK:
+        # An inflow rise alone is a leak only once it lasts; with a pressure drop it is
+        # a burst (see fold).
+        return now - oldest >= LEAK_PERSISTENCE
+    if itype is not IncidentType.GAS_LEAK:
+        return True
+    devices = {who for who, _s, _t, _a in active.values()}
+    worst = min(sev.level for _w, sev, _t, _a in active.values())
+    return len(devices) >= 2 or worst <= Severity.ORANGE.level or now - oldest >= GAS_PERSISTENCE
+
+
+def _worst(active: dict[str, tuple[str, Severity, datetime, bool]]) -> Severity:
+    return Severity.from_level(min(sev.level for _w, sev, _t, _a in active.values()))
+
+
+def _new_incident(
+    a: Anomaly, itype: IncidentType, active: dict[str, tuple[str, Severity, datetime, bool]]
+) -> Incident:
+    severity = _worst(active)
+    if itype is IncidentType.GAS_LEAK and len({w for w, *_ in active.values()}) >= 2:
+        severity = Severity.from_level(max(1, severity.level - 1))  # confirmed by neighbours
+    cell = a.grid_cell or "none"
+    started = min(t for _w, _s, t, _a in active.values())
+    return Incident(
+        incident_id=f"{a.city}:{cell}:{itype.value}:{int(started.timestamp())}",
+        revision=1,
+        city=a.city,
+        type=itype,
+        severity=severity,
+        status="open",
+        title=f"{itype.value.replace('_', ' ')} in cell {cell}",
+        anomaly_ids=tuple(sorted(active)),
+        asset_ids=(a.asset_id,) if a.asset_id else (),
+        grid_cells=(a.grid_cell,) if a.grid_cell else (),
+        lon=a.lon,
+        lat=a.lat,
+        started_at=started,
+        updated_at=a.ts,
+    )
+
+
+def _update(
+    incident: Incident, a: Anomaly, active: dict[str, tuple[str, Severity, datetime, bool]]
+) -> Incident:
+    if not active:
+        return incident.model_copy(
+            update={
+                "revision": incident.revision + 1,
+                "status": "cleared",
+                "updated_at": a.ts,
+                "cleared_at": a.ts,
+            }
+        )
+    severity = min(_worst(active), incident.severity, key=lambda s: s.level)
+    ids = tuple(sorted(set(incident.anomaly_ids) | set(active)))
+    assets = tuple(sorted(set(incident.asset_ids) | ({a.asset_id} if a.asset_id else set())))
+    if (severity, ids, assets) == (incident.severity, incident.anomaly_ids, incident.asset_ids):
+        return incident
+    return incident.model_copy(
+        update={
+            "revision": incident.revision + 1,
+            "severity": severity,
+            "anomaly_ids": ids,
+            "asset_ids": assets,
+            "updated_at": a.ts,
+        }
+    )

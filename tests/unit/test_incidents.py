@@ -1,0 +1,146 @@
+"""Correlation of anomalies into incidents (pure fold)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from lifeline.incidents import PlaceState, fold
+from lifeline.records import Anomaly, Evidence, Incident
+from lifeline.vocabulary import IncidentType, Severity
+
+T0 = datetime(2026, 7, 1, 2, 0, tzinfo=UTC)
+CELL = "320102001001001"
+
+
+def anomaly(
+    device: str,
+    metric: str,
+    severity: Severity,
+    minute: int,
+    state: str = "raised",
+    detector: str = "level_yellow",
+    asset: str | None = None,
+    camera: str | None = None,
+    kind: str | None = None,
+) -> Anomaly:
+    ts = T0 + timedelta(minutes=minute)
+    return Anomaly(
+        anomaly_id=f"320100:{device}:{metric}:{int(T0.timestamp())}",
+        city="320100",
+        kind=kind or f"{metric}_{detector}",
+        state=state,
+        device_id=None if camera else device,  # type: ignore[arg-type]
+        camera_id=camera,
+        asset_id=asset,
+        grid_cell=CELL,
+        lon=118.78,
+        lat=32.04,
+        ts=ts,
+        detector=detector,
+        severity=severity,
+        evidence=()
+        if camera
+        else (Evidence(device_id=device, metric=metric, value=1.0, unit="x", ts=ts),),
+    )
+
+
+def run(events: list[tuple[Anomaly, str | None]]) -> list[Incident]:
+    state, out = PlaceState(), []
+    for a, kind in events:
+        state, published = fold(state, a, kind)
+        out.extend(published)
+    return out
+
+
+def test_one_well_of_biogas_is_not_a_gas_leak() -> None:
+    out = run(
+        [
+            (anomaly("gw-1", "ch4", Severity.YELLOW, 0), "gas_well"),
+            (anomaly("gw-1", "ch4", Severity.YELLOW, 3, state="cleared"), "gas_well"),
+        ]
+    )
+    assert out == []
+
+
+def test_a_second_well_confirms_the_leak_and_escalates_it() -> None:
+    out = run(
+        [
+            (anomaly("gw-1", "ch4", Severity.YELLOW, 0), "gas_well"),
+            (anomaly("gw-2", "ch4", Severity.YELLOW, 2), "gas_well"),
+        ]
+    )
+    [incident] = out
+    assert incident.type is IncidentType.GAS_LEAK
+    assert incident.severity is Severity.ORANGE  # confirmed by a neighbour
+    assert len(incident.anomaly_ids) == 2
+    assert incident.grid_cells == (CELL,)
+
+
+def test_one_well_staying_in_alarm_becomes_a_leak_after_the_persistence_time() -> None:
+    out = run(
+        [
+            (anomaly("gw-1", "ch4", Severity.YELLOW, 0), "gas_well"),
+            (anomaly("gw-1", "ch4", Severity.YELLOW, 11, state="updated"), "gas_well"),
+        ]
+    )
+    assert [i.type for i in out] == [IncidentType.GAS_LEAK]
+
+
+def test_pressure_drop_with_inflow_rise_is_one_burst() -> None:
+    out = run(
+        [
+            (anomaly("fl-1", "flow", Severity.YELLOW, 0, detector="drift_up"), "water_flow"),
+            (
+                anomaly("wp-1", "pressure", Severity.ORANGE, 3, detector="drift_down"),
+                "water_pressure",
+            ),
+        ]
+    )
+    assert [i.type for i in out] == [IncidentType.PIPE_BURST]
+
+
+def test_camera_ponding_joins_the_depth_sensors_waterlogging_incident() -> None:
+    camera = "32010000081320000001"
+    out = run(
+        [
+            (anomaly("rp-1", "depth", Severity.YELLOW, 0), "road_ponding"),
+            (
+                anomaly(
+                    camera,
+                    "video",
+                    Severity.YELLOW,
+                    1,
+                    camera=camera,
+                    kind="video_road_ponding",
+                    detector="video",
+                ),
+                None,
+            ),
+        ]
+    )
+    assert [i.type for i in out] == [IncidentType.WATERLOGGING, IncidentType.WATERLOGGING]
+    assert out[0].incident_id == out[1].incident_id
+    assert out[1].revision == 2
+    assert len(out[1].anomaly_ids) == 2
+
+
+def test_one_incident_per_situation_updated_escalated_then_cleared() -> None:
+    out = run(
+        [
+            (anomaly("rp-1", "depth", Severity.YELLOW, 0), "road_ponding"),
+            (anomaly("rp-1", "depth", Severity.YELLOW, 1, state="updated"), "road_ponding"),
+            (anomaly("rp-1", "depth", Severity.ORANGE, 2, state="updated"), "road_ponding"),
+            (anomaly("rp-1", "depth", Severity.ORANGE, 9, state="cleared"), "road_ponding"),
+        ]
+    )
+    assert [(i.revision, i.severity.value, i.status) for i in out] == [
+        (1, "yellow", "open"),
+        (2, "orange", "open"),
+        (3, "orange", "cleared"),
+    ]
+    assert len({i.incident_id for i in out}) == 1
+
+
+def test_replaying_the_same_anomalies_gives_the_same_incident_ids() -> None:
+    events = [(anomaly("gw-1", "ch4", Severity.ORANGE, 0), "gas_well")]
+    assert run(events)[0].incident_id == run(events)[0].incident_id
