@@ -16,8 +16,9 @@ def run_worker(settings: Settings, app_id: str, offset_reset: str) -> None:
     dsn = settings.db_dsn.get_secret_value()
     # Loaded before consuming, so the first readings already find their devices.
     registry: Registry = load_now(dsn, settings.cities)
-    app, _ = create_app(settings.kafka_bootstrap, registry, app_id=app_id)
-    app.conf.consumer_auto_offset_reset = offset_reset
+    app, _ = create_app(
+        settings.kafka_bootstrap, registry, app_id=app_id, offset_reset=offset_reset
+    )
 
     @app.task  # type: ignore[untyped-decorator]  # faust is untyped
     async def keep_registry_current() -> None:

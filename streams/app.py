@@ -59,6 +59,7 @@ def create_app(
     store: str = "memory://",
     emit: Emit | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    offset_reset: str = "earliest",
 ) -> tuple[faust.App, Agents]:
     """The app and its agents (returned for tests).
 
@@ -78,6 +79,7 @@ def create_app(
         # A worker that dies is noticed within seconds, so its partitions move quickly.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        consumer_auto_offset_reset=offset_reset,
     )
 
     def raw_topic(name: str, partitions: int | None = None) -> Any:
@@ -110,9 +112,10 @@ def create_app(
 
     async def publish_anomaly(anomaly: Anomaly) -> None:
         EMITTED.labels(anomaly.state).inc()
-        # Keyed by grid cell: anomalies of one place meet in one correlate partition.
+        # Keyed by city and grid cell: anomalies of one place meet in one correlate
+        # partition, and places of different cities never share correlation state.
         where = anomaly.grid_cell or anomaly.asset_id or anomaly.device_id or anomaly.anomaly_id
-        await publish(topics.ANOMALIES.name, where.encode(), anomaly.to_json())
+        await publish(topics.ANOMALIES.name, f"{anomaly.city}:{where}".encode(), anomaly.to_json())
 
     @app.agent(readings)
     async def detect(stream: Any) -> None:

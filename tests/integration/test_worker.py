@@ -46,6 +46,20 @@ def city(live_stack: Settings, db_dsn: str) -> tuple[Settings, str]:
         )
         for i in range(2)
     ]
+    wells.append(
+        Device(
+            city=code,
+            device_id="probe",
+            family="sensors",
+            kind="gas_well",
+            metrics={"ch4": "%LEL"},
+            asset_id="GW-P",
+            grid_code="320102001001999",
+            owner_dept="gas group",
+            lon=118.79,
+            lat=32.05,
+        )
+    )
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         upsert_devices(conn, wells, {w.device_id: (f"{code}.{w.device_id}", "x") for w in wells})
     return live_stack.model_copy(update={"db_dsn": SecretStr(db_dsn)}), code
@@ -131,6 +145,24 @@ async def send(
         await producer.stop()
 
 
+async def wait_processing(settings: Settings, city: str) -> None:
+    """Until the worker is consuming: a reading sent before it has its start offsets
+    would be skipped under offset reset ``latest``. A probe well raises an anomaly."""
+    async with TailConsumer(settings, "cityops.anomalies") as tail:
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+        for attempt in range(30):
+            await send(
+                settings,
+                city,
+                "probe",
+                [0, 40, 40, 0, 0, 0],
+                start + timedelta(minutes=10 * attempt),
+            )
+            if await tail.collect(lambda v, _k: b'"probe"' in v, count=1, within=2):
+                return
+    raise AssertionError("the worker never processed a probe reading")
+
+
 def anomalies_of(found: list[tuple[bytes | None, bytes]], device: str) -> list[Anomaly]:
     out = [Anomaly.from_json(v) for _k, v in found]
     return [a for a in out if a.device_id == device]
@@ -143,13 +175,13 @@ async def test_worker_turns_readings_into_anomalies_and_recovers_after_kill(
     settings, code = city
     app_id = f"it-worker-{secrets.token_hex(3)}"
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    mine = code.encode()
     worker = Worker(settings, code, app_id, worker_log)
     try:
         await asyncio.to_thread(worker.wait_ready)
+        await wait_processing(settings, code)
         async with TailConsumer(settings, "cityops.anomalies") as tail:
             await send(settings, code, "gw-0", [0, 0, 30, 30, 30, 30], start)
-            first = await tail.collect(lambda v, _k: mine in v, count=1, within=60)
+            first = await tail.collect(lambda v, _k: b'"gw-0"' in v, count=1, within=60)
             raised = anomalies_of(first, "gw-0")
             assert [a.state for a in raised] == ["raised"]
             assert raised[0].severity == "yellow"
@@ -163,7 +195,7 @@ async def test_worker_turns_readings_into_anomalies_and_recovers_after_kill(
             # Still above the level: a worker that lost its state would raise anew.
             await send(settings, code, "gw-0", [31, 31, 2, 2, 2], start + timedelta(minutes=6))
             rest = await tail.collect(
-                lambda v, _k: mine in v and b'"cleared"' in v, count=1, within=60
+                lambda v, _k: b'"gw-0"' in v and b'"cleared"' in v, count=1, within=60
             )
             later = anomalies_of(rest, "gw-0")
     finally:
@@ -183,10 +215,13 @@ async def test_two_wells_of_one_cell_make_one_gas_leak_incident(
     worker = Worker(settings, code, f"it-worker-{secrets.token_hex(3)}", worker_log)
     try:
         await asyncio.to_thread(worker.wait_ready)
+        await wait_processing(settings, code)
         async with TailConsumer(settings, "cityops.incidents") as tail:
             await send(settings, code, "gw-1", [0, 28, 28, 28], start)
             await send(settings, code, "gw-0", [0, 29, 29, 29], start + timedelta(minutes=1))
-            found = await tail.collect(lambda v, _k: code.encode() in v, count=1, within=60)
+            found = await tail.collect(
+                lambda v, _k: f"{code}:gw-".encode() in v, count=1, within=60
+            )
     finally:
         await asyncio.to_thread(worker.stop)
     incidents = [Incident.from_json(v) for _k, v in found]

@@ -94,7 +94,7 @@ async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
         thread.thread_loop.close()
     anomalies = [Anomaly.from_json(v) for _k, v in sent]
     assert [a.state for a in anomalies] == ["raised", "cleared"]
-    assert {k for k, _v in sent} == {b"320102001001001"}  # keyed by cell for correlation
+    assert {k for k, _v in sent} == {b"320100:320102001001001"}  # city and cell
     assert anomalies[0].anomaly_id == anomalies[1].anomaly_id
     assert anomalies[0].grid_cell == "320102001001001"
 
