@@ -146,8 +146,8 @@ async def send(
 
 
 async def wait_processing(settings: Settings, city: str) -> None:
-    """Until the worker is consuming: a reading sent before it has its start offsets
-    would be skipped under offset reset ``latest``. A probe well raises an anomaly."""
+    """Until the worker has caught up with the topics' history and is consuming: a probe
+    well's reading raises an anomaly."""
     async with TailConsumer(settings, "cityops.anomalies") as tail:
         start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
         for attempt in range(30):
