@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from cityops.processes import run_copies
 from cityops.settings import Settings
 from ingest.bridge import BridgeConfig
 
@@ -39,32 +39,14 @@ def run_bridges(
     if bridges <= 1:
         asyncio.run(serve(settings, f"{client_id}-1", metrics_port, vendor_dir))
         return
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_child,
-            args=(
-                settings,
-                f"{client_id}-{i + 1}",
-                metrics_port + i if metrics_port else 0,
-                vendor_dir,
-            ),
-            name=f"bridge-{i + 1}",
-        )
-        for i in range(bridges)
-    ]
-    for p in procs:
-        p.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
+    run_copies(
+        _child,
+        [
+            (settings, f"{client_id}-{i + 1}", metrics_port + i if metrics_port else 0, vendor_dir)
+            for i in range(bridges)
+        ],
+        "bridge",
+    )
 
 
 def _child(settings: Settings, client_id: str, metrics_port: int, vendor_dir: Path | None) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import signal
 
+from cityops.processes import run_copies
 from cityops.settings import Settings
 
 
@@ -21,27 +21,11 @@ def run_sinks(
     if workers <= 1:
         asyncio.run(serve(settings, group, metrics_port, kinds))
         return
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_child,
-            args=(settings, group, metrics_port + i if metrics_port else 0, kinds),
-            name=f"sink-{i + 1}",
-        )
-        for i in range(workers)
-    ]
-    for p in procs:
-        p.start()
-
-    def forward(_signum: int, _frame: object) -> None:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for p in procs:
-        p.join()
+    run_copies(
+        _child,
+        [(settings, group, metrics_port + i if metrics_port else 0, kinds) for i in range(workers)],
+        "sink",
+    )
 
 
 def _child(settings: Settings, group: str, metrics_port: int, kinds: dict[str, str] | None) -> None:
