@@ -28,7 +28,7 @@ from tests.integration.helpers import TailConsumer
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def city(live_stack: Settings, db_dsn: str) -> tuple[Settings, str]:
     code = f"328{secrets.randbelow(1000):03d}"
     wells = [
@@ -220,10 +220,11 @@ async def test_two_wells_of_one_cell_make_one_gas_leak_incident(
             await send(settings, code, "gw-1", [0, 28, 28, 28], start)
             await send(settings, code, "gw-0", [0, 29, 29, 29], start + timedelta(minutes=1))
             found = await tail.collect(
-                lambda v, _k: f"{code}:gw-".encode() in v, count=1, within=60
+                lambda v, _k: f"{code}:gw-".encode() in v, count=1, within=90
             )
     finally:
         await asyncio.to_thread(worker.stop)
+    assert found, f"no incident; worker log: {worker_log.read_text()[-3000:]}"
     incidents = [Incident.from_json(v) for _k, v in found]
     assert [(i.type.value, i.severity.value) for i in incidents] == [("gas_leak", "orange")]
     assert incidents[0].grid_cells == ("320102001001001",)
