@@ -224,7 +224,8 @@ async def test_two_wells_of_one_cell_make_one_gas_leak_incident(
             )
     finally:
         await asyncio.to_thread(worker.stop)
-    assert found, f"no incident; worker log: {worker_log.read_text()[-3000:]}"
+    log_text = await asyncio.to_thread(worker_log.read_text)
+    assert found, f"no incident; worker log: {log_text[-3000:]}"
     incidents = [Incident.from_json(v) for _k, v in found]
     assert [(i.type.value, i.severity.value) for i in incidents] == [("gas_leak", "orange")]
     assert incidents[0].grid_cells == ("320102001001001",)
