@@ -1,1 +1,1 @@
-"""ingest"""
+"""Ingest: MQTT accounts and onboarding, payload adapters, the MQTT → Kafka bridge."""

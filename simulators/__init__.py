@@ -1,1 +1,1 @@
-"""simulators"""
+"""Simulators: the demo pilot city, labelled scenarios and replay."""

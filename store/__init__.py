@@ -1,1 +1,1 @@
-"""store"""
+"""The store: schema migrations, COPY writers and read queries over PostgreSQL/TimescaleDB."""

@@ -1,1 +1,1 @@
-"""Stream processing on Kafka: the store sink (and the detection agents)."""
+"""Stream processing on Kafka: the detect, video and correlate agents and the store sink."""
