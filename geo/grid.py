@@ -16,7 +16,7 @@ import pandas as pd
 import shapely
 from shapely import STRtree
 
-from geo.crs import FloatArray, metric_crs_for, require_geographic
+from geo.crs import metric_crs_for, require_geographic
 from geo.errors import GeoError, LayerError
 from geo.layers import GRID, validate
 
@@ -220,9 +220,3 @@ def split_code(code: str) -> tuple[str, str, str, str]:
     if len(code) != 15 or not code.isdigit():
         raise GeoError(f"{code!r} is not a 15-digit unit-grid code")
     return code[:6], code[6:9], code[9:12], code[12:]
-
-
-def cell_centres(grid: gpd.GeoDataFrame) -> tuple[FloatArray, FloatArray]:
-    """Representative points (inside each cell) of a WGS84 grid."""
-    pts = shapely.point_on_surface(grid.geometry.to_numpy())
-    return shapely.get_x(pts), shapely.get_y(pts)

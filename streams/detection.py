@@ -14,12 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lifeline.detect.detectors import severity_of
 from lifeline.detect.series import SeriesDetector, SeriesOut
 from lifeline.devices import Device
 from lifeline.records import Anomaly, Evidence
-from lifeline.vocabulary import Severity
-
-_RANK_SEVERITY = {1: Severity.BLUE, 2: Severity.YELLOW, 3: Severity.ORANGE, 4: Severity.RED}
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,8 @@ def _anomaly(
     state: Literal["raised", "updated", "cleared"] = (
         "raised" if previous == 0 else ("cleared" if rank == 0 else "updated")
     )
-    severity = _RANK_SEVERITY[rank or previous]
+    severity = severity_of(rank or previous)
+    assert severity is not None  # noqa: S101  # a change of rank involves a non-zero rank
     flags = out.row_flags(0)
     started = datetime.fromtimestamp(since, UTC)
     return Anomaly(

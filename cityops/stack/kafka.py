@@ -257,15 +257,6 @@ class Kafka:
             "" if ok else "no answer to a metadata request",
         )
 
-    def rss_mb(self) -> float | None:
-        pid = read_pid(self.pid_file, "kafka.Kafka")
-        if pid is None:
-            return None
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return None
-
 
 async def _kafka_answers(bootstrap: str) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -165,7 +164,3 @@ def mqtt_login(host: str, port: int, user: str, password: str, timeout: float = 
         client.disconnect()
         client.loop_stop()
     return result[0] if result else -1
-
-
-def mosquitto_available() -> bool:
-    return shutil.which("mosquitto") is not None or Path(MOSQUITTO).exists()

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from lifeline.detect.detectors import I8, Baseline, Detector, Faults, Levels, Rate, Sustained
+from lifeline.detect.detectors import I8, Detector, Levels, severity_of
 from lifeline.detect.kernels import F64, Bool
 from lifeline.detect.rules import defaults_for
 from lifeline.vocabulary import Severity
 
-_RANK_NAMES = {1: "blue", 2: "yellow", 3: "orange", 4: "red"}
+_RANKS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class SeriesOut:
 
     def severity(self, i: int) -> Severity | None:
         r = int(self.rank[i])
-        return Severity(_RANK_NAMES[r]) if r else None
+        return severity_of(r)
 
 
 class SeriesDetector:
@@ -55,7 +55,8 @@ class SeriesDetector:
             np.maximum(score, out.score, out=score)
             np.maximum(rank, out.rank, out=rank)
             if isinstance(det, Levels):
-                for r, name in _RANK_NAMES.items():
+                for r in _RANKS:
+                    name = Severity.from_level(5 - r).value
                     hit = out.rank == r
                     if hit.any() or f"level_{name}" in flags:
                         flags[f"level_{name}"] = flags.get(f"level_{name}", np.zeros(n, bool)) | hit
@@ -63,6 +64,3 @@ class SeriesDetector:
                 for name, mask in out.flags.items():
                     flags[name] = flags.get(name, np.zeros(n, bool)) | mask
         return tuple(new_state), SeriesOut(score, rank, flags)
-
-
-__all__ = ["Baseline", "Faults", "Levels", "Rate", "SeriesDetector", "SeriesOut", "Sustained"]
