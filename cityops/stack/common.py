@@ -85,10 +85,19 @@ def read_pid(pid_file: Path, expect: str) -> int | None:
         return None
     if not pid_alive(pid):
         return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return None
+    proc = _SPAWNED.get(pid)
+    if proc is not None:
+        return pid  # started by this process: its identity is certain
+    # A process in the middle of exec shows an empty command line until the kernel has
+    # laid out its arguments; look again before judging it.
+    for _ in range(20):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return None
+        if cmdline:
+            break
+        time.sleep(0.05)
     return pid if expect in cmdline else None
 
 
@@ -99,7 +108,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours still answers kill(0); reap it if it is one.
+    # A zombie child of ours still answers kill(0); reap it if it is one, through its
+    # Popen when this process spawned it so that its exit status is kept.
+    proc = _SPAWNED.get(pid)
+    if proc is not None:
+        return proc.poll() is None
     with contextlib.suppress(ChildProcessError):
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
@@ -127,7 +140,18 @@ def stop_pid(pid_file: Path, expect: str, timeout: float = 30.0, sig: int = sign
     return True
 
 
-_SPAWNED: list[subprocess.Popen[bytes]] = []
+_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def exit_status(pid: int) -> str:
+    """How a service this process spawned ended, e.g. ``exit code 1`` or ``killed by SIGKILL``."""
+    proc = _SPAWNED.get(pid)
+    code = None if proc is None else proc.poll()
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def spawn(
@@ -155,7 +179,7 @@ def spawn(
     pid_file.write_text(f"{proc.pid}\n")
     # The service outlives this handle by design; keep it referenced so it is not
     # garbage-collected (with a ResourceWarning) while the service runs.
-    _SPAWNED.append(proc)
+    _SPAWNED[proc.pid] = proc
     return proc.pid
 
 

@@ -14,6 +14,7 @@ from cityops.stack.common import (
     ServiceStatus,
     StartResult,
     ensure_debian_packages,
+    exit_status,
     is_root,
     port_open,
     read_pid,
@@ -75,6 +76,13 @@ LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
   </Loggers>
 </Configuration>
 """
+
+
+class _EarlyExit(Exception):
+    def __init__(self, status: str, output: str) -> None:
+        super().__init__(status)
+        self.status = status
+        self.output = output
 
 
 class Kafka:
@@ -206,7 +214,26 @@ class Kafka:
             cluster_id = run([*java, "kafka.tools.StorageTool", "random-uuid"]).stdout.strip()
             run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)])
         log(f"starting Kafka on {self.address}")
-        spawn(
+        try:
+            self._start(java)
+        except _EarlyExit as exc:
+            # A broker that dies in its first seconds is started once more, as a
+            # service manager would; a second failure is reported with both outputs.
+            log(f"Kafka exited during start-up ({exc.status}); starting it once more")
+            try:
+                self._start(java)
+            except _EarlyExit as again:
+                raise StackError(
+                    f"Kafka exited during start-up twice.\nFirst attempt ({exc.status}):\n"
+                    f"{exc.output}\nSecond attempt ({again.status}):\n{again.output}\n"
+                    f"last lines of {self.log_file}:\n{tail(self.log_file)}"
+                ) from None
+        return StartResult(self.name, True, time.monotonic() - t0)
+
+    def _start(self, java: list[str]) -> None:
+        props = self.dir / "server.properties"
+        offset = self.stdout_file.stat().st_size if self.stdout_file.exists() else 0
+        pid = spawn(
             [
                 *java[:1],
                 *HEAP,
@@ -220,24 +247,28 @@ class Kafka:
             self.stdout_file,
             self.pid_file,
         )
-        if not wait_until(self._alive_and_answers, timeout=120, interval=0.5):
-            pid_gone = read_pid(self.pid_file, "kafka.Kafka") is None
-            raise StackError(
-                f"Kafka did not answer on {self.address} within 120 s"
-                + (" (the broker exited)" if pid_gone else "")
-                + f"; last lines of {self.log_file}:\n{tail(self.log_file)}\n"
-                + tail(self.stdout_file, 15)
-            )
-        return StartResult(self.name, True, time.monotonic() - t0)
 
-    def _alive_and_answers(self) -> bool:
-        if read_pid(self.pid_file, "kafka.Kafka") is None:
-            # Give up early: the broker died.
+        def alive_and_answers() -> bool:
+            if read_pid(self.pid_file, "kafka.Kafka") is None:
+                raise _EarlyExit(exit_status(pid), self._output_since(offset))
+            return port_open(self.host, self.port) and self.answers()
+
+        if not wait_until(alive_and_answers, timeout=120, interval=0.5):
             raise StackError(
-                f"Kafka exited during start-up; last lines of {self.log_file}:\n"
-                f"{tail(self.log_file)}\n{tail(self.stdout_file, 15)}"
+                f"Kafka did not answer on {self.address} within 120 s; "
+                f"last lines of {self.log_file}:\n{tail(self.log_file)}\n"
+                + self._output_since(offset)
             )
-        return port_open(self.host, self.port) and self.answers()
+
+    def _output_since(self, offset: int) -> str:
+        try:
+            with self.stdout_file.open("rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace").strip()
+        except OSError:
+            return f"(no output file at {self.stdout_file})"
+        lines = text.splitlines()[-30:]
+        return "\n".join(lines) if lines else "(the broker printed nothing)"
 
     def down(self) -> bool:
         return stop_pid(self.pid_file, "kafka.Kafka", timeout=60)
