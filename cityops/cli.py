@@ -505,6 +505,164 @@ def detect_cmd(csv_path: Path, metric: str, kind: str, out: Path) -> None:
 
 
 @main.group(context_settings=CONTEXT)
+def api() -> None:
+    """The cockpit API and its keys."""
+
+
+@api.command("serve")
+@click.option(
+    "--host", default="127.0.0.1", envvar="CITYOPS_API_HOST", show_envvar=True, help="Bind address."
+)
+@click.option(
+    "--port", type=int, default=8400, envvar="CITYOPS_API_PORT", show_envvar=True, help="Port."
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=50.0,
+    envvar="CITYOPS_API_RATE",
+    show_envvar=True,
+    help="Requests per second allowed per API key (bursts up to 4x).",
+)
+@click.option(
+    "--online-window-min",
+    type=float,
+    default=15.0,
+    envvar="CITYOPS_API_ONLINE_WINDOW_MIN",
+    show_envvar=True,
+    help="A device seen within this many minutes counts as online.",
+)
+def api_serve(host: str, port: int, rate: float, online_window_min: float) -> None:
+    """Serve the cockpit API, the live feed and the web cockpit."""
+    from datetime import timedelta
+
+    import psycopg
+    import uvicorn
+
+    from cockpit_api.app import ApiConfig, create_app
+    from store.migrate import migrate
+
+    settings = load_settings()
+    dsn = settings.db_dsn.get_secret_value()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    app = create_app(
+        ApiConfig(
+            dsn=dsn,
+            kafka_bootstrap=settings.kafka_bootstrap,
+            online_window=timedelta(minutes=online_window_min),
+            rate_per_s=rate,
+            burst=rate * 4,
+        )
+    )
+    echo_err(f"api: cockpit on http://{host}:{port}/  (OpenAPI at /docs)")
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=False, ws="websockets-sansio"
+    )
+
+
+@api.group("key")
+def api_key() -> None:
+    """API keys: roles viewer, dispatcher, city_admin, platform_admin."""
+
+
+@api_key.command("create")
+@click.option("--name", required=True, help="Who or what uses the key.")
+@click.option(
+    "--role",
+    type=click.Choice(["viewer", "dispatcher", "city_admin", "platform_admin"]),
+    required=True,
+)
+@click.option("--city", "cities", multiple=True, help="A city the key may see (repeatable).")
+def api_key_create(name: str, role: str, cities: tuple[str, ...]) -> None:
+    """Create a key; the token is printed once and stored only as a hash."""
+    import psycopg
+
+    from store.cockpit import create_key
+
+    for city in cities:
+        if len(city) != 6 or not city.isdigit():
+            raise CityOpsError(f"--city {city!r} is not a 6-digit GB/T 2260 city code")
+    settings = load_settings()
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        try:
+            key, token = create_key(conn, name, role, cities)
+        except ValueError as exc:
+            raise CityOpsError(f"{exc}; add --city CODE") from exc
+    echo_err(f"key {key.key_id} ({role}, cities {', '.join(key.cities) or 'all'}); keep the token:")
+    click.echo(token)
+
+
+@api_key.command("list")
+def api_key_list() -> None:
+    """Keys with their role, cities and whether revoked (never the tokens)."""
+    import psycopg
+
+    from store.cockpit import list_keys
+
+    settings = load_settings()
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        for k in list_keys(conn):
+            state = f"revoked {k['revoked_at']:%Y-%m-%d}" if k["revoked_at"] else "active"
+            cities = ",".join(k["cities"]) or "*"
+            click.echo(f"{k['key_id']}  {k['role']:<14} {cities:<20} {state:<18} {k['name']}")
+
+
+@api_key.command("revoke")
+@click.argument("key_id")
+def api_key_revoke(key_id: str) -> None:
+    """Revoke a key (effective within 30 s on running API processes)."""
+    import psycopg
+
+    from store.cockpit import revoke_key
+
+    settings = load_settings()
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        if not revoke_key(conn, key_id):
+            raise CityOpsError(f"no active key {key_id!r}; see `cityops api key list`")
+    click.echo(f"revoked {key_id}")
+
+
+@main.group(context_settings=CONTEXT)
+def cim() -> None:
+    """CIM layers (grid, pipes, assets, valves, POIs) of a city for the cockpit."""
+
+
+@cim.command("load")
+@click.option("--city", required=True, help="GB/T 2260 city code.")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    required=True,
+    metavar="NAME=FILE",
+    help="A layer and its file, e.g. grid=grid.gpkg (grid, pipes, assets, valves, pois, "
+    "districts; repeatable).",
+)
+def cim_load(city: str, layers: tuple[str, ...]) -> None:
+    """Validate layer files and store them; a city's layer is replaced as a whole."""
+    from cityops.cim import load_layers
+    from geo.errors import GeoError
+
+    if len(city) != 6 or not city.isdigit():
+        raise CityOpsError(f"--city {city!r} is not a 6-digit GB/T 2260 city code")
+    files = {}
+    for item in layers:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise CityOpsError(f"--layer {item!r}: write NAME=FILE, e.g. grid=grid.gpkg")
+        if not Path(path).is_file():
+            raise CityOpsError(f"--layer {item!r}: no file {path}")
+        files[name] = Path(path)
+    try:
+        counts = load_layers(load_settings(), city, files, echo_err)
+    except (GeoError, ValueError) as exc:
+        raise CityOpsError(str(exc)) from exc
+    for name, n in counts.items():
+        click.echo(f"{name:<10} {n} features")
+
+
+@main.group(context_settings=CONTEXT)
 def grid() -> None:
     """The unit grid (单元网格)."""
 

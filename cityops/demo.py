@@ -31,6 +31,7 @@ SERVICES = (
     PlatformService("ingest", ("ingest",)),
     PlatformService("sink", ("sink",)),
     PlatformService("worker", ("worker",)),
+    PlatformService("api", ("api", "serve")),
 )
 
 
@@ -68,7 +69,31 @@ def up(settings: Settings, log: Callable[[str], None]) -> list[str]:
                 f"{svc.name} exited at start; last lines of {log_file}:\n{tail(log_file)}"
             )
         lines.append(f"{svc.name:<9} started (pid {pid}, log {log_file})")
+    lines.extend(_cockpit_access(settings))
     return lines
+
+
+def _cockpit_access(settings: Settings) -> list[str]:
+    """A dispatcher key for the demo city, kept in a 0600 file, and the cockpit's URL."""
+    import os
+
+    from simulators.demo_city import DEMO_CITY
+    from store.cockpit import create_key, verify_key
+
+    key_file = settings.stack_dir / "demo" / "cockpit-key"
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        token = key_file.read_text().strip() if key_file.exists() else ""
+        if not token or verify_key(conn, token) is None:
+            _, token = create_key(conn, "demo operator", "dispatcher", [DEMO_CITY])
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.touch(mode=0o600)
+            key_file.write_text(token + "\n")
+    host = os.environ.get("CITYOPS_API_HOST", "127.0.0.1")
+    port = os.environ.get("CITYOPS_API_PORT", "8400")
+    return [
+        f"cockpit   http://{host}:{port}/  (OpenAPI: http://{host}:{port}/docs)",
+        f"key       {token}  (dispatcher of {DEMO_CITY}; kept in {key_file})",
+    ]
 
 
 def down(settings: Settings) -> dict[str, bool]:
@@ -84,6 +109,7 @@ def down(settings: Settings) -> dict[str, bool]:
 
 def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     """Onboard the demo city (layers, sensors and cameras) unless it is onboarded already."""
+    from cityops.cim import load_layers
     from cityops.onboard import onboard, placer_from_files
     from simulators.demo_city import DEMO_CITY, write_demo_city
     from store.devices import existing_ids
@@ -91,10 +117,21 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     folder = settings.stack_dir / "demo"
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         known = existing_ids(conn, DEMO_CITY)
-    if known:
+        mapped = conn.execute(
+            "SELECT count(*) FROM cim_features WHERE city = %s", (DEMO_CITY,)
+        ).fetchone()
+    if known and mapped and mapped[0]:
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded"
     log(f"building and onboarding the demo city {DEMO_CITY}")
     files = write_demo_city(folder)
+    load_layers(
+        settings,
+        DEMO_CITY,
+        {"grid": files.grid, "pipes": files.pipes, "assets": files.assets, "pois": files.pois},
+        log,
+    )
+    if known:
+        return f"city      {DEMO_CITY} has {len(known)} devices onboarded; CIM layers stored"
     placer = placer_from_files(files.grid, [files.pipes, files.assets])
     result = onboard(
         settings,

@@ -6,8 +6,11 @@ right type, or a :class:`LayerError` lists each bad feature by id (or row) and w
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -130,3 +133,33 @@ def write_layer(gdf: gpd.GeoDataFrame, path: Path | str) -> None:
     if driver is None:
         raise GeoError(f"cannot write {path}: use .geojson, .gpkg or .shp")
     gdf.to_file(path, driver=driver, engine="pyogrio")
+
+
+#: A feature as stored: (id, GeoJSON geometry, properties, (minx, miny, maxx, maxy)).
+FeatureRow = tuple[str, dict[str, Any], dict[str, Any], tuple[float, float, float, float]]
+
+
+def to_rows(gdf: gpd.GeoDataFrame, spec: LayerSpec) -> list[FeatureRow]:
+    """A validated WGS84 layer as rows for storage, properties made JSON-plain."""
+    geoms = gdf.geometry.to_numpy()
+    texts = shapely.to_geojson(geoms)
+    bounds = shapely.bounds(geoms)
+    props = gdf.drop(columns=[gdf.geometry.name, spec.id_column]).to_json(
+        drop_id=True, to_wgs84=False
+    )
+    plain = [f["properties"] for f in json.loads(props)["features"]] if len(gdf) else []
+    return [
+        (str(fid), json.loads(text), p, (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+        for fid, text, p, b in zip(gdf[spec.id_column], texts, plain, bounds, strict=True)
+    ]
+
+
+def from_rows(
+    rows: Sequence[tuple[str, dict[str, Any], dict[str, Any]]], spec: LayerSpec
+) -> gpd.GeoDataFrame:
+    """Stored rows back into a WGS84 layer with ``spec``'s id column."""
+    geoms = shapely.from_geojson([json.dumps(g) for _, g, _ in rows]) if rows else []
+    frame = pd.DataFrame([{spec.id_column: fid, **props} for fid, _, props in rows])
+    if frame.empty:
+        frame = pd.DataFrame({spec.id_column: pd.Series([], dtype=str)})
+    return gpd.GeoDataFrame(frame, geometry=list(geoms), crs="EPSG:4326")

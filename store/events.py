@@ -9,7 +9,28 @@ from typing import Any
 
 import psycopg
 
-from lifeline.records import Anomaly, Incident
+from lifeline.records import Anomaly, DeviceStatus, Incident
+
+#: Advisory lock taken by every writer of ``incident_feed``, so feed ids follow commit order.
+FEED_LOCK = 0x0C17_F33D
+#: Channel notified (on commit) whenever the feed grows.
+FEED_CHANNEL = "cityops_feed"
+
+
+def append_feed(conn: psycopg.Connection[Any], rows: Sequence[tuple[str, str, str, int]]) -> None:
+    """Add (city, incident_id, kind, revision) rows to the feed, within the caller's
+    transaction; a revision already in the feed is not added twice."""
+    if not rows:
+        return
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
+        cur.executemany(
+            "INSERT INTO incident_feed (city, incident_id, kind, revision)"
+            " VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (incident_id, revision) WHERE kind = 'incident' DO NOTHING",
+            list(rows),
+        )
+        cur.execute("SELECT pg_notify(%s, '')", (FEED_CHANNEL,))
 
 
 def upsert_anomalies(conn: psycopg.Connection[Any], anomalies: Sequence[Anomaly]) -> None:
@@ -98,6 +119,26 @@ def upsert_incidents(conn: psycopg.Connection[Any], incidents: Sequence[Incident
             SELECT alert_id, NULL, 'new', 'platform', 'incident detected' FROM a
             """,
             [(i.incident_id, i.city, i.started_at, i.updated_at) for i in incidents],
+        )
+    append_feed(conn, [(i.city, i.incident_id, "incident", i.revision) for i in incidents])
+
+
+def upsert_device_status(conn: psycopg.Connection[Any], statuses: Sequence[DeviceStatus]) -> None:
+    """Keep the newest status message of each device."""
+    if not statuses:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO device_status AS d (city, device_id, status, ts, battery_pct, rssi_dbm)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (city, device_id) DO UPDATE SET status = EXCLUDED.status,
+                ts = EXCLUDED.ts,
+                battery_pct = coalesce(EXCLUDED.battery_pct, d.battery_pct),
+                rssi_dbm = coalesce(EXCLUDED.rssi_dbm, d.rssi_dbm)
+            WHERE EXCLUDED.ts >= d.ts
+            """,
+            [(s.city, s.device_id, s.status, s.ts, s.battery_pct, s.rssi_dbm) for s in statuses],
         )
 
 

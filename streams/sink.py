@@ -1,4 +1,4 @@
-"""The store sink: readings, anomalies, incidents and dead letters from Kafka into the store.
+"""The store sink: readings, device status, anomalies, incidents and dead letters into the store.
 
 Each poll becomes one database transaction (readings by COPY); Kafka offsets are
 committed only after the database has committed, and every write is idempotent, so
@@ -25,8 +25,13 @@ from prometheus_client import Counter, Gauge
 
 from lifeline import topics
 from lifeline.errors import RecordError
-from lifeline.records import Anomaly, Incident
-from store.events import insert_deadletters, upsert_anomalies, upsert_incidents
+from lifeline.records import Anomaly, DeviceStatus, Incident
+from store.events import (
+    insert_deadletters,
+    upsert_anomalies,
+    upsert_device_status,
+    upsert_incidents,
+)
 from store.readings import ReadingRow, ReadingWriter
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ LAG_S = Gauge("cityops_sink_batch_age_seconds", "Age of the newest record writte
 #: Kafka topic → what the sink writes from it.
 SINK_TOPICS = {
     topics.READINGS.name: "readings",
+    topics.STATUS.name: "status",
     topics.ANOMALIES.name: "anomalies",
     topics.INCIDENTS.name: "incidents",
     topics.DEADLETTER.name: "deadletters",
@@ -50,13 +56,18 @@ class Batch:
     readings: list[ReadingRow] = field(default_factory=list)
     anomalies: dict[str, Anomaly] = field(default_factory=dict)
     incidents: dict[str, Incident] = field(default_factory=dict)
+    statuses: dict[tuple[str, str], DeviceStatus] = field(default_factory=dict)
     deadletters: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     newest_ms: int = 0
 
     def __len__(self) -> int:
         return (
-            len(self.readings) + len(self.anomalies) + len(self.incidents) + len(self.deadletters)
+            len(self.readings)
+            + len(self.anomalies)
+            + len(self.incidents)
+            + len(self.statuses)
+            + len(self.deadletters)
         )
 
 
@@ -103,6 +114,11 @@ def collect(
                     current = batch.incidents.get(i.incident_id)
                     if current is None or i.revision > current.revision:
                         batch.incidents[i.incident_id] = i
+                elif kind == "status":
+                    st = DeviceStatus.from_json(value)
+                    seen = batch.statuses.get((st.city, st.device_id))
+                    if seen is None or st.ts >= seen.ts:
+                        batch.statuses[(st.city, st.device_id)] = st
                 elif kind == "deadletters":
                     batch.deadletters.append((tp.partition, rec.offset, json.loads(value)))
             except (ValueError, KeyError, TypeError, RecordError) as exc:
@@ -219,11 +235,13 @@ class Sink:
             new = writer.write_in_transaction(batch.readings) if batch.readings else 0
             upsert_anomalies(conn, list(batch.anomalies.values()))
             upsert_incidents(conn, list(batch.incidents.values()))
+            upsert_device_status(conn, list(batch.statuses.values()))
             insert_deadletters(conn, batch.deadletters)
         self.written += len(batch)
         ROWS.labels("readings").inc(new)
         ROWS.labels("anomalies").inc(len(batch.anomalies))
         ROWS.labels("incidents").inc(len(batch.incidents))
+        ROWS.labels("device_status").inc(len(batch.statuses))
         ROWS.labels("deadletters").inc(len(batch.deadletters))
         if batch.newest_ms:
             LAG_S.set(max(0.0, time.time() - batch.newest_ms / 1000))

@@ -1,0 +1,127 @@
+"""Push of CAP messages to the dispatcher endpoints registered per city, with retries.
+
+Deliveries are rows in the store (an outbox): the feed adds one per alert change and
+webhook; any API process claims due ones, posts the CAP XML signed with the hook's
+secret, and records the outcome. Failures are retried with exponential back-off and
+end as ``failed`` after ``MAX_ATTEMPTS``; everything is visible in the delivery log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+from prometheus_client import Counter
+
+from cockpit_api.cap import CAP_MIME, CapAlert, to_xml
+from store.cockpit import claim_deliveries, enqueue_deliveries, get_alert, record_delivery, sign
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6
+DELIVERIES = Counter("cityops_api_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before the next attempt after ``attempts`` failed ones: 1, 2, 4, … s."""
+    return timedelta(seconds=min(300, 2 ** max(0, attempts - 1)))
+
+
+class Dispatcher:
+    def __init__(self, dsn: str, poll_s: float = 1.0, timeout_s: float = 5.0) -> None:
+        self.dsn = dsn
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Future[int]] = set()
+
+    def enqueue(self, entries: list[dict[str, Any]]) -> None:
+        """Called by the feed hub, on the event loop, with new entries."""
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._enqueue, entries))
+        self._pending.add(task)
+        task.add_done_callback(self._enqueued)
+
+    def _enqueued(self, task: asyncio.Future[int]) -> None:
+        self._pending.discard(task)
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.warning("webhook enqueue failed", extra={"error": str(task.exception())[:200]})
+        elif task.result():
+            self._wake.set()
+
+    def _enqueue(self, entries: list[dict[str, Any]]) -> int:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return enqueue_deliveries(conn, entries)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="webhooks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            while True:
+                try:
+                    await self.deliver_due(client)
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("webhook dispatch failed", extra={"error": str(exc)[:200]})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                self._wake.clear()
+
+    async def deliver_due(self, client: httpx.AsyncClient) -> int:
+        due = await asyncio.to_thread(self._claim)
+        if due:
+            await asyncio.gather(*(self._deliver(client, d) for d in due))
+        return len(due)
+
+    def _claim(self) -> list[dict[str, Any]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            due = claim_deliveries(conn, datetime.now(UTC))
+            for d in due:
+                row = get_alert(conn, d["alert_id"], None)
+                d["body"] = to_xml(CapAlert.from_row(row)) if row else b""
+            return due
+
+    async def _deliver(self, client: httpx.AsyncClient, d: dict[str, Any]) -> None:
+        body: bytes = d["body"]
+        status: int | None = None
+        error = ""
+        try:
+            resp = await client.post(
+                d["url"],
+                content=body,
+                headers={
+                    "Content-Type": CAP_MIME,
+                    "X-CityOps-Signature": sign(d["secret"], body),
+                    "X-CityOps-Delivery": str(d["delivery_id"]),
+                },
+            )
+            status = resp.status_code
+            ok = 200 <= status < 300
+            if not ok:
+                error = f"HTTP {status}: {resp.text[:200]}"
+        except httpx.HTTPError as exc:
+            ok = False
+            error = f"{type(exc).__name__}: {exc}"
+        attempts = d["attempts"] + 1
+        retry = None if ok or attempts >= MAX_ATTEMPTS else backoff(attempts)
+        DELIVERIES.labels("delivered" if ok else "retry" if retry else "failed").inc()
+        await asyncio.to_thread(self._record, d["delivery_id"], ok, status, error, retry)
+
+    def _record(
+        self, delivery_id: int, ok: bool, status: int | None, error: str, retry: timedelta | None
+    ) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            record_delivery(conn, delivery_id, ok, status, error, retry)

@@ -1,0 +1,116 @@
+"""A real cockpit API server (uvicorn on a free port) over the test database, and data."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+import uvicorn
+
+from cockpit_api.app import ApiConfig, create_app
+from lifeline.records import Incident
+from lifeline.vocabulary import IncidentType, Severity
+from store.cockpit import create_key
+from store.events import upsert_incidents
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+
+@contextmanager
+def serve(config: ApiConfig) -> Iterator[Server]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            ws="websockets-sansio",
+            lifespan="on",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API server did not start")
+        time.sleep(0.05)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def random_city() -> str:
+    return f"{secrets.randbelow(800000) + 110000:06d}"
+
+
+def key(dsn: str, role: str, cities: list[str], name: str = "") -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        _, token = create_key(conn, name or f"{role}-test", role, cities)
+    return token
+
+
+def incident(
+    city: str,
+    type_: IncidentType = IncidentType.GAS_LEAK,
+    severity: Severity = Severity.ORANGE,
+    *,
+    revision: int = 1,
+    incident_id: str | None = None,
+    started: datetime | None = None,
+    lon: float = 118.78,
+    lat: float = 32.04,
+) -> Incident:
+    started = started or datetime.now(UTC) - timedelta(minutes=2)
+    return Incident(
+        incident_id=incident_id or f"{city}:{secrets.token_hex(4)}:{type_.value}",
+        revision=revision,
+        city=city,
+        type=type_,
+        severity=severity,
+        title=f"{type_.value} test",
+        asset_ids=("GW-0001",),
+        grid_cells=(f"{city}001001001",),
+        lon=lon,
+        lat=lat,
+        started_at=started,
+        updated_at=started + timedelta(seconds=revision),
+    )
+
+
+def store_incidents(dsn: str, incidents: list[Incident]) -> None:
+    """Write incidents exactly as the sink does (incident, alert, audit, feed)."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        upsert_incidents(conn, incidents)
+
+
+def client(server: Server, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=10)

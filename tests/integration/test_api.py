@@ -1,0 +1,575 @@
+"""The cockpit API on the real database and broker: auth, tenancy, lifecycle, CAP, feed,
+webhooks, escalation and an OpenAPI-driven fuzz."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+import psycopg
+import pytest
+import websockets
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from lxml import etree
+
+from cityops.settings import Settings
+from cockpit_api.app import ApiConfig
+from lifeline.vocabulary import IncidentType, Severity
+from store.cockpit import sign
+from tests.integration.api_support import (
+    Server,
+    client,
+    incident,
+    key,
+    random_city,
+    serve,
+    store_incidents,
+)
+
+pytestmark = pytest.mark.integration
+
+CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
+
+
+@pytest.fixture(scope="module")
+def cities() -> tuple[str, str]:
+    a, b = random_city(), random_city()
+    while b == a:
+        b = random_city()
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def server(db_dsn: str, live_stack: Settings) -> Iterator[Server]:
+    config = ApiConfig(dsn=db_dsn, kafka_bootstrap=live_stack.kafka_bootstrap, escalate_every_s=0.5)
+    with serve(config) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def keys(db_dsn: str, cities: tuple[str, str]) -> dict[str, str]:
+    a, b = cities
+    return {
+        "viewer_a": key(db_dsn, "viewer", [a]),
+        "dispatcher_a": key(db_dsn, "dispatcher", [a], "Dispatcher Wang"),
+        "admin_a": key(db_dsn, "city_admin", [a]),
+        "dispatcher_b": key(db_dsn, "dispatcher", [b]),
+        "admin_b": key(db_dsn, "city_admin", [b]),
+        "platform": key(db_dsn, "platform_admin", []),
+    }
+
+
+@pytest.fixture(scope="module")
+def schema(shared_dir: Path) -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(shared_dir / "standards" / "CAP-v1.2.xsd")))
+
+
+def test_health_ready_and_metrics_are_open(server: Server) -> None:
+    with client(server, None) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        ready = c.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": True, "kafka": True}
+        assert "cityops_api_requests_total" in c.get("/metrics").text
+        assert c.get("/").status_code == 200
+
+
+def _operations(server: Server) -> list[tuple[str, str]]:
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    return [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops]
+
+
+def _fill(path: str, city: str, alert_id: str) -> str:
+    return (
+        path.replace("{city}", city)
+        .replace("{alert_id}", alert_id)
+        .replace("{action}", "acknowledge")
+        .replace("{layer}", "devices")
+        .replace("{webhook_id}", "1")
+        .replace("{device_id}", "dev-1")
+    )
+
+
+def _params(path: str) -> dict[str, str]:
+    return {"metric": "ch4"} if path.endswith("/series") else {}
+
+
+def test_every_endpoint_needs_a_valid_key(server: Server, cities: tuple[str, str]) -> None:
+    ops = [(m, p) for m, p in _operations(server) if p.startswith("/v1/")]
+    assert len(ops) >= 15
+    for token in (None, "cok_deadbeef0000.not-the-secret", "garbage"):
+        with client(server, token) as c:
+            for method, path in ops:
+                r = c.request(method, _fill(path, cities[0], "x"), params=_params(path))
+                assert r.status_code == 401, (method, path, token, r.text)
+                assert r.headers.get("www-authenticate") == "Bearer"
+
+
+def test_tenancy_matrix_over_every_endpoint(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, b = cities
+    theirs = incident(a)
+    store_incidents(db_dsn, [theirs])
+    probes = 0
+    with client(server, keys["admin_b"]) as c:
+        for method, path in _operations(server):
+            if not path.startswith("/v1/") or path.startswith("/v1/feed"):
+                continue
+            url = _fill(path, a, theirs.incident_id)
+            body = {"url": "http://127.0.0.1:9/x"} if "webhooks" in path else None
+            r = c.request(method, url, params=_params(path), json=body)
+            probes += 1
+            if "{city}" in path:
+                assert r.status_code == 403, (method, path, r.text)
+            elif "{alert_id}" in path:
+                assert r.status_code == 404, (method, path, r.text)
+            else:
+                assert r.status_code == 200, (method, path, r.text)
+                assert a not in r.text, (method, path)
+        listed = c.get("/v1/alerts", params={"city": a})
+        assert listed.status_code == 403
+        mine = c.get("/v1/alerts").json()
+        assert all(item["city"] == b for item in mine["items"])
+    assert probes >= 12
+    with client(server, keys["dispatcher_a"]) as c:
+        assert c.get(f"/v1/alerts/{theirs.incident_id}").status_code == 200
+    with client(server, keys["platform"]) as c:
+        assert c.get(f"/v1/alerts/{theirs.incident_id}").status_code == 200
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute(
+            "SELECT status FROM alerts WHERE alert_id = %s", (theirs.incident_id,)
+        ).fetchone()
+    assert row == ("new",), "a probe from another city changed the alert"
+
+
+def test_roles_limit_what_a_key_may_do(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    inc = incident(a)
+    store_incidents(db_dsn, [inc])
+    with client(server, keys["viewer_a"]) as c:
+        assert c.get(f"/v1/alerts/{inc.incident_id}").status_code == 200
+        r = c.post(f"/v1/alerts/{inc.incident_id}/actions/acknowledge", json={"note": "x"})
+        assert r.status_code == 403
+        assert "dispatcher" in r.json()["detail"]
+    with client(server, keys["dispatcher_a"]) as c:
+        assert c.get(f"/v1/cities/{a}/webhooks").status_code == 403
+    with client(server, keys["admin_a"]) as c:
+        assert c.get(f"/v1/cities/{a}/webhooks").status_code == 200
+
+
+def test_lifecycle_is_enforced_and_audited(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    inc = incident(a, IncidentType.PIPE_BURST, Severity.RED)
+    store_incidents(db_dsn, [inc])
+    url = f"/v1/alerts/{inc.incident_id}"
+    with client(server, keys["dispatcher_a"]) as c:
+        r = c.post(f"{url}/actions/dispatch", json={"note": "too early"})
+        assert r.status_code == 409
+        assert "cannot dispatch an alert that is new" in r.json()["detail"]
+        assert "acknowledge" in r.json()["detail"]
+        r = c.post(f"{url}/actions/assign", json={"note": "no department"})
+        assert r.status_code == 409
+        steps = [
+            ("acknowledge", {"note": "seen on the wall"}, "acknowledged"),
+            ("assign", {"note": "", "department": "Water Group"}, "acknowledged"),
+            ("dispatch", {"note": "crew 3"}, "dispatched"),
+            ("on_site", {"note": "arrived"}, "on_site"),
+            ("resolve", {"note": "valve closed"}, "resolved"),
+            ("close", {"note": "archived"}, "closed"),
+        ]
+        for action, body, expect in steps:
+            r = c.post(f"{url}/actions/{action}", json=body)
+            assert r.status_code == 200, r.text
+            assert r.json()["alert_status"] == expect
+        assert c.post(f"{url}/actions/false_alarm", json={}).status_code == 409
+        detail = c.get(url).json()
+    assert detail["assigned_dept"] == "Water Group"
+    trail = [(e["from_status"], e["to_status"]) for e in detail["audit"]]
+    assert trail == [
+        (None, "new"),
+        ("new", "acknowledged"),
+        ("acknowledged", "acknowledged"),
+        ("acknowledged", "dispatched"),
+        ("dispatched", "on_site"),
+        ("on_site", "resolved"),
+        ("resolved", "closed"),
+    ]
+    assert all("Dispatcher Wang" in e["actor"] for e in detail["audit"][1:])
+    assert detail["audit"][1]["note"] == "seen on the wall"
+    assert detail["actions"] == []
+    with client(server, keys["viewer_a"]) as c:
+        overview = c.get(f"/v1/cities/{a}/overview").json()
+    assert overview["mean_time_to_acknowledge_s"] is not None
+    assert overview["resolved_30d"] >= 1
+
+
+def test_alert_detail_carries_evidence_and_filters_work(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    red = incident(a, IncidentType.WATERLOGGING, Severity.RED, lon=118.70, lat=32.00)
+    blue = incident(a, IncidentType.BRIDGE_OVERLOAD, Severity.BLUE, lon=118.90, lat=32.10)
+    store_incidents(db_dsn, [red, blue])
+    with client(server, keys["viewer_a"]) as c:
+        reds = c.get("/v1/alerts", params={"severity": "red", "type": "waterlogging"}).json()
+        assert red.incident_id in [i["incident_id"] for i in reds["items"]]
+        assert all(i["severity"] == "red" for i in reds["items"])
+        boxed = c.get("/v1/alerts", params={"bbox": "118.85,32.05,118.95,32.15"}).json()
+        assert [i["incident_id"] for i in boxed["items"]] == [blue.incident_id]
+        page = c.get("/v1/alerts", params={"limit": 1}).json()
+        assert len(page["items"]) == 1
+        assert page["total"] >= 2
+        bad = c.get("/v1/alerts", params={"bbox": "nonsense"})
+        assert bad.status_code == 422
+        assert "bbox" in bad.text
+        detail = c.get(f"/v1/alerts/{red.incident_id}").json()
+        assert detail["severity_level"] == "I"
+        assert detail["actions"] == ["acknowledge", "assign", "false_alarm"]
+        layer = c.get(f"/v1/cities/{a}/map/incidents").json()
+        assert {f["properties"]["incident_id"] for f in layer["features"]} >= {
+            red.incident_id,
+            blue.incident_id,
+        }
+        overview = c.get(f"/v1/cities/{a}/overview").json()
+        assert overview["open_incidents"]["by_severity"]["red"] >= 1
+        assert overview["lifelines"]["drainage"]["status"] == "alarm"
+
+
+def _validate(schema: etree.XMLSchema, element: Any) -> None:
+    if not schema.validate(element):
+        raise AssertionError(str(schema.error_log))
+
+
+def test_cap_messages_are_valid_cap_1_2(
+    server: Server,
+    db_dsn: str,
+    cities: tuple[str, str],
+    keys: dict[str, str],
+    schema: etree.XMLSchema,
+) -> None:
+    a, _ = cities
+    inc = incident(a, IncidentType.GAS_LEAK, Severity.RED)
+    store_incidents(db_dsn, [inc])
+    url = f"/v1/alerts/{inc.incident_id}"
+    types = []
+    with client(server, keys["dispatcher_a"]) as c:
+        for action in (None, "acknowledge", "false_alarm"):
+            if action:
+                assert c.post(f"{url}/actions/{action}", json={"note": "x"}).status_code == 200
+            for lang in ("zh-CN", "en-US"):
+                r = c.get(f"{url}/cap", params={"lang": lang})
+                assert r.headers["content-type"].startswith("application/cap+xml")
+                doc = etree.fromstring(r.content)
+                _validate(schema, doc)
+            types.append(doc.findtext(f"{{{CAP_NS}}}msgType"))
+            assert doc.findtext(f".//{{{CAP_NS}}}severity") == "Extreme"
+            assert doc.find(f".//{{{CAP_NS}}}circle") is not None
+        feed = c.get(f"/v1/cities/{a}/cap.atom")
+    assert types == ["Alert", "Update", "Cancel"]
+    atom = etree.fromstring(feed.content)
+    entries = atom.findall(f".//{{{CAP_NS}}}alert")
+    assert len(entries) >= 1
+    for entry in entries:
+        _validate(schema, etree.fromstring(etree.tostring(entry)))
+
+
+async def _ticket(server: Server, token: str) -> str:
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        r = await c.post("/v1/feed/ticket", headers={"Authorization": f"Bearer {token}"})
+        return str(r.json()["ticket"])
+
+
+async def _next(ws: Any, wait_s: float = 10.0) -> dict[str, Any]:
+    return dict(json.loads(await asyncio.wait_for(ws.recv(), wait_s)))
+
+
+@pytest.mark.asyncio
+async def test_feed_pushes_incidents_from_kafka_and_resumes(
+    server: Server,
+    db_dsn: str,
+    cities: tuple[str, str],
+    keys: dict[str, str],
+    live_stack: Settings,
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from streams.sink import Sink
+
+    a, _ = cities
+    topic = f"it-incidents-{random_city()}"
+    sink = Sink(live_stack.kafka_bootstrap, db_dsn, f"it-api-{topic}", {topic: "incidents"})
+    await sink.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(sink.run(stop))
+    producer = AIOKafkaProducer(bootstrap_servers=live_stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        ticket_a = await _ticket(server, keys["viewer_a"])
+        ticket_b = await _ticket(server, keys["dispatcher_b"])
+        async with (
+            websockets.connect(f"{server.ws_url}/v1/feed/ws?ticket={ticket_a}") as ws_a,
+            websockets.connect(f"{server.ws_url}/v1/feed/ws?ticket={ticket_b}") as ws_b,
+        ):
+            inc = incident(a, IncidentType.TUNNEL_HAZARD, Severity.ORANGE)
+            await producer.send_and_wait(topic, inc.to_json(), key=inc.incident_id.encode())
+            event = await _next(ws_a, 30)
+            assert event["incident_id"] == inc.incident_id
+            assert event["change"] == "incident"
+            assert event["alert_status"] == "new"
+            with pytest.raises(TimeoutError):
+                await _next(ws_b, 1.0)
+            last = event["id"]
+        # Changes while the client is away arrive, in order, when it resumes.
+        update = incident(
+            a, IncidentType.TUNNEL_HAZARD, Severity.RED, revision=2, incident_id=inc.incident_id
+        )
+        await producer.send_and_wait(topic, update.to_json(), key=inc.incident_id.encode())
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            r = await c.post(
+                f"/v1/alerts/{inc.incident_id}/actions/acknowledge",
+                headers={"Authorization": f"Bearer {keys['dispatcher_a']}"},
+                json={"note": "on it"},
+            )
+            assert r.status_code == 200
+        ticket = await _ticket(server, keys["viewer_a"])
+        async with websockets.connect(
+            f"{server.ws_url}/v1/feed/ws?ticket={ticket}&last_id={last}"
+        ) as ws:
+            missed = [await _next(ws, 30), await _next(ws, 30)]
+        assert [m["change"] for m in missed] == ["incident", "alert"]
+        assert missed[0]["id"] < missed[1]["id"]
+        assert missed[1]["alert_status"] == "acknowledged"
+        assert missed[1]["severity"] == "red"
+        # A used ticket does not open the feed again.
+        with pytest.raises(websockets.exceptions.WebSocketException):
+            async with websockets.connect(f"{server.ws_url}/v1/feed/ws?ticket={ticket}") as ws:
+                await _next(ws, 5)
+    finally:
+        await producer.stop()
+        stop.set()
+        await running
+        await sink.stop()
+
+
+def test_sse_feed_resumes_from_last_event_id(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    first, second = incident(a), incident(a, IncidentType.FIRE, Severity.YELLOW)
+    store_incidents(db_dsn, [first])
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute(
+            "SELECT max(id) FROM incident_feed WHERE incident_id = %s", (first.incident_id,)
+        ).fetchone()
+    assert row is not None
+    store_incidents(db_dsn, [second])
+    headers = {"Authorization": f"Bearer {keys['viewer_a']}", "Last-Event-ID": str(row[0])}
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as c,
+        c.stream("GET", "/v1/feed/sse", headers=headers) as r,
+    ):
+        assert r.headers["content-type"].startswith("text/event-stream")
+        data = None
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                data = json.loads(line[6:])
+                break
+    assert data is not None
+    assert data["incident_id"] == second.incident_id
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    failures_left: ClassVar[int] = 2
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            self.send_response(500)
+            self.end_headers()
+            return
+        type(self).received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_webhook_push_retries_until_delivered_and_logs_it(
+    server: Server,
+    db_dsn: str,
+    cities: tuple[str, str],
+    keys: dict[str, str],
+    schema: etree.XMLSchema,
+) -> None:
+    a, _ = cities
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/cap"
+        with client(server, keys["admin_a"]) as c:
+            hook = c.post(f"/v1/cities/{a}/webhooks", json={"url": url, "name": "119 centre"})
+            assert hook.status_code == 201
+            secret = hook.json()["secret"]
+            inc = incident(a, IncidentType.UNDERPASS_FLOODING, Severity.RED)
+            store_incidents(db_dsn, [inc])
+            deadline = time.monotonic() + 30
+            delivered: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and not delivered:
+                log = c.get(
+                    f"/v1/cities/{a}/webhooks/deliveries", params={"alert_id": inc.incident_id}
+                ).json()["items"]
+                delivered = [d for d in log if d["state"] == "delivered"]
+                time.sleep(0.3)
+            c.delete(f"/v1/cities/{a}/webhooks/{hook.json()['webhook_id']}")
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    assert delivered, f"no delivery in the log: {log}"
+    assert delivered[0]["attempts"] == 3
+    headers, body = _Receiver.received[0]
+    assert headers["X-CityOps-Signature"] == sign(secret, body)
+    doc = etree.fromstring(body)
+    _validate(schema, doc)
+    assert inc.incident_id in body.decode()
+
+
+def test_unacknowledged_alert_is_escalated(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    old = incident(a, started=datetime.now(UTC) - timedelta(minutes=12))  # orange: 10 min
+    store_incidents(db_dsn, [old])
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE alerts SET created_at = %s WHERE alert_id = %s",
+            (datetime.now(UTC) - timedelta(minutes=12), old.incident_id),
+        )
+    deadline = time.monotonic() + 15
+    with client(server, keys["viewer_a"]) as c:
+        while time.monotonic() < deadline:
+            detail = c.get(f"/v1/alerts/{old.incident_id}").json()
+            if detail["escalation_level"] == 1:
+                break
+            time.sleep(0.3)
+    assert detail["escalation_level"] == 1
+    assert "escalated to level 1" in detail["audit"][-1]["note"]
+    assert detail["alert_status"] == "new"
+
+
+def test_rate_limit_answers_429_with_retry_after(
+    db_dsn: str, cities: tuple[str, str], live_stack: Settings
+) -> None:
+    token = key(db_dsn, "viewer", [cities[0]])
+    config = ApiConfig(
+        dsn=db_dsn,
+        kafka_bootstrap=live_stack.kafka_bootstrap,
+        rate_per_s=1.0,
+        burst=3.0,
+        background=False,
+    )
+    with serve(config) as s, client(s, token) as c:
+        codes = [c.get("/v1/me").status_code for _ in range(5)]
+        r = c.get("/v1/me")
+    assert codes[:3] == [200, 200, 200]
+    assert 429 in codes[3:]
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_device_series_and_status(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    from store.readings import ReadingWriter
+
+    a, _ = cities
+    now = datetime.now(UTC).replace(microsecond=0)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO devices (city, device_id, family, kind, owner_dept, lon, lat,"
+            " mqtt_username, mqtt_password_hash) VALUES (%s, 'gw-9', 'sensors', 'gas_well',"
+            " 'Gas', 118.7, 32.0, %s, 'x'), (%s, 'gw-10', 'sensors', 'gas_well', 'Gas',"
+            " 118.71, 32.01, %s, 'x')",
+            (a, f"{a}.gw-9", a, f"{a}.gw-10"),
+        )
+        rows = [
+            (a, "gw-9", "ch4", now - timedelta(minutes=m), float(m), "%LEL", [])
+            for m in range(1, 31)
+        ]
+        with conn.transaction():
+            ReadingWriter(conn).write_in_transaction(rows)
+    with client(server, keys["viewer_a"]) as c:
+        s = c.get(f"/v1/cities/{a}/devices/gw-9/series", params={"metric": "ch4"}).json()
+        assert sum(p["count"] for p in s["points"]) == 30
+        bad = c.get(
+            f"/v1/cities/{a}/devices/gw-9/series",
+            params={
+                "metric": "ch4",
+                "start": "2026-01-02T00:00:00Z",
+                "end": "2026-01-01T00:00:00Z",
+            },
+        )
+        assert bad.status_code == 422
+        devices = {d["device_id"]: d for d in c.get(f"/v1/cities/{a}/devices").json()["items"]}
+        assert devices["gw-9"]["online"] is True
+        assert devices["gw-10"]["online"] is False
+        overview = c.get(f"/v1/cities/{a}/overview").json()
+        assert overview["devices"] == {"total": 2, "online": 1, "offline": 1}
+
+
+_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["-1", "0", "1e309", "NaN", "' OR 1=1 --", "../../etc/passwd", "%00", "[]"]),
+)
+
+
+def test_fuzz_every_get_endpoint_never_fails_with_5xx(
+    server: Server, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    ops = [
+        (path, op.get("parameters", []))
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+        if method == "get" and path.startswith("/v1/") and "sse" not in path
+    ]
+    c = client(server, keys["platform"])
+
+    @hsettings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def probe(data: st.DataObject) -> None:
+        path, params = data.draw(st.sampled_from(ops))
+        url = path
+        query = {}
+        for p in params:
+            value = data.draw(_TEXT)
+            if p["in"] == "path":
+                url = url.replace("{" + p["name"] + "}", quote(value, safe="") or "x")
+            elif data.draw(st.booleans()):
+                query[p["name"]] = value
+        url = url.replace("{city}", cities[0])
+        r = c.get(url, params=query)
+        assert r.status_code < 500, (url, query, r.text)
+
+    try:
+        probe()
+    finally:
+        c.close()
