@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo demo-down test lint stack stack-down install
+.PHONY: demo demo-down test lint stack stack-down install browser
 
 install: $(VENV)/.installed
 
@@ -37,8 +37,15 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The browser tests drive Debian's Chromium (never a browser a tool downloads).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "error: install Debian's chromium (sudo apt-get install chromium)" >&2; exit 1; fi; }
+
 # pytest exits 5 when it ran no test: that is a failure here, never a pass.
-test: stack lint
+test: stack lint browser
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest ran no tests" >&2; exit 1; fi; \
 	exit $$rc
