@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -50,6 +50,7 @@ from cockpit_api.auth import (
     require_city,
     require_role,
 )
+from cockpit_api.cache import ResponseCache
 from cockpit_api.feed import FeedHub
 from cockpit_api.layers import LayerCache, bbox_rows
 from cockpit_api.webhooks import Dispatcher
@@ -84,6 +85,8 @@ class ApiConfig:
     pool_size: int = 16
     background: bool = True  # feed hub, escalation and webhook loops
     escalate_every_s: float = 15.0
+    overview_ttl_s: float = 1.0
+    list_ttl_s: float = 10.0
 
 
 class ActionBody(BaseModel):
@@ -96,6 +99,32 @@ class ActionBody(BaseModel):
 class WebhookBody(BaseModel):
     url: str = Field(pattern=r"^https?://", max_length=2000)
     name: str = Field("", max_length=200)
+
+
+class MetricsMiddleware:
+    """Request count and latency per route template, as a plain ASGI middleware."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status_code = [500]
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status_code[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(route).observe(time.perf_counter() - t0)
+            REQUESTS.labels(route, str(status_code[0])).inc()
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
@@ -195,15 +224,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.state.dispatcher = dispatcher
     app.state.pool = pool
 
-    @app.middleware("http")
-    async def metrics_mw(request: Request, call_next: Any) -> Any:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        LATENCY.labels(name).observe(time.perf_counter() - t0)
-        REQUESTS.labels(name, str(response.status_code)).inc()
-        return response
+    app.add_middleware(MetricsMiddleware)
 
     @app.exception_handler(psycopg.OperationalError)
     async def db_down(_request: Request, exc: psycopg.OperationalError) -> JSONResponse:
@@ -285,18 +306,58 @@ def create_app(config: ApiConfig) -> FastAPI:
                 return {"cities": db.known_cities(c)}
         return {"cities": list(who.cities)}
 
+    cache = ResponseCache()
+    writes = [0]  # lifecycle changes made by this process, ahead of their feed entry
+
+    def version() -> tuple[int, int]:
+        return (hub.head, writes[0])
+
+    inflight: dict[tuple[object, ...], asyncio.Future[bytes]] = {}
+
+    async def cached(key: tuple[object, ...], ttl_s: float, build: Callable[[], Any]) -> Response:
+        """The cached body for ``key`` at the current version, built once however many
+        requests ask for it at the same moment."""
+        at = version()
+        body = cache.get(key, at)
+        if body is not None:
+            return Response(body, media_type="application/json")
+        flight = inflight.get((key, at))
+        if flight is not None:
+            return Response(await asyncio.shield(flight), media_type="application/json")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        inflight[(key, at)] = future
+        try:
+            body = await asyncio.to_thread(
+                lambda: orjson.dumps(build(), option=orjson.OPT_NON_STR_KEYS, default=str)
+            )
+            cache.put(key, at, ttl_s, body)
+            future.set_result(body)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so an unawaited failure is not reported
+            raise
+        finally:
+            del inflight[(key, at)]
+        return Response(body, media_type="application/json")
+
     @app.get("/v1/cities/{city}/overview", tags=["overview"])
-    def overview(who: Who, city: CITY) -> Response:
+    async def overview(who: Who, city: CITY) -> Response:
         """Devices online/offline, open incidents by severity and type, mean times to
-        acknowledge and resolve (30 days), status per lifeline."""
+        acknowledge and resolve (30 days), status per lifeline; at most
+        ``overview_ttl_s`` old."""
         require_city(who, city)
-        with conn() as c:
-            return _json(db.overview(c, city, datetime.now(UTC), config.online_window))
+
+        def build() -> dict[str, Any]:
+            with conn() as c:
+                return db.overview(c, city, datetime.now(UTC), config.online_window)
+
+        return await cached(("overview", city), config.overview_ttl_s, build)
 
     # --- alerts -----------------------------------------------------------------------
 
     @app.get("/v1/alerts", tags=["alerts"])
-    def list_alerts(
+    async def list_alerts(
+        request: Request,
         who: Who,
         city: Annotated[list[str], Query(description="city codes; default all of the key's")] = [],  # noqa: B006
         type: Annotated[list[IncidentType], Query()] = [],  # noqa: B006
@@ -328,16 +389,19 @@ def create_app(config: ApiConfig) -> FastAPI:
             limit=limit,
             offset=offset,
         )
-        with conn() as c:
-            rows, total = db.list_alerts(c, f)
-        return _json(
-            {
+
+        def build() -> dict[str, Any]:
+            with conn() as c:
+                rows, total = db.list_alerts(c, f)
+            return {
                 "items": [_alert_out(r) for r in rows],
                 "total": total,
                 "limit": limit,
                 "offset": offset,
             }
-        )
+
+        key = ("alerts", tuple(sorted(request.query_params.multi_items())), who.scope_key)
+        return await cached(key, config.list_ttl_s, build)
 
     def _get(c: psycopg.Connection[Any], who: Principal, alert_id: str) -> dict[str, Any]:
         row = db.get_alert(c, alert_id, who.scope())
@@ -442,6 +506,7 @@ def create_app(config: ApiConfig) -> FastAPI:
                 ) from None
             except TransitionError as exc:
                 raise HTTPException(409, detail=str(exc)) from None
+        writes[0] += 1
         return _json(_alert_out(row))
 
     @app.get("/v1/alerts/{alert_id}/cap", tags=["cap"], response_class=Response)
@@ -609,13 +674,13 @@ def create_app(config: ApiConfig) -> FastAPI:
         """A one-time ticket (60 s) for the WebSocket or SSE URL, for browsers."""
         return {"ticket": app.state.tickets.issue(who), "expires_in_s": 60}
 
-    def _feed_principal(request: Any, ticket: str | None) -> Principal:
+    async def _feed_principal(request: Any, ticket: str | None) -> Principal:
         if ticket:
             who: Principal | None = app.state.tickets.redeem(ticket)
             if who is None:
                 raise HTTPException(401, detail="the feed ticket is unknown, used or expired")
             return who
-        return authenticate(request)
+        return await authenticate(request)
 
     @app.websocket("/v1/feed/ws")
     async def feed_ws(
@@ -624,7 +689,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         """New and changed alerts of the caller's cities as JSON messages; send
         ``last_id`` to receive what was missed since."""
         try:
-            who = _feed_principal(websocket, ticket)
+            who = await _feed_principal(websocket, ticket)
         except HTTPException as exc:
             await websocket.close(
                 code=4401 if exc.status_code == 401 else 4429, reason=str(exc.detail)
@@ -642,7 +707,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         request: Request, ticket: str | None = None, last_id: int | None = None
     ) -> StreamingResponse:
         """The same feed as Server-Sent Events; ``Last-Event-ID`` resumes."""
-        who = _feed_principal(request, ticket)
+        who = await _feed_principal(request, ticket)
         header = request.headers.get("last-event-id")
         resume = (
             last_id

@@ -7,6 +7,7 @@ city_admin (webhooks of its cities), platform_admin (every city).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import threading
@@ -43,6 +44,10 @@ class Principal:
     def covers(self, city: str) -> bool:
         return self.all_cities or city in self.cities
 
+    @property
+    def scope_key(self) -> tuple[str, ...] | None:
+        return None if self.all_cities else self.cities
+
     def scope(self) -> list[str] | None:
         """The cities a query must be limited to; None for every city."""
         return None if self.all_cities else list(self.cities)
@@ -62,13 +67,21 @@ class KeyCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, Principal | None]] = {}
 
-    def principal(self, token: str) -> Principal | None:
+    def cached(self, token: str) -> tuple[bool, Principal | None]:
+        """(known, principal) from the cache alone, without touching the database."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
         with self._lock:
             hit = self._entries.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def principal(self, token: str) -> Principal | None:
+        known, who = self.cached(token)
+        if known:
+            return who
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
         key = self._verify(token)
         found = Principal.of(key) if key else None
         with self._lock:
@@ -138,13 +151,20 @@ def unauthorized(detail: str) -> HTTPException:
     )
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """The caller, from its key; 401 without a valid one, 429 over its rate."""
     state = request.app.state
     token = token_of(request)
     if not token:
         raise unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-    who: Principal | None = state.keys.principal(token)
+    known, who = state.keys.cached(token)
+    if not known:
+        who = await asyncio.to_thread(state.keys.principal, token)
+    return _admit(request, who)
+
+
+def _admit(request: Any, who: Principal | None) -> Principal:
+    state = request.app.state
     if who is None:
         raise unauthorized("the API key is not valid or has been revoked")
     wait = state.limiter.take(who.key_id)

@@ -299,6 +299,20 @@ async def _next(ws: Any, wait_s: float = 10.0) -> dict[str, Any]:
     return dict(json.loads(await asyncio.wait_for(ws.recv(), wait_s)))
 
 
+async def _until_revision(dsn: str, incident_id: str, revision: int) -> None:
+    """Wait until the sink has written ``revision`` of an incident."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for _ in range(300):
+            cur = await conn.execute(
+                "SELECT revision FROM incidents WHERE incident_id = %s", (incident_id,)
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= revision:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the sink did not write revision {revision} of {incident_id}")
+
+
 @pytest.mark.asyncio
 async def test_feed_pushes_incidents_from_kafka_and_resumes(
     server: Server,
@@ -340,6 +354,7 @@ async def test_feed_pushes_incidents_from_kafka_and_resumes(
             a, IncidentType.TUNNEL_HAZARD, Severity.RED, revision=2, incident_id=inc.incident_id
         )
         await producer.send_and_wait(topic, update.to_json(), key=inc.incident_id.encode())
+        await _until_revision(db_dsn, inc.incident_id, 2)
         async with httpx.AsyncClient(base_url=server.url) as c:
             r = await c.post(
                 f"/v1/alerts/{inc.incident_id}/actions/acknowledge",

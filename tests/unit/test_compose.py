@@ -50,3 +50,13 @@ def test_every_replication_factor_is_one_on_the_single_broker() -> None:
     factors = {k: v for k, v in env.items() if "REPLICATION_FACTOR" in k or "MIN_ISR" in k}
     assert factors
     assert set(factors.values()) == {1}
+
+
+def test_the_cockpit_api_is_a_service_with_a_health_check() -> None:
+    api = load()["services"]["api"]
+    assert api["command"] == ["api", "serve"]
+    assert api["image"] == "cityops:latest"
+    assert api["environment"]["CITYOPS_API_HOST"] == "0.0.0.0"  # noqa: S104  # inside its container
+    assert api["environment"]["CITYOPS_DB_DSN"].startswith("postgresql://")
+    assert api["ports"] == ["127.0.0.1:8400:8400"]
+    assert "/health" in " ".join(api["healthcheck"]["test"])
