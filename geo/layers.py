@@ -144,10 +144,8 @@ def to_rows(gdf: gpd.GeoDataFrame, spec: LayerSpec) -> list[FeatureRow]:
     geoms = gdf.geometry.to_numpy()
     texts = shapely.to_geojson(geoms)
     bounds = shapely.bounds(geoms)
-    props = gdf.drop(columns=[gdf.geometry.name, spec.id_column]).to_json(
-        drop_id=True, to_wgs84=False
-    )
-    plain = [f["properties"] for f in json.loads(props)["features"]] if len(gdf) else []
+    frame = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, spec.id_column]))
+    plain = json.loads(frame.to_json(orient="records", date_format="iso")) if len(gdf) else []
     return [
         (str(fid), json.loads(text), p, (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
         for fid, text, p, b in zip(gdf[spec.id_column], texts, plain, bounds, strict=True)

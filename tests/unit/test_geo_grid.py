@@ -256,3 +256,22 @@ def test_bad_layers_give_clear_errors_naming_the_feature() -> None:
         validate(bad_grid, GRID)
     with pytest.raises(LayerError, match="missing column"):
         validate(_pipes().drop(columns=["owner_dept"]), PIPES)
+
+
+def test_layers_survive_the_round_trip_through_stored_rows(city: CityLayers) -> None:
+    from geo.layers import from_rows, to_rows
+
+    rows = to_rows(city.pipes, PIPES)
+    assert len(rows) == len(city.pipes)
+    _fid, geometry, props, bounds = rows[0]
+    assert geometry["type"] == "LineString"
+    assert set(props) >= {"network", "material", "diameter_mm", "owner_dept"}
+    assert bounds[0] <= bounds[2]
+    assert bounds[1] <= bounds[3]
+    back = from_rows([(f, g, p) for f, g, p, _ in rows], PIPES)
+    assert list(back["asset_id"]) == list(city.pipes["asset_id"])
+    assert back.crs == "EPSG:4326"
+    assert shapely.equals_exact(
+        back.geometry.to_numpy(), city.pipes.geometry.to_numpy(), tolerance=1e-9
+    ).all()
+    assert list(back["network"]) == list(city.pipes["network"])
