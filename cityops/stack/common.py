@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +143,12 @@ def stop_pid(pid_file: Path, expect: str, timeout: float = 30.0, sig: int = sign
 
 
 _SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _services_outlive_us() -> None:
+    # Services are started to outlive this process; their handles must not warn so.
+    warnings.filterwarnings("ignore", "subprocess .* is still running", ResourceWarning)
 
 
 def exit_status(pid: int) -> str:
