@@ -588,3 +588,48 @@ def test_fuzz_every_get_endpoint_never_fails_with_5xx(
         probe()
     finally:
         c.close()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=12,
+)
+
+
+def test_fuzz_every_write_endpoint_never_fails_with_5xx(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    target = incident(a)
+    store_incidents(db_dsn, [target])
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    ops = [
+        (method.upper(), path)
+        for path, ops in spec["paths"].items()
+        for method in ops
+        if method in ("post", "delete") and path.startswith("/v1/")
+    ]
+    assert len(ops) >= 4
+    c = client(server, keys["platform"])
+
+    @hsettings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def probe(data: st.DataObject) -> None:
+        method, path = data.draw(st.sampled_from(ops))
+        url = (
+            path.replace("{city}", data.draw(st.sampled_from([a, "000000", "abc"])))
+            .replace("{alert_id}", data.draw(st.sampled_from([target.incident_id, "nope"])))
+            .replace("{action}", data.draw(st.sampled_from(["acknowledge", "resolve", "x"])))
+            .replace("{webhook_id}", str(data.draw(st.integers(-5, 10**12))))
+        )
+        body = data.draw(
+            _JSON | st.fixed_dictionaries({"note": _TEXT, "department": _TEXT | st.none()})
+        )
+        r = c.request(method, url, json=body)
+        assert r.status_code < 500, (method, url, body, r.text)
+
+    try:
+        probe()
+    finally:
+        c.close()
