@@ -457,11 +457,43 @@ def sink_cmd(group: str, metrics_port: int, workers: int) -> None:
     show_envvar=True,
     help="Where a new app id starts reading.",
 )
-def worker_cmd(app_id: str, offset_reset: str) -> None:
-    """Run the stream worker: readings -> detectors -> anomalies."""
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    envvar="CITYOPS_RULES_FILE",
+    show_envvar=True,
+    help="TOML rules file overriding default thresholds per city or device.",
+)
+@click.option(
+    "--offline-min-s",
+    type=float,
+    default=120.0,
+    envvar="CITYOPS_OFFLINE_MIN_S",
+    show_envvar=True,
+    help="A device counts as offline after five of its usual gaps, at least this long.",
+)
+@click.option(
+    "--liveness-every-s",
+    type=float,
+    default=10.0,
+    envvar="CITYOPS_LIVENESS_EVERY_S",
+    show_envvar=True,
+    help="How often silent devices are looked for.",
+)
+def worker_cmd(
+    app_id: str,
+    offset_reset: str,
+    rules_file: Path | None,
+    offline_min_s: float,
+    liveness_every_s: float,
+) -> None:
+    """Run the stream worker: readings -> detectors -> anomalies -> incidents, and
+    offline devices."""
     from cityops.worker import run_worker
 
-    run_worker(load_settings(), app_id, offset_reset)
+    run_worker(load_settings(), app_id, offset_reset, rules_file, offline_min_s, liveness_every_s)
 
 
 @main.command("detect", context_settings=CONTEXT)

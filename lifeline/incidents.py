@@ -51,6 +51,8 @@ _VIDEO = {
 
 def candidate_type(a: Anomaly, device_kind: str | None) -> IncidentType:
     """The incident type an anomaly points to, before confirmation rules."""
+    if a.kind == "offline":
+        return IncidentType.DEVICE_OFFLINE
     if a.camera_id is not None:
         video_type = a.kind.removeprefix("video_")
         return _VIDEO.get(video_type, IncidentType.CITY_MANAGEMENT)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -24,12 +25,13 @@ from prometheus_client import Counter
 
 from ingest.registry import Registry
 from lifeline import topics
+from lifeline.detect.rules import RuleBook
 from lifeline.errors import RecordError
 from lifeline.incidents import PlaceState
 from lifeline.incidents import fold as correlate_fold
 from lifeline.records import Anomaly, VideoEvent
 from lifeline.vocabulary import Severity
-from streams.detection import DetectionFold, SeriesState
+from streams.detection import DetectionFold, SeriesState, offline_anomaly
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class Agents:
     detect: Any
     video: Any
     correlate: Any
+    liveness: Any
 
 
 def create_app(
@@ -60,10 +63,17 @@ def create_app(
     emit: Emit | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     offset_reset: str = "earliest",
+    rules: RuleBook | None = None,
+    liveness_every_s: float = 10.0,
+    offline_min_s: float = 120.0,
+    offline_default_s: float = 900.0,
 ) -> tuple[faust.App, Agents]:
     """The app and its agents (returned for tests).
 
-    ``emit(topic, key, value)`` publishes a record; by default to Kafka.
+    ``emit(topic, key, value)`` publishes a record; by default to Kafka. ``rules``
+    overrides the default thresholds per city or device. A device silent for five of
+    its usual reporting gaps (at least ``offline_min_s``; ``offline_default_s`` while its
+    gap is unknown) raises an offline anomaly, cleared by its next reading.
     """
     app = faust.App(
         app_id,
@@ -103,7 +113,13 @@ def create_app(
         key_type=str,
         value_type=bytes,
     )
-    fold = DetectionFold()
+    fold = DetectionFold(rules)
+    # Liveness per device of the active partitions: (last arrival, timeout, last event
+    # time, partition); filled by the detect agent and, after a start or a rebalance,
+    # from the table. Devices reported offline, by the event time of their last reading.
+    seen: dict[tuple[str, str], tuple[float, float, float, int]] = {}
+    offline: dict[tuple[str, str], float] = {}
+    scanned: set[int] = set()
 
     async def send(topic: str, key: bytes, value: bytes) -> Any:
         return await outputs[topic].send(key=key, value=value)
@@ -119,10 +135,10 @@ def create_app(
 
     @app.agent(readings)
     async def detect(stream: Any) -> None:
-        async for value in stream:
+        async for event in stream.events():
             PROCESSED.inc()
             try:
-                d = orjson.loads(value)
+                d = orjson.loads(event.value)
                 device = registry.get(d["city"], d["device_id"])
                 ts = datetime.fromisoformat(d["ts"])
                 metric, reading, unit = d["metric"], float(d["value"]), d["unit"]
@@ -136,9 +152,57 @@ def create_app(
             previous = series_state.get(key)
             st = SeriesState.loads(previous) if previous else None
             new, anomaly = fold.step(device, metric, ts, reading, unit, st)
+            wall = time.time()
+            new = new.arrived(wall, ts.timestamp(), event.message.partition)
             series_state[key] = new.dumps()
             if anomaly is not None:
                 await publish_anomaly(anomaly)
+            who = (device.city, device.device_id)
+            seen[who] = (
+                wall,
+                new.timeout_s(offline_min_s, offline_default_s),
+                new.last_ts,
+                new.partition,
+            )
+            went = offline.pop(who, None)
+            if went is not None:
+                silent = wall - (st.seen if st else wall)
+                now = datetime.fromtimestamp(wall, UTC)
+                await publish_anomaly(offline_anomaly(device, went, silent, "cleared", now))
+
+    @app.timer(interval=liveness_every_s)  # type: ignore[untyped-decorator]  # faust is untyped
+    async def liveness() -> None:
+        """Raise offline anomalies for silent devices of this worker's partitions."""
+        active = {
+            tp.partition for tp in app.consumer.assignment() if tp.topic == topics.READINGS.name
+        }
+        fresh = active - scanned
+        if fresh:
+            for key, raw in list(series_state.items()):
+                st = SeriesState.loads(raw)
+                if st.partition not in fresh:
+                    continue
+                city, device_id, _metric = key.split("|", 2)
+                entry = seen.get((city, device_id))
+                if entry is None or entry[0] < st.seen:
+                    timeout = st.timeout_s(offline_min_s, offline_default_s)
+                    seen[(city, device_id)] = (st.seen, timeout, st.last_ts, st.partition)
+        scanned.clear()
+        scanned.update(active)
+        wall = time.time()
+        for who, (last, timeout, last_ts, partition) in list(seen.items()):
+            if partition not in active:
+                seen.pop(who, None)
+                offline.pop(who, None)
+                continue
+            if who in offline or wall - last <= timeout:
+                continue
+            device = registry.get(*who)
+            if device is None:
+                continue
+            offline[who] = last_ts
+            now = datetime.fromtimestamp(wall, UTC)
+            await publish_anomaly(offline_anomaly(device, last_ts, wall - last, "raised", now))
 
     @app.agent(video)
     async def video_events(stream: Any) -> None:
@@ -189,4 +253,4 @@ def create_app(
                     topics.INCIDENTS.name, incident.incident_id.encode(), incident.to_json()
                 )
 
-    return app, Agents(detect, video_events, correlate)
+    return app, Agents(detect, video_events, correlate, liveness)

@@ -8,16 +8,18 @@ yields at most one anomaly record: raised, updated (severity changed) or cleared
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
 
 from lifeline.detect.detectors import severity_of
+from lifeline.detect.rules import RuleBook
 from lifeline.detect.series import SeriesDetector, SeriesOut
 from lifeline.devices import Device
 from lifeline.records import Anomaly, Evidence
+from lifeline.vocabulary import Severity
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,28 @@ class SeriesState:
     detectors: tuple[Any, ...]
     rank: int = 0
     since: float = 0.0
+    #: liveness: wall-clock arrival of the last reading, the smoothed gap between
+    #: arrivals, the last reading's event time, and the readings partition it came from
+    seen: float = 0.0
+    gap_s: float = 0.0
+    last_ts: float = 0.0
+    partition: int = -1
+
+    def arrived(self, wall: float, ts: float, partition: int) -> SeriesState:
+        """This state after a reading arrived at ``wall`` (event time ``ts``)."""
+        gap = self.gap_s
+        if self.seen:
+            step = max(0.0, wall - self.seen)
+            gap = step if gap == 0.0 else 0.8 * gap + 0.2 * step
+        return replace(self, seen=wall, gap_s=gap, last_ts=ts, partition=partition)
+
+    def silent_for(self, wall: float) -> float:
+        return wall - self.seen if self.seen else 0.0
+
+    def timeout_s(self, min_s: float, default_s: float) -> float:
+        """How long without a reading before the series counts as offline: five
+        typical gaps, at least ``min_s``; ``default_s`` while the gap is unknown."""
+        return max(min_s, 5 * self.gap_s) if self.gap_s > 0 else default_s
 
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
@@ -38,16 +62,26 @@ class SeriesState:
 
 
 class DetectionFold:
-    """Caches one :class:`SeriesDetector` per (kind, metric)."""
+    """Caches one :class:`SeriesDetector` per (kind, metric), or per device where a
+    rules file overrides the defaults for that kind and metric."""
 
-    def __init__(self) -> None:
-        self._detectors: dict[tuple[str, str], SeriesDetector] = {}
+    def __init__(self, rules: RuleBook | None = None) -> None:
+        self.rules = rules
+        self._overridden = {(o.kind, o.metric) for o in rules.overrides} if rules else set()
+        self._detectors: dict[tuple[str, ...], SeriesDetector] = {}
 
-    def detector(self, kind: str, metric: str) -> SeriesDetector:
-        key = (kind, metric)
+    def detector(
+        self, kind: str, metric: str, city: str | None = None, device_id: str | None = None
+    ) -> SeriesDetector:
+        specific = self.rules is not None and (kind, metric) in self._overridden
+        key = (kind, metric, city or "", device_id or "") if specific else (kind, metric)
         found = self._detectors.get(key)
         if found is None:
-            found = self._detectors[key] = SeriesDetector.for_metric(kind, metric)
+            if specific and self.rules is not None:
+                found = SeriesDetector(self.rules.detectors(kind, metric, city, device_id))
+            else:
+                found = SeriesDetector.for_metric(kind, metric)
+            self._detectors[key] = found
         return found
 
     def step(
@@ -59,16 +93,51 @@ class DetectionFold:
         unit: str,
         state: SeriesState | None,
     ) -> tuple[SeriesState, Anomaly | None]:
-        det = self.detector(device.kind, metric)
-        st = state or SeriesState(det.init())
+        det = self.detector(device.kind, metric, device.city, device.device_id)
+        st = state
+        if st is None or len(st.detectors) != len(det.detectors):
+            # New series, or its rules changed: start its detectors afresh.
+            st = SeriesState(det.init(), seen=st.seen if st else 0.0, gap_s=st.gap_s if st else 0.0)
         epoch = ts.timestamp()
         inner, out = det.run(st.detectors, np.array([epoch]), np.array([value]))
         rank = int(out.rank[0])
         if rank == st.rank:
-            return SeriesState(inner, st.rank, st.since), None
+            return replace(st, detectors=inner), None
         since = epoch if st.rank == 0 else st.since
         anomaly = _anomaly(device, metric, ts, value, unit, out, rank, st.rank, since)
-        return SeriesState(inner, rank, since if rank else 0.0), anomaly
+        return replace(st, detectors=inner, rank=rank, since=since if rank else 0.0), anomaly
+
+
+def offline_anomaly(
+    device: Device,
+    last_ts: float,
+    silent_s: float,
+    state: Literal["raised", "cleared"],
+    now: datetime,
+) -> Anomaly:
+    """A device that stopped reporting (heartbeat loss), or its return."""
+    last = datetime.fromtimestamp(last_ts, UTC)
+    return Anomaly(
+        anomaly_id=f"{device.city}:{device.device_id}:offline:{int(last_ts)}",
+        city=device.city,
+        kind="offline",
+        state=state,
+        device_id=device.device_id,
+        asset_id=device.asset_id,
+        grid_cell=device.grid_code,
+        lon=device.lon,
+        lat=device.lat,
+        ts=now if state == "cleared" else last,
+        detector="heartbeat",
+        severity=Severity.BLUE,
+        score=1.0,
+        message=(
+            f"{device.kind} {device.device_id} silent for {silent_s / 60:.1f} min since "
+            f"{last.isoformat()}"
+            if state == "raised"
+            else f"{device.kind} {device.device_id} reporting again since {now.isoformat()}"
+        ),
+    )
 
 
 def _anomaly(

@@ -66,7 +66,7 @@ def city(live_stack: Settings, db_dsn: str) -> tuple[Settings, str]:
 
 
 class Worker:
-    def __init__(self, settings: Settings, city: str, app_id: str, log: Path) -> None:
+    def __init__(self, settings: Settings, city: str, app_id: str, log: Path, *extra: str) -> None:
         env = {
             **os.environ,
             "CITYOPS_DB_DSN": settings.db_dsn.get_secret_value(),
@@ -85,6 +85,7 @@ class Worker:
                     app_id,
                     "--offset-reset",
                     "earliest",
+                    *extra,
                 ],
                 env=env,
                 stdout=fh,
@@ -229,3 +230,138 @@ async def test_two_wells_of_one_cell_make_one_gas_leak_incident(
     incidents = [Incident.from_json(v) for _k, v in found]
     assert [(i.type.value, i.severity.value) for i in incidents] == [("gas_leak", "orange")]
     assert incidents[0].grid_cells == ("320102001001001",)
+
+
+@pytest.mark.asyncio
+async def test_a_silent_device_goes_offline_and_comes_back(
+    city: tuple[Settings, str], worker_log: Path
+) -> None:
+    settings, code = city
+    app_id = f"it-worker-{secrets.token_hex(3)}"
+    worker = Worker(
+        settings, code, app_id, worker_log, "--offline-min-s", "3", "--liveness-every-s", "1"
+    )
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        await wait_processing(settings, code)
+        async with TailConsumer(settings, "cityops.anomalies") as tail:
+            start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+            for i in range(4):  # one reading a second: the device's usual gap
+                await send(settings, code, "gw-1", [1.0], start + timedelta(minutes=i))
+                await asyncio.sleep(1)
+            gone = await tail.collect(
+                lambda v, _k: b'"gw-1"' in v and b'"offline"' in v, count=1, within=30
+            )
+            assert gone, "no offline anomaly for a silent device"
+            await send(settings, code, "gw-1", [1.0], start + timedelta(minutes=5))
+            back = await tail.collect(
+                lambda v, _k: b'"gw-1"' in v and b'"cleared"' in v, count=1, within=30
+            )
+    finally:
+        await asyncio.to_thread(worker.stop)
+    raised, cleared = anomalies_of(gone, "gw-1")[0], anomalies_of(back, "gw-1")[0]
+    assert (raised.kind, raised.state, raised.detector) == ("offline", "raised", "heartbeat")
+    assert cleared.state == "cleared"
+    assert cleared.anomaly_id == raised.anomaly_id
+    assert raised.anomaly_id.endswith(f":{int((start + timedelta(minutes=3)).timestamp())}")
+
+
+async def readings_assignment(settings: Settings, group: str) -> list[set[int]]:
+    """The readings partitions of each member of a consumer group."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        response = (await admin.describe_consumer_groups([group]))[0]
+    finally:
+        await admin.close()
+    members = []
+    for g in response.groups:
+        if g[2] != "Stable":
+            return []
+        for member in g[5]:
+            assignment = ConsumerProtocolMemberAssignment.decode(member[4])
+            members.append(
+                {
+                    p
+                    for topic, parts in assignment.assignment
+                    for p in parts
+                    if topic == "cityops.readings"
+                }
+            )
+    return members
+
+
+async def until_assignment(settings: Settings, group: str, members: int) -> list[set[int]]:
+    for _ in range(120):
+        found = await readings_assignment(settings, group)
+        if len(found) == members and set().union(*found) == set(range(12)) and all(found):
+            return found
+        await asyncio.sleep(1)
+    raise AssertionError(f"group {group} never had {members} members with all partitions")
+
+
+@pytest.mark.asyncio
+async def test_two_workers_split_the_partitions_and_one_takes_over_with_state(
+    city: tuple[Settings, str], db_dsn: str, tmp_path: Path
+) -> None:
+    settings, code = city
+    names = [f"tw-{i}" for i in range(24)]
+    fleet = [
+        Device(
+            city=code,
+            device_id=n,
+            family="sensors",
+            kind="gas_well",
+            metrics={"ch4": "%LEL"},
+            asset_id=f"TW-{i}",
+            grid_code=f"320102001002{i:03d}",
+            owner_dept="gas group",
+            lon=118.78,
+            lat=32.04,
+        )
+        for i, n in enumerate(names)
+    ]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_devices(conn, fleet, {d.device_id: (f"{code}.{d.device_id}", "x") for d in fleet})
+    app_id = f"it-worker-{secrets.token_hex(3)}"
+    first = Worker(settings, code, app_id, tmp_path / "w1.log")
+    second = Worker(settings, code, app_id, tmp_path / "w2.log")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    try:
+        await asyncio.gather(
+            asyncio.to_thread(first.wait_ready), asyncio.to_thread(second.wait_ready)
+        )
+        split = await until_assignment(settings, app_id, 2)
+        await wait_processing(settings, code)
+        async with TailConsumer(settings, "cityops.anomalies") as tail:
+            await asyncio.gather(
+                *(send(settings, code, n, [0, 0, 30, 30, 30, 30], start) for n in names)
+            )
+            raised = await tail.collect(
+                lambda v, _k: b'"tw-' in v and b'"raised"' in v, count=len(names), within=90
+            )
+            await asyncio.sleep(4)  # past the commit interval: state is in the changelog
+            await asyncio.to_thread(first.kill)
+            taken = await until_assignment(settings, app_id, 1)
+            later = start + timedelta(minutes=6)
+            await asyncio.gather(
+                *(send(settings, code, n, [31, 31, 2, 2, 2], later) for n in names)
+            )
+            cleared = await tail.collect(
+                lambda v, _k: b'"tw-' in v and b'"cleared"' in v, count=len(names), within=90
+            )
+    finally:
+        await asyncio.to_thread(first.stop)
+        await asyncio.to_thread(second.stop)
+    assert len(split) == 2
+    assert all(len(parts) >= 3 for parts in split), split
+    assert taken == [set(range(12))]
+    raised_ids = {Anomaly.from_json(v).anomaly_id for _k, v in raised}
+    cleared_ids = {Anomaly.from_json(v).anomaly_id for _k, v in cleared}
+    assert len(raised_ids) == len(names)
+    # The survivor cleared every anomaly, its own and those of the killed worker: the
+    # state came over through the changelog, and nothing was raised anew.
+    assert cleared_ids == raised_ids
