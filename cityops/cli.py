@@ -482,18 +482,34 @@ def sink_cmd(group: str, metrics_port: int, workers: int) -> None:
     show_envvar=True,
     help="How often silent devices are looked for.",
 )
+@click.option(
+    "--readings-topic",
+    default="cityops.readings",
+    envvar="CITYOPS_READINGS_TOPIC",
+    show_envvar=True,
+    help="Kafka topic of readings (another one for a separate replay pipeline).",
+)
 def worker_cmd(
     app_id: str,
     offset_reset: str,
     rules_file: Path | None,
     offline_min_s: float,
     liveness_every_s: float,
+    readings_topic: str,
 ) -> None:
     """Run the stream worker: readings -> detectors -> anomalies -> incidents, and
     offline devices."""
     from cityops.worker import run_worker
 
-    run_worker(load_settings(), app_id, offset_reset, rules_file, offline_min_s, liveness_every_s)
+    run_worker(
+        load_settings(),
+        app_id,
+        offset_reset,
+        rules_file,
+        offline_min_s,
+        liveness_every_s,
+        readings_topic,
+    )
 
 
 @main.command("detect", context_settings=CONTEXT)

@@ -18,8 +18,10 @@ def run_worker(
     rules_file: Path | None = None,
     offline_min_s: float = 120.0,
     liveness_every_s: float = 10.0,
+    readings_topic: str | None = None,
 ) -> None:
     from ingest.registry import Registry, load_now, watch
+    from lifeline import topics
     from lifeline.detect.rules import RuleBook, RulesError
     from streams.app import create_app
 
@@ -41,6 +43,7 @@ def run_worker(
         rules=rules,
         offline_min_s=offline_min_s,
         liveness_every_s=liveness_every_s,
+        readings_topic=readings_topic or topics.READINGS.name,
     )
 
     @app.task  # type: ignore[untyped-decorator]  # faust is untyped

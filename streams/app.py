@@ -67,6 +67,7 @@ def create_app(
     liveness_every_s: float = 10.0,
     offline_min_s: float = 120.0,
     offline_default_s: float = 900.0,
+    readings_topic: str = topics.READINGS.name,
 ) -> tuple[faust.App, Agents]:
     """The app and its agents (returned for tests).
 
@@ -95,7 +96,7 @@ def create_app(
     def raw_topic(name: str, partitions: int | None = None) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions)
 
-    readings = raw_topic(topics.READINGS.name, topics.READINGS.partitions)
+    readings = raw_topic(readings_topic, topics.READINGS.partitions)
     video = raw_topic(topics.VIDEO.name, topics.VIDEO.partitions)
     anomalies = raw_topic(topics.ANOMALIES.name, topics.ANOMALIES.partitions)
     outputs = {t.name: raw_topic(t.name) for t in (topics.ANOMALIES, topics.INCIDENTS)}
@@ -173,9 +174,7 @@ def create_app(
     @app.timer(interval=liveness_every_s)  # type: ignore[untyped-decorator]  # faust is untyped
     async def liveness() -> None:
         """Raise offline anomalies for silent devices of this worker's partitions."""
-        active = {
-            tp.partition for tp in app.consumer.assignment() if tp.topic == topics.READINGS.name
-        }
+        active = {tp.partition for tp in app.consumer.assignment() if tp.topic == readings_topic}
         fresh = active - scanned
         if fresh:
             for key, raw in list(series_state.items()):
