@@ -32,6 +32,25 @@ SERVICES = (
     PlatformService("sink", ("sink",)),
     PlatformService("worker", ("worker",)),
     PlatformService("api", ("api", "serve")),
+    # The demo city's devices, each with its own credentials: the last half hour played
+    # at 60x (incidents within a minute), then real time with a scenario now and then.
+    PlatformService(
+        "simulator",
+        (
+            "simulate",
+            "--city",
+            "320100",
+            "--credentials",
+            "{demo}/credentials-320100.csv",
+            "--duration",
+            "30m",
+            "--speed",
+            "60",
+            "--follow",
+            "--truth",
+            "{demo}/truth.jsonl",
+        ),
+    ),
 )
 
 
@@ -61,7 +80,9 @@ def up(settings: Settings, log: Callable[[str], None]) -> list[str]:
             lines.append(f"{svc.name:<9} running")
             continue
         log(f"starting {svc.name}")
-        pid = spawn([*_cityops(), *svc.argv], log_file, pid_file, cwd=Path.cwd())
+        demo_dir = str(settings.stack_dir / "demo")
+        argv = [a.replace("{demo}", demo_dir) for a in svc.argv]
+        pid = spawn([*_cityops(), *argv], log_file, pid_file, cwd=Path.cwd())
         # A service that dies in its first seconds is reported with its log, not left silent.
         time.sleep(3)
         if read_pid(pid_file, "cityops.cli") is None:

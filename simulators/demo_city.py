@@ -24,7 +24,9 @@ class DemoFiles:
     device_count: int
 
 
-def write_demo_city(folder: Path, city: CityLayers | None = None) -> DemoFiles:
+def write_demo_city(
+    folder: Path, city: CityLayers | None = None, code: str = DEMO_CITY
+) -> DemoFiles:
     """Write the demo city's layers and a CSV of its sensors and cameras into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     layers = city or build_city(county="320102", blocks=3)
@@ -77,9 +79,7 @@ def write_demo_city(folder: Path, city: CityLayers | None = None) -> DemoFiles:
     cameras = layers.grid.iloc[:: max(1, len(layers.grid) // 12)]
     for i, (_, cell) in enumerate(cameras.iterrows()):
         pt = cell.geometry.representative_point()
-        rows.append(
-            (f"{DEMO_CITY[:6]}00081320{i + 1:06d}", "camera", pt.x, pt.y, "", "city management")
-        )
+        rows.append((f"{code[:6]}00081320{i + 1:06d}", "camera", pt.x, pt.y, "", "city management"))
     with files.devices.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["device_id", "kind", "lon", "lat", "asset_id", "owner_dept"])

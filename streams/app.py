@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 PROCESSED = Counter("cityops_detect_readings_total", "Readings through the detect agent")
 EMITTED = Counter("cityops_detect_anomalies_total", "Anomaly records emitted", ["state"])
-UNKNOWN = Counter("cityops_detect_unknown_devices_total", "Readings of devices not in registry")
+UNKNOWN = Counter(
+    "cityops_detect_unknown_devices_total", "Readings and video events of unknown devices"
+)
 INCIDENTS = Counter("cityops_correlate_incidents_total", "Incident records emitted", ["status"])
 
 
@@ -212,6 +214,9 @@ def create_app(
                 log.warning("unreadable video event skipped", extra={"error": str(exc)})
                 continue
             camera = registry.get(event.city, event.camera_id)
+            if camera is None:
+                UNKNOWN.inc()  # a camera of a city this worker does not serve
+                continue
             await publish_anomaly(
                 Anomaly(
                     anomaly_id=f"{event.city}:{event.camera_id}:{event.event_type.value}:"
@@ -220,8 +225,8 @@ def create_app(
                     kind=f"video_{event.event_type.value}",
                     state="raised",
                     camera_id=event.camera_id,
-                    asset_id=camera.asset_id if camera else None,
-                    grid_cell=camera.grid_code if camera else None,
+                    asset_id=camera.asset_id,
+                    grid_cell=camera.grid_code,
                     lon=event.lon,
                     lat=event.lat,
                     ts=event.ts,

@@ -1,0 +1,244 @@
+"""``cityops simulate``: an onboarded city's devices publish over MQTT, each with its own
+credentials, with injected scenarios and their ground truth written as JSONL.
+
+The simulated window ends now: it starts ``duration`` ago and is played ``speed`` times
+faster than real time, so every timestamp is a valid one; with ``follow`` the devices go
+on reporting in real time afterwards, with a new scenario now and then.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from tqdm import tqdm
+
+from cityops.errors import CityOpsError
+from cityops.settings import Settings
+from simulators.live import SCENARIOS, SimDevice, Simulation, plan, unit_of
+from store.devices import load_devices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Credential:
+    username: str
+    password: str
+    topic: str
+
+
+def read_credentials(path: Path, city: str) -> dict[str, Credential]:
+    creds = {}
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("city") == city:
+                creds[row["device_id"]] = Credential(
+                    row["mqtt_username"], row["mqtt_password"], row["publish_topic"]
+                )
+    if not creds:
+        raise CityOpsError(f"{path} has no credentials for city {city}; onboard the city first")
+    return creds
+
+
+class Publishers:
+    """One MQTT connection per device, with that device's own credentials."""
+
+    def __init__(self, settings: Settings, creds: dict[str, Credential]) -> None:
+        self.creds = creds
+        self.clients: dict[str, mqtt.Client] = {}
+        self._settings = settings
+        self.refused: list[str] = []
+        self.sent = 0
+
+    def connect(self, devices: Sequence[str], show_progress: bool) -> None:
+        bar = tqdm(
+            total=len(devices), desc="connect devices", unit="device", disable=not show_progress
+        )
+        for device_id in devices:
+            cred = self.creds.get(device_id)
+            if cred is None:
+                self.refused.append(device_id)
+                bar.update()
+                continue
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"sim-{cred.username}",
+                protocol=mqtt.MQTTv5,
+            )
+            client.username_pw_set(cred.username, cred.password)
+            client.max_inflight_messages_set(100)
+            rc = client.connect(self._settings.mqtt_host, self._settings.mqtt_port, keepalive=60)
+            if rc != 0:
+                raise CityOpsError(f"device {device_id} could not connect to MQTT (rc {rc})")
+            client.loop_start()
+            self.clients[device_id] = client
+            bar.update()
+        bar.close()
+
+    def publish(self, device_id: str, payload: bytes) -> mqtt.MQTTMessageInfo | None:
+        client = self.clients.get(device_id)
+        if client is None:
+            return None
+        self.sent += 1
+        return client.publish(self.creds[device_id].topic, payload, qos=1)
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.disconnect()
+            client.loop_stop()
+
+
+@dataclass
+class SimResult:
+    ticks: int
+    messages: int
+    scenarios: int
+    truth_file: Path | None
+
+
+def simulate(
+    settings: Settings,
+    city: str,
+    credentials: Path,
+    *,
+    duration: timedelta,
+    speed: float,
+    interval: timedelta = timedelta(minutes=1),
+    scenarios: Sequence[str] = SCENARIOS,
+    truth_out: Path | None = None,
+    seed: int = 7,
+    follow: bool = False,
+    show_progress: bool = True,
+    stop: threading.Event | None = None,
+    on_tick: Callable[[datetime], None] | None = None,
+) -> SimResult:
+    if speed <= 0:
+        raise CityOpsError("--speed must be above 0 (e.g. 60 for a simulated minute a second)")
+    stop = stop or threading.Event()
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        devices = [
+            SimDevice(
+                d.device_id,
+                "camera" if d.family == "cameras" else d.kind,
+                d.lon,
+                d.lat,
+                d.grid_code,
+                d.asset_id,
+            )
+            for d in load_devices(conn, [city])
+        ]
+    if not devices:
+        raise CityOpsError(f"city {city} has no devices; onboard it first (cityops onboard)")
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - duration
+    try:
+        planned = plan(devices, list(scenarios), start, duration, rng)
+    except ValueError as exc:
+        raise CityOpsError(str(exc)) from exc
+    sim = Simulation(devices, planned, seed=seed)
+    if truth_out is not None:
+        truth_out.parent.mkdir(parents=True, exist_ok=True)
+        with truth_out.open("w") as fh:
+            for s in planned:
+                fh.write(json.dumps(s.truth(), ensure_ascii=False) + "\n")
+    pubs = Publishers(settings, read_credentials(credentials, city))
+    pubs.connect([d.device_id for d in devices], show_progress)
+    ticks = 0
+    try:
+        total = int(duration / interval)
+        bar = tqdm(total=total, desc=f"simulate x{speed:g}", unit="tick", disable=not show_progress)
+        wall0 = time.monotonic()
+        t = start
+        while not stop.is_set():
+            if t > datetime.now(UTC):
+                if not follow:
+                    break
+                if stop.wait(max(0.0, (t - datetime.now(UTC)).total_seconds())):
+                    break
+                if ticks % 10 == 0:
+                    _inject(sim, devices, t, rng, truth_out)
+            else:
+                # Catch-up at the set speed: tick k is due at k * interval / speed.
+                due = wall0 + ticks * interval.total_seconds() / speed
+                if stop.wait(max(0.0, due - time.monotonic())):
+                    break
+            _publish_tick(sim, pubs, city, t, interval)
+            if on_tick is not None:
+                on_tick(t)
+            ticks += 1
+            bar.update()
+            t += interval
+        bar.close()
+    finally:
+        pubs.close()
+    return SimResult(ticks, pubs.sent, len(sim.scenarios), truth_out)
+
+
+def _publish_tick(
+    sim: Simulation, pubs: Publishers, city: str, t: datetime, interval: timedelta
+) -> None:
+    infos = []
+    ts = t.isoformat().replace("+00:00", "Z")
+    for dev, values in sim.readings_at(t):
+        payload = {
+            "ts": ts,
+            "values": values,
+            "units": {m: unit_of(m) for m in values},
+        }
+        info = pubs.publish(dev.device_id, json.dumps(payload).encode())
+        if info is not None:
+            infos.append(info)
+    for camera, event, priority, confidence, event_at in sim.camera_events_at(t, interval):
+        cam = next(d for d in sim.devices if d.device_id == camera)
+        body = {
+            "v": 1,
+            "city": city,
+            "camera_id": camera,
+            "event_type": event,
+            "ts": event_at.isoformat().replace("+00:00", "Z"),
+            "confidence": confidence,
+            "lon": cam.lon,
+            "lat": cam.lat,
+            "priority": priority,
+            "description": f"{event} seen by camera {camera}",
+        }
+        info = pubs.publish(camera, json.dumps(body).encode())
+        if info is not None:
+            infos.append(info)
+    for info in infos:
+        info.wait_for_publish(timeout=30)
+
+
+def _inject(
+    sim: Simulation,
+    devices: Sequence[SimDevice],
+    t: datetime,
+    rng: np.random.Generator,
+    truth_out: Path | None,
+) -> None:
+    """In follow mode: a new scenario in the next minutes, on devices not busy now."""
+    busy = {d for s in sim.scenarios if s.end > t for d in s.effects}
+    free = [d for d in devices if d.device_id not in busy]
+    name = SCENARIOS[int(rng.integers(len(SCENARIOS) - 1))]  # offline needs real-time gaps
+    try:
+        (new,) = plan(free, [name], t, timedelta(minutes=20), rng)
+    except ValueError:
+        return
+    sim.scenarios.append(new)
+    if truth_out is not None:
+        with truth_out.open("a") as fh:
+            fh.write(json.dumps(new.truth(), ensure_ascii=False) + "\n")
+    log.info("scenario injected", extra={"scenario": new.name, "start": new.start.isoformat()})

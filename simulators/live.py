@@ -1,0 +1,322 @@
+"""A pilot city's devices as a simulation: realistic baselines, noise, sensor glitches and
+injected scenarios with their ground truth. Pure: it turns a simulated time into the
+payloads each device would send; publishing is the caller's business.
+
+Baselines: daily water demand on pressure and flow, the temperature cycle on bridges and
+in tunnels, rain-free drainage near zero; noise on every metric; rare one-sample
+glitches (sewer biogas in a gas well) that must not become incidents.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from lifeline.vocabulary import KIND_METRICS, METRIC_UNITS, IncidentType
+
+#: (mean, daily amplitude, noise sd, lower bound) of each metric's normal behaviour.
+NORMAL: dict[tuple[str, str], tuple[float, float, float, float]] = {
+    ("gas_well", "ch4"): (0.5, 0.0, 0.25, 0.0),
+    ("gas_pressure", "pressure"): (0.1, 0.005, 0.0008, 0.0),
+    ("water_pressure", "pressure"): (0.32, 0.02, 0.002, 0.0),
+    ("water_flow", "flow"): (120.0, 35.0, 3.0, 0.0),
+    ("road_ponding", "depth"): (0.3, 0.0, 0.2, 0.0),
+    ("drain_level", "level"): (1.5, 0.15, 0.01, 0.0),
+    ("rain_gauge", "rainfall"): (0.0, 0.0, 0.0, 0.0),
+    ("manhole_cover", "tilt"): (0.5, 0.0, 0.08, 0.0),
+    ("bridge_strain", "strain"): (120.0, 15.0, 2.0, -1e9),
+    ("bridge_strain", "temperature"): (18.0, 6.0, 0.2, -60.0),
+    ("bridge_deflection", "deflection"): (6.0, 0.8, 0.05, -1e9),
+    ("bridge_vibration", "accel_rms"): (0.02, 0.005, 0.002, 0.0),
+    ("tunnel_env", "o2"): (20.9, 0.0, 0.04, 0.0),
+    ("tunnel_env", "h2s"): (0.4, 0.0, 0.1, 0.0),
+    ("tunnel_env", "ch4"): (0.3, 0.0, 0.1, 0.0),
+    ("tunnel_env", "temperature"): (22.0, 0.5, 0.1, -60.0),
+    ("tunnel_env", "humidity"): (65.0, 2.0, 0.5, 0.0),
+    ("tunnel_env", "sump_level"): (0.3, 0.0, 0.005, -10.0),
+    ("heat_network", "supply_temp"): (85.0, 2.0, 0.3, -20.0),
+    ("heat_network", "return_temp"): (55.0, 2.0, 0.3, -20.0),
+    ("heat_network", "pressure"): (0.6, 0.01, 0.002, 0.0),
+    ("heat_network", "flow"): (300.0, 30.0, 3.0, 0.0),
+    ("heat_network", "makeup_flow"): (1.0, 0.0, 0.05, 0.0),
+}
+
+
+@dataclass(frozen=True)
+class SimDevice:
+    device_id: str
+    kind: str
+    lon: float
+    lat: float
+    grid_code: str | None = None
+    asset_id: str | None = None
+
+    @property
+    def is_camera(self) -> bool:
+        return self.kind == "camera"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return KIND_METRICS.get(self.kind, ())  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """An injected situation: which devices it drives, how, and when."""
+
+    type: IncidentType
+    start: datetime
+    end: datetime
+    #: device id → (metric, value during the scenario), or (metric, None) for offline
+    effects: dict[str, tuple[str, float | None]]
+    cells: tuple[str, ...]
+    assets: tuple[str, ...]
+    severity: str
+    camera_event: tuple[str, str, int] | None = None  # (camera id, event type, priority)
+    name: str = ""
+
+    def truth(self) -> dict[str, Any]:
+        return {
+            "scenario": self.name or self.type.value,
+            "type": self.type.value,
+            "severity": self.severity,
+            "devices": sorted(self.effects) + ([self.camera_event[0]] if self.camera_event else []),
+            "assets": list(self.assets),
+            "cells": list(self.cells),
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+        }
+
+
+@dataclass
+class Simulation:
+    devices: Sequence[SimDevice]
+    scenarios: list[Scenario] = field(default_factory=list)
+    seed: int = 7
+    glitch_rate: float = 0.0005
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+        self._phase = {d.device_id: float(self._rng.uniform(-0.3, 0.3)) for d in self.devices}
+
+    def readings_at(self, t: datetime) -> list[tuple[SimDevice, dict[str, float]]]:
+        """What each sensor reports at simulated time ``t`` (offline ones say nothing)."""
+        active = [s for s in self.scenarios if s.start <= t < s.end]
+        day = (t.hour * 3600 + t.minute * 60 + t.second) / 86400.0
+        out = []
+        for dev in self.devices:
+            if dev.is_camera or not dev.metrics:
+                continue
+            overrides: dict[str, float | None] = {}
+            for s in active:
+                effect = s.effects.get(dev.device_id)
+                if effect is not None:
+                    overrides[effect[0]] = effect[1]
+            if None in overrides.values():
+                continue  # the device is offline
+            values = {}
+            for metric in dev.metrics:
+                if metric in overrides:
+                    value = overrides[metric]
+                    assert value is not None  # noqa: S101  # offline handled above
+                    values[metric] = round(value + float(self._rng.normal(0, abs(value) * 0.01)), 4)
+                    continue
+                mean, amp, sd, low = NORMAL.get((dev.kind, metric), (0.0, 0.0, 0.0, -1e9))
+                cycle = amp * math.sin(2 * math.pi * (day - 0.25 + self._phase[dev.device_id]))
+                value = mean + cycle + float(self._rng.normal(0, sd))
+                if dev.kind == "gas_well" and self._rng.random() < self.glitch_rate:
+                    value += float(self._rng.uniform(12, 20))  # one-sample biogas whiff
+                values[metric] = round(max(low, value), 4)
+            out.append((dev, values))
+        return out
+
+    def camera_events_at(
+        self, t: datetime, step: timedelta
+    ) -> list[tuple[str, str, int, float, datetime]]:
+        """(camera id, event type, priority, confidence, time) of events in [t, t + step)."""
+        return [
+            (*s.camera_event, 0.93, s.start)
+            for s in self.scenarios
+            if s.camera_event is not None and t <= s.start < t + step
+        ]
+
+
+def unit_of(metric: str) -> str:
+    return str(METRIC_UNITS[metric])
+
+
+# --- scenario building ----------------------------------------------------------------
+
+SCENARIOS = (
+    "gas_leak",
+    "underpass_flooding",
+    "manhole_cover",
+    "tunnel_gas",
+    "bridge_overload",
+    "smoke_fire",
+    "missing_cover",
+    "device_offline",
+)
+
+
+def _by_kind(devices: Iterable[SimDevice], kind: str) -> list[SimDevice]:
+    return [d for d in devices if d.kind == kind and d.grid_code]
+
+
+def plan(
+    devices: Sequence[SimDevice],
+    names: Sequence[str],
+    start: datetime,
+    duration: timedelta,
+    rng: np.random.Generator,
+) -> list[Scenario]:
+    """Scenarios of the named kinds, spread over the window, each on its own devices and
+    grid cells so that every one is a separate incident. Scenarios on series without
+    fixed limits (bridges: adaptive baseline, 30 readings of warm-up) come last."""
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    names = sorted(names, key=lambda n: n == "bridge_overload")
+    used_cells: set[str] = set()
+    out: list[Scenario] = []
+    slot = duration / (len(names) + 1)
+    length = min(timedelta(minutes=15), slot * 2)
+
+    def pick(kind: str, n: int = 1, same_cell: bool = False) -> list[SimDevice]:
+        pool = [d for d in _by_kind(devices, kind) if d.grid_code not in used_cells]
+        if same_cell:
+            cells: dict[str, list[SimDevice]] = {}
+            for d in pool:
+                cells.setdefault(d.grid_code or "", []).append(d)
+            groups = [g for g in cells.values() if len(g) >= n]
+            if not groups:
+                raise ValueError(f"no grid cell has {n} {kind} devices for this scenario")
+            chosen = groups[int(rng.integers(len(groups)))][:n]
+        else:
+            if len(pool) < n:
+                raise ValueError(f"not enough {kind} devices for this scenario")
+            idx = rng.choice(len(pool), size=n, replace=False)
+            chosen = [pool[int(i)] for i in idx]
+        used_cells.update(d.grid_code or "" for d in chosen)
+        return chosen
+
+    for i, name in enumerate(names):
+        t0 = (start + slot * (i + 0.5)).replace(microsecond=0)
+        t1 = t0 + length
+        if name == "gas_leak":
+            wells = pick("gas_well", 2, same_cell=True)
+            effects: dict[str, tuple[str, float | None]] = {
+                w.device_id: ("ch4", 30.0 + 4 * j) for j, w in enumerate(wells)
+            }
+            out.append(_scenario(IncidentType.GAS_LEAK, t0, t1, effects, wells, "orange", name))
+        elif name == "underpass_flooding":
+            (dev,) = pick("road_ponding")
+            out.append(
+                _scenario(
+                    IncidentType.UNDERPASS_FLOODING,
+                    t0,
+                    t1,
+                    {dev.device_id: ("depth", 32.0)},
+                    [dev],
+                    "orange",
+                    name,
+                )
+            )
+        elif name == "manhole_cover":
+            (dev,) = pick("manhole_cover")
+            out.append(
+                _scenario(
+                    IncidentType.MANHOLE_COVER,
+                    t0,
+                    t1,
+                    {dev.device_id: ("tilt", 14.0)},
+                    [dev],
+                    "orange",
+                    name,
+                )
+            )
+        elif name == "tunnel_gas":
+            (dev,) = pick("tunnel_env")
+            out.append(
+                _scenario(
+                    IncidentType.TUNNEL_HAZARD,
+                    t0,
+                    t1,
+                    {dev.device_id: ("h2s", 14.0)},
+                    [dev],
+                    "orange",
+                    name,
+                )
+            )
+        elif name == "bridge_overload":
+            (dev,) = pick("bridge_deflection")
+            out.append(
+                _scenario(
+                    IncidentType.BRIDGE_OVERLOAD,
+                    t0,
+                    t1,
+                    {dev.device_id: ("deflection", 60.0)},
+                    [dev],
+                    "orange",
+                    name,
+                )
+            )
+        elif name in ("smoke_fire", "missing_cover"):
+            (cam,) = pick("camera")
+            event = "smoke_fire" if name == "smoke_fire" else "manhole_cover_missing"
+            itype = IncidentType.FIRE if name == "smoke_fire" else IncidentType.MANHOLE_COVER
+            out.append(
+                Scenario(
+                    itype,
+                    t0,
+                    t0 + timedelta(minutes=1),
+                    {},
+                    (cam.grid_code or "",),
+                    (),
+                    "orange",
+                    (cam.device_id, event, 2),
+                    name,
+                )
+            )
+        elif name == "device_offline":
+            (dev,) = pick("drain_level")
+            metric = dev.metrics[0]
+            out.append(
+                _scenario(
+                    IncidentType.DEVICE_OFFLINE,
+                    t0,
+                    t1 + length,
+                    {dev.device_id: (metric, None)},
+                    [dev],
+                    "blue",
+                    name,
+                )
+            )
+    return out
+
+
+def _scenario(
+    itype: IncidentType,
+    t0: datetime,
+    t1: datetime,
+    effects: dict[str, tuple[str, float | None]],
+    devices: Sequence[SimDevice],
+    severity: str,
+    name: str,
+) -> Scenario:
+    return Scenario(
+        itype,
+        t0,
+        t1,
+        effects,
+        tuple(sorted({d.grid_code or "" for d in devices})),
+        tuple(sorted({d.asset_id for d in devices if d.asset_id})),
+        severity,
+        None,
+        name,
+    )
