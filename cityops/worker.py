@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import faust
@@ -46,9 +47,50 @@ def run_worker(
         readings_topic=readings_topic or topics.READINGS.name,
     )
 
+    asyncio.run(
+        ensure_changelogs(
+            settings.kafka_bootstrap,
+            [f"{app_id}-{t}-changelog" for t in ("detect-state", "correlate-state")],
+            topics.READINGS.partitions,
+        )
+    )
+
     @app.task  # type: ignore[untyped-decorator]  # faust is untyped
     async def keep_registry_current() -> None:
         await watch(dsn, registry, settings.cities, asyncio.Event())
 
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
+
+
+async def ensure_changelogs(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Create the tables' changelog topics before Faust starts, and wait until the
+    broker's metadata shows all their partitions: a topic Faust creates itself can show
+    zero partitions for a moment, which it takes for a partition mismatch and stops."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            # Another worker of the group may create them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(n, partitions, 1, topic_configs={"cleanup.policy": "compact"})
+                        for n in missing
+                    ]
+                )
+        for _ in range(100):
+            described = await admin.describe_topics(names)
+            if all(len(t.get("partitions", ())) == partitions for t in described):
+                return
+            await asyncio.sleep(0.1)
+        raise ConfigError(
+            f"the changelog topics {names} did not come up with {partitions} partitions"
+        )
+    finally:
+        await admin.close()
