@@ -51,6 +51,7 @@ def serve(config: ApiConfig) -> Iterator[Server]:
             access_log=False,
             ws="websockets-sansio",
             lifespan="on",
+            timeout_graceful_shutdown=5,
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
