@@ -800,6 +800,62 @@ def simulate_cmd(
     )
 
 
+def _speed(text: str) -> float:
+    try:
+        value = float(text.lower().removesuffix("x"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write a factor such as 10x or 0.5") from None
+    if value <= 0:
+        raise click.BadParameter("the speed must be above 0")
+    return value
+
+
+@main.command("replay", context_settings=CONTEXT)
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--city", required=True)
+@click.option(
+    "--credentials",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="credentials-CITY.csv of onboarding: each device publishes as itself.",
+)
+@click.option("--speed", default="1x", help="Playback speed, e.g. 10x.")
+@click.option(
+    "--shift/--no-shift",
+    default=True,
+    help="Move the recording in time so that the replay ends now.",
+)
+def replay_cmd(recording: Path, city: str, credentials: Path, speed: str, shift: bool) -> None:
+    """Publish a recording (JSONL or CSV) over MQTT in time order."""
+    from cityops.replay import replay
+
+    result = replay(load_settings(), city, recording, credentials, _speed(speed), shift=shift)
+    click.echo(json.dumps(result))
+
+
+@main.command("record", context_settings=CONTEXT)
+@click.option("--city", required=True)
+@click.option(
+    "--source",
+    type=click.Choice(["kafka", "mqtt"]),
+    default="kafka",
+    help="Canonical records from Kafka, or the raw MQTT messages.",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--duration", default="60s", help="How long to record, e.g. 90s or 10m.")
+@click.option("--from-beginning", is_flag=True, help="Kafka: start at the oldest record.")
+def record_cmd(city: str, source: str, out: Path, duration: str, from_beginning: bool) -> None:
+    """Capture a city's readings and video events to JSONL, appended to OUT."""
+    from cityops.replay import record_kafka, record_mqtt
+
+    settings = load_settings()
+    if source == "kafka":
+        n = record_kafka(settings, city, out, _duration(duration), from_beginning)
+    else:
+        n = record_mqtt(settings, city, out, _duration(duration))
+    click.echo(json.dumps({"recorded": n, "out": str(out)}))
+
+
 @main.command("score", context_settings=CONTEXT)
 @click.argument("truth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import json
 import secrets
 import threading
@@ -41,6 +42,7 @@ class PilotCity:
     settings: Settings
     creds: dict[str, tuple[str, str]]  # device id -> (username, password)
     camera: str
+    credentials_file: Path
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def city(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFac
         creds = {
             r["device_id"]: (r["mqtt_username"], r["mqtt_password"]) for r in csv.DictReader(fh)
         }
-    return PilotCity(code, settings, creds, camera)
+    return PilotCity(code, settings, creds, camera, out)
 
 
 def bridge_for(city: PilotCity, client_id: str) -> Bridge:
@@ -419,3 +421,40 @@ def test_onboarding_rejects_a_bad_file_and_stores_nothing(city: PilotCity, tmp_p
         row = conn.execute("SELECT count(*) FROM devices WHERE device_id = 'ok-1'").fetchone()
     assert row == (0,)
     assert not (tmp_path / "c.csv").exists()
+
+
+@pytest.mark.asyncio
+async def test_replay_plays_a_recording_in_time_order_moved_to_now(
+    city: PilotCity, running_bridge: Bridge, tmp_path: Path
+) -> None:
+    from cityops.replay import replay
+
+    recording = tmp_path / "recording.csv"
+    old = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
+    with recording.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["device_id", "ts", "metric", "value", "unit"])
+        for i in range(20):
+            for dev in ("gw-2", "gw-1"):
+                w.writerow([dev, (old + timedelta(minutes=i)).isoformat(), "ch4", i + 0.5, "%LEL"])
+    async with TailConsumer(city.settings, "cityops.readings") as tail:
+        result = await asyncio.to_thread(
+            replay,
+            city.settings,
+            city.code,
+            recording,
+            city.credentials_file,
+            600.0,
+            show_progress=False,
+        )
+        found = await tail.collect(
+            lambda v, _k: f'"{city.code}"'.encode() in v, count=40, within=30
+        )
+    assert result["messages"] == 40
+    got = [json.loads(v) for _k, v in found]
+    for dev in ("gw-1", "gw-2"):
+        mine = [r for r in got if r["device_id"] == dev]
+        assert [r["value"] for r in mine] == [i + 0.5 for i in range(20)]
+        times = [datetime.fromisoformat(r["ts"]) for r in mine]
+        assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(times))
+        assert now() - timedelta(minutes=2) < times[-1] <= now()
