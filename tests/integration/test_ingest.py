@@ -457,4 +457,4 @@ async def test_replay_plays_a_recording_in_time_order_moved_to_now(
         assert [r["value"] for r in mine] == [i + 0.5 for i in range(20)]
         times = [datetime.fromisoformat(r["ts"]) for r in mine]
         assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(times))
-        assert now() - timedelta(minutes=2) < times[-1] <= now()
+        assert now() - timedelta(minutes=2) < times[-1] <= datetime.now(UTC)
