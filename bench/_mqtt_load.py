@@ -115,3 +115,47 @@ def raw_subscriber(
     client.disconnect()
     client.loop_stop()
     results.put(("raw", state["first"], state["last"], state["n"]))
+
+
+def paced_publisher(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    city: str,
+    devices: list[str],
+    rate: float,
+    seconds: float,
+    go: Event,
+    results: Queue[Any],
+) -> None:
+    """Publish single readings round-robin over ``devices`` at ``rate`` a second."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(user, password)
+    client.max_inflight_messages_set(WINDOW)
+    client.connect(host, port, keepalive=60)
+    client.loop_start()
+    go.wait()
+    t0 = time.monotonic()
+    sent = 0
+    while (now := time.monotonic()) - t0 < seconds:
+        due = int((now - t0) * rate)
+        while sent < due:
+            dev = devices[sent % len(devices)]
+            body = {
+                "v": 1,
+                "city": city,
+                "device_id": dev,
+                "ts": datetime.now(UTC).isoformat(),
+                "metric": "ch4",
+                "value": float(sent % 5) * 0.5,
+                "unit": "%LEL",
+            }
+            client.publish(
+                f"cityops/{city}/sensors/{dev}/up", json.dumps(body, separators=(",", ":")), qos=1
+            )
+            sent += 1
+        time.sleep(0.005)
+    client.disconnect()
+    client.loop_stop()
+    results.put(("paced", t0, time.monotonic(), sent))

@@ -1,0 +1,382 @@
+"""``cityops bench e2e``: the whole platform on this machine, every service its own process.
+
+* ``readings_per_s`` — ``messages`` readings published over MQTT (QoS 1, two publisher
+  processes) as fast as they go; timed from the first publish until every reading is in
+  the store and the worker has consumed them all (its committed offsets at the topic's
+  end). ``lost`` counts readings that never reached the store.
+* ``p50_ms`` / ``p99_ms`` — with background readings paced at ``rate`` a second, a gas
+  leak (two wells of one cell) is published every few seconds; latency runs from the
+  last of its readings being acknowledged by MQTT to its incident arriving on the cockpit
+  WebSocket.
+* ``cpu_pct`` / ``rss_mb`` per process (ingest, sink, worker, api, kafka, mosquitto)
+  over the throughput phase, from /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from tqdm import tqdm
+
+from bench._mqtt_load import paced_publisher, publisher
+from cityops.onboard import sync_broker_accounts
+from cityops.settings import Settings, get_settings
+from cityops.stack import Stack
+from cityops.stack.common import read_pid
+from ingest.mqtt_auth import device_username, password_hash
+from lifeline.devices import Device
+from store.cockpit import create_key
+from store.devices import upsert_devices
+from store.migrate import migrate
+
+CITY = "329995"
+WELLS = 400
+PROBES = 12
+
+
+def run(
+    runs: int = 1, messages: int = 40_000, rate: float = 5000.0, seconds: float = 30.0
+) -> dict[str, Any]:
+    settings = get_settings()
+    base = settings.db_dsn.get_secret_value()
+    name = f"cityops_bench_e2e_{secrets.token_hex(3)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = base.rsplit("/", 1)[0] + "/" + name
+    services: dict[str, subprocess.Popen[bytes]] = {}
+    logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    try:
+        token = _prepare(settings, dsn)
+        port = _free_port()
+        tag = secrets.token_hex(3)
+        env = {
+            **os.environ,
+            "CITYOPS_DB_DSN": dsn,
+            "CITYOPS_CITIES": CITY,
+            "CITYOPS_LOG_LEVEL": "INFO",
+            "CITYOPS_API_PORT": str(port),
+            "CITYOPS_API_RATE": "100000",
+        }
+        app_id = f"bench-e2e-{tag}"
+        for svc, argv in (
+            ("ingest", ["ingest", "--metrics-port", "0", "--client-id", f"bench-e2e-{tag}"]),
+            ("sink", ["sink", "--metrics-port", "0", "--group", f"bench-e2e-sink-{tag}"]),
+            ("worker", ["worker", "--app-id", app_id, "--offset-reset", "latest"]),
+            ("api", ["api", "serve"]),
+        ):
+            with (logs / f"{svc}.log").open("ab") as fh:
+                services[svc] = subprocess.Popen(
+                    [sys.executable, "-m", "cityops.cli", *argv],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        _wait_log(logs / "ingest.log", "ingest bridging", services["ingest"])
+        _wait_log(logs / "worker.log", "Worker ready", services["worker"])
+        _wait_log(logs / "api.log", "Application startup complete", services["api"])
+        time.sleep(2)
+        procs = {k: v.pid for k, v in services.items()}
+        stack = Stack.from_settings(settings)
+        for svc, pid_file, expect in (
+            ("kafka", stack.kafka.pid_file, "kafka.Kafka"),
+            ("mosquitto", stack.mqtt.pid_file, "mosquitto"),
+        ):
+            pid = read_pid(pid_file, expect)
+            if pid is not None:
+                procs[svc] = pid
+        throughput = _throughput(settings, dsn, app_id, messages, procs)
+        latency = asyncio.run(_latency(settings, f"http://127.0.0.1:{port}", token, rate, seconds))
+    finally:
+        for proc in services.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in services.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    return {**throughput, **latency, "rate": rate, "logs": str(logs)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{path.stem} exited: {path.read_text(errors='replace')[-2000:]}")
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"{path.stem} did not start: {path.read_text(errors='replace')[-2000:]}")
+
+
+def _wells() -> list[Device]:
+    wells = [
+        Device(
+            city=CITY,
+            device_id=f"w-{i:04d}",
+            family="sensors",
+            kind="gas_well",
+            metrics={"ch4": "%LEL"},
+            asset_id=f"W-{i:04d}",
+            grid_code=f"{CITY}001001{i % 300:03d}",
+            owner_dept="bench",
+            lon=118.78,
+            lat=32.04,
+        )
+        for i in range(WELLS)
+    ]
+    for k in range(PROBES):
+        for side in "ab":
+            wells.append(
+                Device(
+                    city=CITY,
+                    device_id=f"probe-{k}-{side}",
+                    family="sensors",
+                    kind="gas_well",
+                    metrics={"ch4": "%LEL"},
+                    asset_id=f"P-{k}{side}",
+                    grid_code=f"{CITY}002002{k:03d}",
+                    owner_dept="bench",
+                    lon=118.79,
+                    lat=32.05,
+                )
+            )
+    return wells
+
+
+def _prepare(settings: Settings, dsn: str) -> str:
+    wells = _wells()
+    pw = password_hash(os.urandom(16).hex())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+        upsert_devices(
+            conn, wells, {w.device_id: (device_username(CITY, w.device_id), pw) for w in wells}
+        )
+        _, token = create_key(conn, "bench", "viewer", [CITY])
+    bench_settings = settings.model_copy(update={"db_dsn": type(settings.db_dsn)(dsn)})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        sync_broker_accounts(bench_settings, conn, CITY)
+    return token
+
+
+def _proc_sample(pid: int) -> tuple[float, float]:
+    """(cpu seconds, rss MB) of a process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(stat[11]) + int(stat[12])) / ticks
+        rss = next(
+            int(line.split()[1]) / 1024
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+    except (OSError, StopIteration, IndexError, ValueError):
+        return 0.0, 0.0
+    return cpu, rss
+
+
+def _lag_done(settings: Settings, app_id: str) -> bool:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def check() -> bool:
+        tps = [TopicPartition("cityops.readings", p) for p in range(12)]
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(app_id, partitions=tps)
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await admin.close()
+            await consumer.stop()
+        return all(committed.get(tp) is not None and committed[tp].offset >= ends[tp] for tp in tps)
+
+    return asyncio.run(check())
+
+
+def _throughput(
+    settings: Settings, dsn: str, app_id: str, messages: int, procs: dict[str, int]
+) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    names = [w.device_id for w in _wells() if w.device_id.startswith("w-")]
+    pubs = [
+        ctx.Process(
+            target=publisher,
+            args=(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                settings.mqtt_username,
+                settings.mqtt_password.get_secret_value(),
+                CITY,
+                names[i::2],
+                messages // 2,
+                1,
+                go,
+                results,
+            ),
+        )
+        for i in range(2)
+    ]
+    for p in pubs:
+        p.start()
+    time.sleep(1.0)
+    before = {k: _proc_sample(pid) for k, pid in procs.items()}
+    wall0 = time.monotonic()
+    go.set()
+    starts = [results.get(timeout=600)[1] for _ in pubs]
+    for p in pubs:
+        p.join()
+    t_first = min(starts)
+    total = (messages // 2) * 2
+    stored = 0
+    peak_rss = {k: s[1] for k, s in before.items()}
+    bar = tqdm(total=total, desc="stored", unit="reading")
+    deadline = time.monotonic() + 600
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM readings WHERE city = %s", (CITY,)).fetchone()
+            now_stored = int(row[0]) if row else 0
+            bar.update(now_stored - stored)
+            stored = now_stored
+            for k, pid in procs.items():
+                peak_rss[k] = max(peak_rss[k], _proc_sample(pid)[1])
+            if stored >= total and _lag_done(settings, app_id):
+                break
+            time.sleep(0.5)
+    bar.close()
+    t_done = time.time()
+    wall = time.monotonic() - wall0
+    after = {k: _proc_sample(pid) for k, pid in procs.items()}
+    cpu = {k: round(100 * (after[k][0] - before[k][0]) / wall, 1) for k in procs}
+    return {
+        "readings_per_s": round(total / (t_done - t_first)),
+        "messages": total,
+        "stored": stored,
+        "lost": total - stored,
+        "cpu_pct": cpu,
+        "rss_mb": {k: round(v) for k, v in peak_rss.items()},
+    }
+
+
+async def _latency(
+    settings: Settings, api: str, token: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    import aiohttp
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    names = [w.device_id for w in _wells() if w.device_id.startswith("w-")]
+    background = ctx.Process(
+        target=paced_publisher,
+        args=(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            settings.mqtt_username,
+            settings.mqtt_password.get_secret_value(),
+            CITY,
+            names,
+            rate,
+            seconds,
+            go,
+            results,
+        ),
+    )
+    background.start()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(api, headers={"Authorization": f"Bearer {token}"}) as session:
+        async with session.post("/v1/feed/ticket") as r:
+            ticket = (await r.json())["ticket"]
+        ws = await session.ws_connect(f"{api.replace('http', 'ws')}/v1/feed/ws?ticket={ticket}")
+
+        async def listen() -> None:
+            async for msg in ws:
+                event = json.loads(msg.data)
+                for cell in event.get("grid_cells") or ():
+                    at = sent.pop(cell, None)
+                    if at is not None:
+                        latencies.append((time.time() - at) * 1000)
+
+        listener = asyncio.create_task(listen())
+        go.set()
+        await asyncio.sleep(2)
+        probes = min(PROBES, max(1, int(seconds // 3)))
+        for k in tqdm(range(probes), desc="leaks", unit="leak"):
+            now = datetime.now(UTC).replace(microsecond=0)
+            infos = []
+            for side in "ab":
+                dev = f"probe-{k}-{side}"
+                for i in range(4):
+                    body = {
+                        "v": 1,
+                        "city": CITY,
+                        "device_id": dev,
+                        "metric": "ch4",
+                        "unit": "%LEL",
+                        "value": 32.0,
+                        "ts": (now - timedelta(minutes=3 - i)).isoformat(),
+                    }
+                    infos.append(
+                        client.publish(f"cityops/{CITY}/sensors/{dev}/up", json.dumps(body), qos=1)
+                    )
+            for info in infos:
+                await asyncio.to_thread(info.wait_for_publish, 10)
+            sent[f"{CITY}002002{k:03d}"] = time.time()
+            await asyncio.sleep(max(1.0, (seconds - 4) / probes))
+        for _ in range(120):
+            if not sent:
+                break
+            await asyncio.sleep(0.5)
+        listener.cancel()
+        await ws.close()
+    client.disconnect()
+    client.loop_stop()
+    _kind, t0, t1, published = results.get(timeout=120)
+    background.join()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else None
+    return {
+        "p50_ms": round(statistics.median(latencies)) if latencies else None,
+        "p99_ms": round(q[98]) if q else (round(latencies[0]) if latencies else None),
+        "leaks": probes,
+        "leaks_seen": len(latencies),
+        "background_per_s": round(published / (t1 - t0)),
+    }
