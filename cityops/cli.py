@@ -427,7 +427,15 @@ def ingest_cmd(bridges: int, client_id: str, metrics_port: int, vendor_dir: Path
     show_envvar=True,
     help="Sink processes in the consumer group (they split the partitions).",
 )
-def sink_cmd(group: str, metrics_port: int, workers: int) -> None:
+@click.option(
+    "--offset-reset",
+    type=click.Choice(["earliest", "latest"]),
+    default="earliest",
+    envvar="CITYOPS_SINK_OFFSET_RESET",
+    show_envvar=True,
+    help="Where a new consumer group starts reading (earliest: the topics' whole history).",
+)
+def sink_cmd(group: str, metrics_port: int, workers: int, offset_reset: str) -> None:
     """Write readings, anomalies, incidents and dead letters from Kafka to the store."""
     import psycopg
 
@@ -438,7 +446,13 @@ def sink_cmd(group: str, metrics_port: int, workers: int) -> None:
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         migrate(conn)
     echo_err(f"sink: writing Kafka topics to the store with {workers} worker(s)")
-    run_sinks(settings, workers=workers, group=group, metrics_port=metrics_port)
+    run_sinks(
+        settings,
+        workers=workers,
+        group=group,
+        metrics_port=metrics_port,
+        offset_reset=offset_reset,
+    )
 
 
 @main.command("worker", context_settings=CONTEXT)

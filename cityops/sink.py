@@ -16,27 +16,41 @@ def run_sinks(
     group: str,
     metrics_port: int,
     kinds: dict[str, str] | None = None,
+    offset_reset: str = "earliest",
 ) -> None:
     """Run ``workers`` sink processes splitting the topics' partitions; block until stopped."""
     if workers <= 1:
-        asyncio.run(serve(settings, group, metrics_port, kinds))
+        asyncio.run(serve(settings, group, metrics_port, kinds, offset_reset))
         return
     run_copies(
         _child,
-        [(settings, group, metrics_port + i if metrics_port else 0, kinds) for i in range(workers)],
+        [
+            (settings, group, metrics_port + i if metrics_port else 0, kinds, offset_reset)
+            for i in range(workers)
+        ],
         "sink",
     )
 
 
-def _child(settings: Settings, group: str, metrics_port: int, kinds: dict[str, str] | None) -> None:
+def _child(
+    settings: Settings,
+    group: str,
+    metrics_port: int,
+    kinds: dict[str, str] | None,
+    offset_reset: str,
+) -> None:
     from cityops.logs import configure
 
     configure(settings.log_level)
-    asyncio.run(serve(settings, group, metrics_port, kinds))
+    asyncio.run(serve(settings, group, metrics_port, kinds, offset_reset))
 
 
 async def serve(
-    settings: Settings, group: str, metrics_port: int, kinds: dict[str, str] | None = None
+    settings: Settings,
+    group: str,
+    metrics_port: int,
+    kinds: dict[str, str] | None = None,
+    offset_reset: str = "earliest",
 ) -> None:
     from prometheus_client import start_http_server
 
@@ -49,7 +63,11 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sink = Sink(
-        settings.kafka_bootstrap, settings.db_dsn.get_secret_value(), group_id=group, kinds=kinds
+        settings.kafka_bootstrap,
+        settings.db_dsn.get_secret_value(),
+        group_id=group,
+        kinds=kinds,
+        offset_reset=offset_reset,
     )
     await sink.start()
     try:

@@ -158,6 +158,7 @@ class Sink:
         group_id: str = "cityops-sink",
         kinds: dict[str, str] | None = None,
         max_records: int = 50_000,
+        offset_reset: str = "earliest",
     ) -> None:
         self.dsn = dsn
         self.kinds = kinds or SINK_TOPICS
@@ -168,7 +169,7 @@ class Sink:
             bootstrap_servers=bootstrap,
             group_id=group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=offset_reset,
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
             max_poll_interval_ms=30 * 60 * 1000,
