@@ -58,7 +58,7 @@ from geo.mapout import feature_collection, grid_heat, points_layer
 from lifeline.alerts import ACTIONS, STATUSES, TransitionError
 from lifeline.vocabulary import IncidentType, Severity
 from store import cockpit as db
-from store.queries import choose_bucket, series
+from store.queries import Point, choose_bucket, series
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,13 @@ def _json(data: Any, status_code: int = 200) -> Response:
         status_code=status_code,
         media_type="application/json",
     )
+
+
+def _points(points: list[Point]) -> list[dict[str, Any]]:
+    return [
+        {"t": p.bucket, "min": p.min, "max": p.max, "avg": p.avg, "last": p.last, "count": p.count}
+        for p in points
+    ]
 
 
 def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
@@ -437,17 +444,7 @@ def create_app(config: ApiConfig) -> FastAPI:
                             "metric": key[1],
                             "unit": ev.get("unit"),
                             "bucket_s": choose_bucket(start, end).total_seconds(),
-                            "points": [
-                                {
-                                    "t": p.bucket,
-                                    "min": p.min,
-                                    "max": p.max,
-                                    "avg": p.avg,
-                                    "last": p.last,
-                                    "count": p.count,
-                                }
-                                for p in points
-                            ],
+                            "points": _points(points),
                         }
                     )
             trail = db.audit(c, alert_id)
@@ -653,17 +650,7 @@ def create_app(config: ApiConfig) -> FastAPI:
                 "device_id": device_id,
                 "metric": metric,
                 "bucket_s": bucket.total_seconds(),
-                "points": [
-                    {
-                        "t": p.bucket,
-                        "min": p.min,
-                        "max": p.max,
-                        "avg": p.avg,
-                        "last": p.last,
-                        "count": p.count,
-                    }
-                    for p in points
-                ],
+                "points": _points(points),
             }
         )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -115,3 +116,33 @@ def store_incidents(dsn: str, incidents: list[Incident]) -> None:
 def client(server: Server, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=server.url, headers=headers, timeout=10)
+
+
+@asynccontextmanager
+async def incidents_through_sink(
+    bootstrap: str, dsn: str, tag: str
+) -> AsyncIterator[Callable[[Incident], Awaitable[None]]]:
+    """A sink writing a topic of its own into ``dsn``, and a function that produces an
+    incident to that topic: incidents reach the store the way the platform's do."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.sink import Sink
+
+    topic = f"it-incidents-{random_city()}"
+    sink = Sink(bootstrap, dsn, f"it-{tag}-{topic}", {topic: "incidents"})
+    await sink.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(sink.run(stop))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+
+    async def produce(inc: Incident) -> None:
+        await producer.send_and_wait(topic, inc.to_json(), key=inc.incident_id.encode())
+
+    try:
+        yield produce
+    finally:
+        await producer.stop()
+        stop.set()
+        await running
+        await sink.stop()

@@ -31,6 +31,7 @@ from tests.integration.api_support import (
     Server,
     client,
     incident,
+    incidents_through_sink,
     key,
     random_city,
     serve,
@@ -321,19 +322,8 @@ async def test_feed_pushes_incidents_from_kafka_and_resumes(
     keys: dict[str, str],
     live_stack: Settings,
 ) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    from streams.sink import Sink
-
     a, _ = cities
-    topic = f"it-incidents-{random_city()}"
-    sink = Sink(live_stack.kafka_bootstrap, db_dsn, f"it-api-{topic}", {topic: "incidents"})
-    await sink.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(sink.run(stop))
-    producer = AIOKafkaProducer(bootstrap_servers=live_stack.kafka_bootstrap)
-    await producer.start()
-    try:
+    async with incidents_through_sink(live_stack.kafka_bootstrap, db_dsn, "api") as produce:
         ticket_a = await _ticket(server, keys["viewer_a"])
         ticket_b = await _ticket(server, keys["dispatcher_b"])
         async with (
@@ -341,7 +331,7 @@ async def test_feed_pushes_incidents_from_kafka_and_resumes(
             websockets.connect(f"{server.ws_url}/v1/feed/ws?ticket={ticket_b}") as ws_b,
         ):
             inc = incident(a, IncidentType.TUNNEL_HAZARD, Severity.ORANGE)
-            await producer.send_and_wait(topic, inc.to_json(), key=inc.incident_id.encode())
+            await produce(inc)
             event = await _next(ws_a, 30)
             assert event["incident_id"] == inc.incident_id
             assert event["change"] == "incident"
@@ -353,7 +343,7 @@ async def test_feed_pushes_incidents_from_kafka_and_resumes(
         update = incident(
             a, IncidentType.TUNNEL_HAZARD, Severity.RED, revision=2, incident_id=inc.incident_id
         )
-        await producer.send_and_wait(topic, update.to_json(), key=inc.incident_id.encode())
+        await produce(update)
         await _until_revision(db_dsn, inc.incident_id, 2)
         async with httpx.AsyncClient(base_url=server.url) as c:
             r = await c.post(
@@ -375,11 +365,6 @@ async def test_feed_pushes_incidents_from_kafka_and_resumes(
         with pytest.raises(websockets.exceptions.WebSocketException):
             async with websockets.connect(f"{server.ws_url}/v1/feed/ws?ticket={ticket}") as ws:
                 await _next(ws, 5)
-    finally:
-        await producer.stop()
-        stop.set()
-        await running
-        await sink.stop()
 
 
 def test_sse_feed_resumes_from_last_event_id(
