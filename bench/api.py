@@ -16,7 +16,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,9 +27,9 @@ import aiohttp
 import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
-from psycopg import sql
 from tqdm import tqdm
 
+from bench._support import free_port, scratch_database
 from cityops.settings import get_settings
 from lifeline.records import Incident
 from lifeline.vocabulary import IncidentType, Severity
@@ -49,14 +48,9 @@ WS_EVENTS = 20
 
 def run(runs: int = 1, duration_s: float = 15.0) -> dict[str, Any]:
     settings = get_settings()
-    base = settings.db_dsn.get_secret_value()
-    name = f"cityops_bench_api_{secrets.token_hex(3)}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = base.rsplit("/", 1)[0] + "/" + name
-    try:
+    with scratch_database(settings, "cityops_bench_api") as dsn:
         token = _seed(dsn)
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "CITYOPS_DB_DSN": dsn,
@@ -83,18 +77,7 @@ def run(runs: int = 1, duration_s: float = 15.0) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     return {**http, **ws, "clients": CLIENTS, "alerts": ALERTS, "devices": DEVICES}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from tqdm import tqdm
 
 from bench._mqtt_load import paced_publisher, publisher
+from bench._support import free_port, scratch_database
 from cityops.onboard import sync_broker_accounts
 from cityops.settings import Settings, get_settings
 from cityops.stack import Stack
@@ -56,16 +56,18 @@ def run(
     global CITY  # noqa: PLW0603  # one fresh city per run: no earlier run's traffic counts
     CITY = f"3299{secrets.randbelow(90) + 10:02d}"
     settings = get_settings()
-    base = settings.db_dsn.get_secret_value()
-    name = f"cityops_bench_e2e_{secrets.token_hex(3)}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = base.rsplit("/", 1)[0] + "/" + name
+    with scratch_database(settings, "cityops_bench_e2e") as dsn:
+        return _run(settings, dsn, messages, rate, seconds)
+
+
+def _run(
+    settings: Settings, dsn: str, messages: int, rate: float, seconds: float
+) -> dict[str, Any]:
     services: dict[str, subprocess.Popen[bytes]] = {}
     logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
         token = _prepare(settings, dsn)
-        port = _free_port()
+        port = free_port()
         tag = secrets.token_hex(3)
         env = {
             **os.environ,
@@ -126,19 +128,7 @@ def run(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
     return {**throughput, **latency, "rate": rate, "logs": str(logs)}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

@@ -619,7 +619,13 @@ def api_serve(host: str, port: int, rate: float, online_window_min: float) -> No
     )
     echo_err(f"api: cockpit on http://{host}:{port}/  (OpenAPI at /docs)")
     uvicorn.run(
-        app, host=host, port=port, log_config=None, access_log=False, ws="websockets-sansio"
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=10,
     )
 
 

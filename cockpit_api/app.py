@@ -683,11 +683,26 @@ def create_app(config: ApiConfig) -> FastAPI:
             )
             return
         await websocket.accept()
-        try:
+
+        async def push() -> None:
             async for event in _stream(who, last_id):
                 await websocket.send_text(orjson.dumps(event).decode())
-        except WebSocketDisconnect:
-            return
+            await websocket.close()
+
+        pusher = asyncio.create_task(push())
+        try:
+            # The client may leave while no event is due: notice it here, not at the
+            # next send, so its subscription and this handler end at once.
+            while not pusher.done():
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the connection is gone either way
+        finally:
+            pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await pusher
 
     @app.get("/v1/feed/sse", tags=["feed"])
     async def feed_sse(
