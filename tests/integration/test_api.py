@@ -618,3 +618,25 @@ def test_fuzz_every_write_endpoint_never_fails_with_5xx(
         probe()
     finally:
         c.close()
+
+
+def test_cached_answers_keep_tenancy_and_auth(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    store_incidents(db_dsn, [incident(a)])
+    with client(server, keys["viewer_a"]) as c:
+        for _ in range(3):  # the second and third come from the cache
+            assert c.get(f"/v1/cities/{a}/overview").status_code == 200
+            mine = c.get("/v1/alerts", params={"limit": 5})
+            assert mine.status_code == 200
+    with client(server, keys["dispatcher_b"]) as c:
+        for _ in range(2):
+            assert c.get(f"/v1/cities/{a}/overview").status_code == 403
+            theirs = c.get("/v1/alerts", params={"limit": 5}).json()
+            assert all(item["city"] != a for item in theirs["items"])
+    with client(server, "cok_0000.not-a-key") as c:
+        assert c.get(f"/v1/cities/{a}/overview").status_code == 401
+        assert c.get("/v1/alerts", params={"limit": 5}).status_code == 401
+    with client(server, None) as c:
+        assert c.get("/v1/alerts", params={"limit": 5}).status_code == 401
