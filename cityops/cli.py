@@ -876,6 +876,27 @@ def record_cmd(city: str, source: str, out: Path, duration: str, from_beginning:
     click.echo(json.dumps({"recorded": n, "out": str(out)}))
 
 
+@main.command("drill", context_settings=CONTEXT)
+@click.argument("names", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (last line).")
+def drill_cmd(names: tuple[str, ...], as_json: bool) -> None:
+    """Run drills (hostile, mosquitto, kafka, postgres, or all) on the real services."""
+    from cityops.drills import DRILLS, run_drills
+
+    chosen = list(DRILLS) if "all" in names else list(names)
+    result = run_drills(load_settings(), chosen)
+    if not as_json:
+        for row in result["table"]:
+            click.echo(
+                f"{row['name']:<10} {'ok' if row['ok'] else 'FAILED':<7} sent {row['sent']:>6}"
+                f"  stored {row['stored']:>6}  lost {row['lost']}  duplicated {row['duplicated']}"
+                f"  recovery {row['recovery_s']} s"
+            )
+    click.echo(json.dumps(result))
+    if result["failed"]:
+        sys.exit(1)
+
+
 @main.command("score", context_settings=CONTEXT)
 @click.argument("truth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(

@@ -1,0 +1,401 @@
+"""``cityops drill``: faults injected into the real services while traffic flows, and a
+count of what was sent, stored, lost and duplicated, and how long recovery took.
+
+Every drill runs against a pipeline of its own (ingest, sink and worker processes on a
+scratch database and a fresh city), so it counts only its own traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from psycopg import sql
+
+from cityops.errors import CityOpsError
+from cityops.settings import Settings
+from cityops.stack import Stack
+
+DEVICES = 50
+
+
+@dataclass
+class DrillResult:
+    name: str
+    sent: int = 0
+    stored: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    recovery_s: float | None = None
+    ok: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    dsn: str
+    city: str
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self) -> None:
+        tag = secrets.token_hex(3)
+        env = {
+            **os.environ,
+            "CITYOPS_DB_DSN": self.dsn,
+            "CITYOPS_CITIES": self.city,
+            "CITYOPS_LOG_LEVEL": "INFO",
+        }
+        for name, argv in (
+            ("ingest", ["ingest", "--metrics-port", "0", "--client-id", f"drill-{tag}"]),
+            (
+                "sink",
+                [
+                    "sink",
+                    "--metrics-port",
+                    "0",
+                    "--group",
+                    f"drill-sink-{tag}",
+                    "--offset-reset",
+                    "latest",
+                ],
+            ),
+            ("worker", ["worker", "--app-id", f"drill-worker-{tag}", "--offset-reset", "latest"]),
+        ):
+            with (self.logs / f"{name}.log").open("ab") as fh:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "cityops.cli", *argv],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        self.wait_log("ingest", "ingest bridging")
+        self.wait_log("worker", "Worker ready")
+        time.sleep(3)  # the sink joins its group and takes the partitions
+
+    def wait_log(self, name: str, text: str, timeout: float = 120) -> None:
+        path = self.logs / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[name].poll() is not None:
+                raise CityOpsError(f"{name} exited: {path.read_text(errors='replace')[-1500:]}")
+            if text in path.read_text(errors="replace"):
+                return
+            time.sleep(0.3)
+        raise CityOpsError(f"{name} did not start: {path.read_text(errors='replace')[-1500:]}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stored(self, prefix: str) -> tuple[int, int]:
+        """(readings stored, distinct (device, ts) among them) of devices ``prefix*``."""
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT count(*), count(DISTINCT (device_id, ts)) FROM readings"
+                " WHERE city = %s AND device_id LIKE %s",
+                (self.city, f"{prefix}%"),
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def deadletters(self) -> dict[str, int]:
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+            rows = conn.execute(
+                "SELECT reason, count(*) FROM deadletters WHERE mqtt_topic LIKE %s GROUP BY reason",
+                (f"cityops/{self.city}/%",),
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+
+@contextmanager
+def pipeline(settings: Settings) -> Iterator[Pipeline]:
+    """A scratch database, a fresh city of ``DEVICES`` gas wells, and the services."""
+    from cityops.onboard import sync_broker_accounts
+    from ingest.mqtt_auth import device_username, password_hash
+    from lifeline.devices import Device
+    from store.devices import upsert_devices
+    from store.migrate import migrate
+
+    base = settings.db_dsn.get_secret_value()
+    name = f"cityops_drill_{secrets.token_hex(3)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = base.rsplit("/", 1)[0] + "/" + name
+    city = f"3298{secrets.randbelow(90) + 10:02d}"
+    wells = [
+        Device(
+            city=city,
+            device_id=f"{p}-{i:03d}",
+            family="sensors",
+            kind="gas_well",
+            metrics={"ch4": "%LEL"},
+            owner_dept="drill",
+            lon=118.78,
+            lat=32.04,
+        )
+        for p in ("pg", "mq", "kf", "hx")
+        for i in range(DEVICES)
+    ]
+    pw = password_hash(os.urandom(16).hex())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+        upsert_devices(
+            conn, wells, {w.device_id: (device_username(city, w.device_id), pw) for w in wells}
+        )
+        sync_broker_accounts(
+            settings.model_copy(update={"db_dsn": type(settings.db_dsn)(dsn)}), conn, city
+        )
+    pipe = Pipeline(settings, dsn, city, Path(tempfile.mkdtemp(prefix="drill-")))
+    try:
+        pipe.start()
+        yield pipe
+    finally:
+        pipe.stop()
+        _ensure_stack(settings)
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _ensure_stack(settings: Settings) -> None:
+    from cityops import stack
+
+    stack.up(settings, lambda _m: None)
+
+
+class Publisher:
+    """Readings over MQTT as the platform user, QoS 1 with a persistent session, so that
+    what is not acknowledged when the broker goes away is sent again after it returns."""
+
+    def __init__(self, settings: Settings, city: str) -> None:
+        self.city = city
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"drill-pub-{secrets.token_hex(3)}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.username_pw_set(
+            settings.mqtt_username, settings.mqtt_password.get_secret_value()
+        )
+        self.client.max_inflight_messages_set(500)
+        self.client.reconnect_delay_set(1, 2)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho untyped
+        props.SessionExpiryInterval = 3600
+        self.client.connect(
+            settings.mqtt_host, settings.mqtt_port, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+
+    def reading(self, device: str, n: int, base: datetime) -> tuple[str, bytes]:
+        body = {
+            "v": 1,
+            "city": self.city,
+            "device_id": device,
+            "metric": "ch4",
+            "unit": "%LEL",
+            "value": float(n % 5) * 0.4,
+            "ts": (base + timedelta(seconds=n)).isoformat(),
+        }
+        return f"cityops/{self.city}/sensors/{device}/up", json.dumps(body).encode()
+
+    def run(
+        self,
+        prefix: str,
+        count: int,
+        rate: float,
+        extra: Callable[[int], list[tuple[str, bytes]]] | None = None,
+    ) -> int:
+        """Publish ``count`` readings round-robin over the ``prefix`` devices at ``rate``."""
+        base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=count // DEVICES + 60)
+        t0 = time.monotonic()
+        for i in range(count):
+            due = t0 + i / rate
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            device = f"{prefix}-{i % DEVICES:03d}"
+            topic, payload = self.reading(device, i // DEVICES, base)
+            self._publish(topic, payload)
+            for t, p in extra(i) if extra else ():
+                self._publish(t, p)
+        return count
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        while True:
+            info = self.client.publish(topic, payload, qos=1)
+            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                return  # queued; sent (again) once connected
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _until(check: Callable[[], bool], timeout: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if check():
+                return time.monotonic() - t0
+        except psycopg.Error:
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def _outage_drill(
+    name: str,
+    pipe: Pipeline,
+    prefix: str,
+    fault: Callable[[], object],
+    restore: Callable[[], object],
+    count: int,
+    rate: float,
+    down_s: float,
+) -> DrillResult:
+    pub = Publisher(pipe.settings, pipe.city)
+    result = DrillResult(name, sent=count)
+    publishing = threading.Thread(target=pub.run, args=(prefix, count, rate))
+    publishing.start()
+    time.sleep(min(5.0, count / rate / 3))
+    fault()
+    time.sleep(down_s)
+    restore()
+    restored = time.monotonic()
+    publishing.join()
+    recovered = _until(lambda: pipe.stored(prefix)[0] >= count, 180)
+    recovery = None if recovered is None else round(time.monotonic() - restored, 1)
+    pub.close()
+    time.sleep(2)  # anything late or doubled would show now
+    rows, distinct = pipe.stored(prefix)
+    result.stored = distinct
+    result.lost = count - distinct
+    result.duplicated = rows - distinct
+    result.recovery_s = recovery
+    result.ok = result.lost == 0 and result.duplicated == 0
+    result.detail = {"down_s": down_s, "rate": rate}
+    return result
+
+
+def drill_postgres(pipe: Pipeline, count: int = 20_000, down_s: float = 30.0) -> DrillResult:
+    pg = Stack.from_settings(pipe.settings).postgres
+    return _outage_drill(
+        "postgres", pipe, "pg", pg.down, lambda: pg.up(lambda _m: None), count, 400.0, down_s
+    )
+
+
+def drill_mosquitto(pipe: Pipeline, count: int = 10_000) -> DrillResult:
+    mq = Stack.from_settings(pipe.settings).mqtt
+    return _outage_drill(
+        "mosquitto", pipe, "mq", mq.down, lambda: mq.up(lambda _m: None), count, 500.0, 5.0
+    )
+
+
+def drill_kafka(pipe: Pipeline, count: int = 10_000) -> DrillResult:
+    kafka = Stack.from_settings(pipe.settings).kafka
+    return _outage_drill(
+        "kafka", pipe, "kf", kafka.down, lambda: kafka.up(lambda _m: None), count, 500.0, 5.0
+    )
+
+
+def hostile_payloads(rng: random.Random, n: int) -> Iterator[bytes]:
+    """Random bytes, deep nesting, huge numbers, NaN, wrong types and oversize bodies."""
+    makers: list[Callable[[], bytes]] = [
+        lambda: rng.randbytes(rng.randint(1, 200)),
+        lambda: b"[" * 5000 + b"]" * 5000,
+        lambda: json.dumps({"ts": "2026-01-01T00:00:00Z", "values": {"ch4": 1e308 * 10}}).encode(),
+        lambda: b'{"ts": "2026-01-01T00:00:00Z", "values": {"ch4": NaN}}',
+        lambda: json.dumps({"ts": 12, "values": {"ch4": "high"}}).encode(),
+        lambda: json.dumps({"ts": "now", "values": ["ch4", 1]}).encode(),
+        lambda: b"x" * (300 * 1024),
+        lambda: json.dumps({"v": 1, "metric": "ch4", "value": math.pi}).encode(),
+    ]
+    for i in range(n):
+        yield makers[i % len(makers)]()
+
+
+def drill_hostile(pipe: Pipeline, count: int = 10_000, hostile: int = 10_000) -> DrillResult:
+    rng = random.Random(2026)  # noqa: S311  # reproducible junk, not secrets
+    bad = hostile_payloads(rng, hostile)
+    per = max(1, count // hostile)
+
+    def extra(i: int) -> list[tuple[str, bytes]]:
+        if i % per:
+            return []
+        payload = next(bad, None)
+        if payload is None:
+            return []
+        return [(f"cityops/{pipe.city}/sensors/hx-{i % DEVICES:03d}/up", payload)]
+
+    pub = Publisher(pipe.settings, pipe.city)
+    t0 = time.monotonic()
+    pub.run("hx", count, 1000.0, extra)
+    done = _until(
+        lambda: pipe.stored("hx")[0] >= count and sum(pipe.deadletters().values()) >= hostile, 180
+    )
+    pub.close()
+    time.sleep(2)
+    rows, distinct = pipe.stored("hx")
+    letters = pipe.deadletters()
+    result = DrillResult("hostile", sent=count + hostile, stored=distinct)
+    result.lost = (count - distinct) + max(0, hostile - sum(letters.values()))
+    result.duplicated = rows - distinct + max(0, sum(letters.values()) - hostile)
+    result.recovery_s = None if done is None else round(time.monotonic() - t0, 1)
+    result.ok = result.lost == 0 and result.duplicated == 0
+    result.detail = {"normal": count, "hostile": hostile, "deadlettered": letters}
+    return result
+
+
+DRILLS: dict[str, Callable[[Pipeline], DrillResult]] = {
+    "hostile": drill_hostile,
+    "mosquitto": drill_mosquitto,
+    "kafka": drill_kafka,
+    "postgres": drill_postgres,
+}
+
+
+def run_drills(settings: Settings, names: list[str]) -> dict[str, Any]:
+    unknown = [n for n in names if n not in DRILLS]
+    if unknown:
+        raise CityOpsError(f"no drill {unknown}; choose from {', '.join(DRILLS)} or all")
+    results = []
+    with pipeline(settings) as pipe:
+        for n in names:
+            results.append(DRILLS[n](pipe))
+    return {
+        "drills": len(results),
+        "failed": sum(1 for r in results if not r.ok),
+        "lost": sum(r.lost for r in results),
+        "duplicated": sum(r.duplicated for r in results),
+        "table": [asdict(r) for r in results],
+    }
