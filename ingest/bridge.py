@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -21,7 +22,12 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -162,14 +168,7 @@ class Bridge:
     async def start(self) -> None:
         cfg = self.config
         self._loop = asyncio.get_running_loop()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=cfg.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-            request_timeout_ms=15000,
-        )
+        self._producer = self._new_producer()
         try:
             await self._producer.start()
         except KafkaError as exc:
@@ -254,6 +253,26 @@ class Bridge:
                 self._client.ack(item.mid, item.qos)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
 
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.config.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=15000,
+        )
+
+    async def _renew_producer(self) -> None:
+        """A producer whose idempotence state the broker no longer accepts (after a
+        broker restart: out-of-order sequence, unknown producer id) never recovers by
+        itself; a new one gets a new producer id."""
+        old, self._producer = self._producer, self._new_producer()
+        if old is not None:
+            with contextlib.suppress(KafkaError):
+                await old.stop()
+        await self._producer.start()
+
     async def _produce_until_done(self, records: list[Outgoing]) -> None:
         """Produce every record; on Kafka errors retry with back-off, never drop.
 
@@ -277,3 +296,8 @@ class Bridge:
                 log.warning("kafka produce failed; retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                if isinstance(exc, OutOfOrderSequenceNumber | UnknownProducerId | ProducerFenced):
+                    try:
+                        await self._renew_producer()
+                    except KafkaError as again:
+                        log.warning("kafka producer renewal failed", extra={"error": repr(again)})
