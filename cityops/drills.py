@@ -57,6 +57,7 @@ class Pipeline:
     dsn: str
     city: str
     logs: Path
+    device_password: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -165,7 +166,8 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
         for p in ("pg", "mq", "kf", "hx")
         for i in range(DEVICES)
     ]
-    pw = password_hash(os.urandom(16).hex())
+    device_password = secrets.token_urlsafe(18)
+    pw = password_hash(device_password)
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
         upsert_devices(
@@ -174,7 +176,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
         sync_broker_accounts(
             settings.model_copy(update={"db_dsn": type(settings.db_dsn)(dsn)}), conn, city
         )
-    pipe = Pipeline(settings, dsn, city, Path(tempfile.mkdtemp(prefix="drill-")))
+    pipe = Pipeline(settings, dsn, city, Path(tempfile.mkdtemp(prefix="drill-")), device_password)
     try:
         pipe.start()
         yield pipe
@@ -376,7 +378,192 @@ def drill_hostile(pipe: Pipeline, count: int = 10_000, hostile: int = 10_000) ->
     return result
 
 
+class _Device:
+    """A device's own MQTT connection; keeps the broker's PUBACK reason codes."""
+
+    def __init__(self, settings: Settings, username: str, password: str) -> None:
+        self.codes: dict[int, int] = {}
+        self.done = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(username, password)
+        self.client.on_publish = self._on_publish
+        self.client.connect(settings.mqtt_host, settings.mqtt_port)
+        self.client.loop_start()
+
+    def _on_publish(self, _c: object, _u: object, mid: int, rc: object, _p: object) -> None:
+        with self.done:
+            self.codes[mid] = int(getattr(rc, "value", 0))
+            self.done.notify_all()
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        info = self.client.publish(topic, payload, qos=1)
+        with self.done:
+            self.done.wait_for(lambda: info.mid in self.codes, timeout=10)
+        return self.codes.get(info.mid, -1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+INJECTIONS = (
+    "' OR 1=1 --",
+    "x'; DROP TABLE alerts; --",
+    "../../../../etc/passwd",
+    "..%2F..%2F..%2Fetc%2Fpasswd",
+    "%00",
+    "<script>alert(1)</script>",
+    "1e309",
+)
+
+
+def drill_security(pipe: Pipeline) -> DrillResult:
+    """Devices stay on their own topics; the API answers 401/403/404 where it must, finds
+    nothing across tenants, shrugs off injection and traversal; no secret in any log."""
+    import httpx
+
+    from ingest.mqtt_auth import device_username
+    from store.cockpit import create_key
+
+    result = DrillResult("security")
+    findings: list[str] = []
+    probes = 0
+    # 1. MQTT: a device may publish only on its own topics.
+    me = _Device(pipe.settings, device_username(pipe.city, "hx-000"), pipe.device_password)
+    pub = Publisher(pipe.settings, pipe.city)
+    _topic, body = pub.reading("hx-001", 1, datetime.now(UTC) - timedelta(minutes=1))
+    pub.close()
+    for topic in (
+        f"cityops/{pipe.city}/sensors/hx-001/up",
+        f"cityops/{pipe.city}/cameras/hx-001/event",
+        "cityops/320100/sensors/hx-000/up",
+        f"cityops/{pipe.city}/sensors/hx-001/status",
+        "$SYS/broker/anything",
+    ):
+        probes += 1
+        code = me.publish(topic, body)
+        if code == 0:
+            findings.append(f"device hx-000 could publish to {topic}")
+    probes += 1
+    own = me.publish(f"cityops/{pipe.city}/sensors/hx-000/up", body)
+    if own != 0:  # the control: without it, a failed login would pass as refusals
+        findings.append(f"device hx-000 could not publish to its own topic (code {own})")
+    me.close()
+    # 2. The API: auth, tenancy, injection, traversal.
+    other = f"3297{secrets.randbelow(90) + 10:02d}"
+    with psycopg.connect(pipe.dsn, autocommit=True) as conn:
+        _, mine = create_key(conn, "drill owner", "city_admin", [pipe.city])
+        _, theirs = create_key(conn, "drill intruder", "city_admin", [other])
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CITYOPS_DB_DSN": pipe.dsn,
+        "CITYOPS_API_PORT": str(port),
+        "CITYOPS_API_RATE": "100000",
+    }
+    with (pipe.logs / "api.log").open("ab") as fh:
+        pipe.procs["api"] = subprocess.Popen(
+            [sys.executable, "-m", "cityops.cli", "api", "serve"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pipe.wait_log("api", "Application startup complete")
+    url = f"http://127.0.0.1:{port}"
+    spec = httpx.get(f"{url}/openapi.json", timeout=10).json()
+    ops = [
+        (m.upper(), path)
+        for path, o in spec["paths"].items()
+        for m in o
+        if path.startswith("/v1/") and not path.endswith("/sse")
+    ]
+
+    def fill(path: str, value: str) -> str:
+        return (
+            path.replace("{city}", pipe.city)
+            .replace("{alert_id}", value)
+            .replace("{action}", "acknowledge")
+            .replace("{layer}", "devices")
+            .replace("{webhook_id}", "1")
+            .replace("{device_id}", value)
+        )
+
+    with httpx.Client(base_url=url, timeout=10) as c:
+        for method, path in ops:
+            target = fill(path, "hx-000")
+            params = {"metric": "ch4"} if path.endswith("/series") else {}
+            for token, allowed in ((None, {401}), ("cok_0.bad", {401}), (theirs, {403, 404, 200})):
+                probes += 1
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                r = c.request(
+                    method,
+                    target,
+                    headers=headers,
+                    params=params,
+                    json={"url": "http://127.0.0.1:9/x"},
+                )
+                if r.status_code not in allowed:
+                    who = "a foreign" if token == theirs else "no valid"
+                    findings.append(f"{method} {path} with {who} key: {r.status_code}")
+                elif r.status_code == 200 and pipe.city in r.text:
+                    findings.append(f"{method} {path} showed city {pipe.city} to another tenant")
+            for bad in INJECTIONS:
+                probes += 1
+                try:
+                    r = c.request(
+                        method,
+                        fill(path, bad),
+                        headers={"Authorization": f"Bearer {mine}"},
+                        params={**params, "type": bad, "bbox": bad, "grid_cell": bad},
+                        json={"note": bad, "department": bad, "url": bad},
+                    )
+                except httpx.HTTPError as exc:
+                    findings.append(f"{method} {path} with {bad!r}: {type(exc).__name__}")
+                    continue
+                if r.status_code >= 500:
+                    findings.append(f"{method} {path} with {bad!r}: {r.status_code}")
+        for path in (
+            "/static/../../etc/passwd",
+            "/static/..%2F..%2Fetc%2Fpasswd",
+            "/../etc/passwd",
+        ):
+            probes += 1
+            r = c.get(path)
+            if r.status_code == 200 and "root:" in r.text:
+                findings.append(f"{path} served a file outside the static folder")
+    with psycopg.connect(pipe.dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM alerts").fetchone()
+        if row is None:
+            findings.append("the alerts table is gone")
+    # 3. No secret in any log.
+    secrets_ = {
+        "MQTT platform password": pipe.settings.mqtt_password.get_secret_value(),
+        "device password": pipe.device_password,
+        "database DSN password": pipe.dsn.split("@")[0].rsplit(":", 1)[-1],
+        "API key": mine.split(".", 1)[1],
+    }
+    for log in pipe.logs.glob("*.log"):
+        text = log.read_text(errors="replace")
+        for what, value in secrets_.items():
+            if value and len(value) >= 8 and value in text:
+                findings.append(f"the {what} appears in {log.name}")
+    result.sent = probes
+    result.ok = not findings
+    result.detail = {"probes": probes, "findings": findings}
+    return result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 DRILLS: dict[str, Callable[[Pipeline], DrillResult]] = {
+    "security": drill_security,
     "hostile": drill_hostile,
     "mosquitto": drill_mosquitto,
     "kafka": drill_kafka,

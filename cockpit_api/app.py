@@ -307,6 +307,14 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.state.dispatcher = dispatcher
     app.state.pool = pool
 
+    @app.exception_handler(psycopg.DataError)
+    async def bad_data(_request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input the database cannot hold, such as a NUL byte in a text value.
+        return JSONResponse(
+            {"detail": f"the request holds a value the store cannot take: {exc}"[:300]},
+            status_code=422,
+        )
+
     @app.exception_handler(psycopg.OperationalError)
     async def db_down(_request: Request, exc: psycopg.OperationalError) -> JSONResponse:
         return JSONResponse(

@@ -640,3 +640,15 @@ def test_cached_answers_keep_tenancy_and_auth(
         assert c.get("/v1/alerts", params={"limit": 5}).status_code == 401
     with client(server, None) as c:
         assert c.get("/v1/alerts", params={"limit": 5}).status_code == 401
+
+
+def test_values_the_store_cannot_hold_are_refused_not_crashed_on(
+    server: Server, keys: dict[str, str]
+) -> None:
+    with client(server, keys["dispatcher_a"]) as c:
+        for path in ("/v1/alerts/%00", "/v1/alerts/a%00b/cap"):
+            r = c.get(path)
+            assert r.status_code == 422, (path, r.text)
+            assert "store cannot take" in r.json()["detail"]
+        r = c.post("/v1/alerts/x%00/actions/acknowledge", json={"note": "a\u0000b"})
+        assert r.status_code == 422

@@ -1,5 +1,5 @@
 """Drills on the real services: hostile traffic, a Kafka restart and a PostgreSQL outage
-mid-run lose and duplicate nothing."""
+mid-run lose and duplicate nothing; the security probes find nothing."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ pytestmark = pytest.mark.integration
 def test_hostile_traffic_and_broker_and_database_outages_lose_nothing(
     live_stack: Settings,
 ) -> None:
-    result = run_drills(live_stack, ["hostile", "kafka", "postgres"])
+    result = run_drills(live_stack, ["security", "hostile", "kafka", "postgres"])
     table = {row["name"]: row for row in result["table"]}
-    assert result["drills"] == 3
+    assert result["drills"] == 4
+    assert table["security"]["detail"]["findings"] == []
+    assert table["security"]["detail"]["probes"] >= 100
     assert result["failed"] == 0, result
     assert result["lost"] == 0
     assert result["duplicated"] == 0
