@@ -163,7 +163,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
             lon=118.78,
             lat=32.04,
         )
-        for p in ("pg", "mq", "kf", "hx")
+        for p in ("pg", "mq", "kf", "hx", "sx")
         for i in range(DEVICES)
     ]
     device_password = secrets.token_urlsafe(18)
@@ -429,25 +429,25 @@ def drill_security(pipe: Pipeline) -> DrillResult:
     findings: list[str] = []
     probes = 0
     # 1. MQTT: a device may publish only on its own topics.
-    me = _Device(pipe.settings, device_username(pipe.city, "hx-000"), pipe.device_password)
+    me = _Device(pipe.settings, device_username(pipe.city, "sx-000"), pipe.device_password)
     pub = Publisher(pipe.settings, pipe.city)
-    _topic, body = pub.reading("hx-001", 1, datetime.now(UTC) - timedelta(minutes=1))
+    _topic, body = pub.reading("sx-000", 1, datetime.now(UTC) - timedelta(minutes=1))
     pub.close()
     for topic in (
-        f"cityops/{pipe.city}/sensors/hx-001/up",
-        f"cityops/{pipe.city}/cameras/hx-001/event",
-        "cityops/320100/sensors/hx-000/up",
-        f"cityops/{pipe.city}/sensors/hx-001/status",
+        f"cityops/{pipe.city}/sensors/sx-001/up",
+        f"cityops/{pipe.city}/cameras/sx-001/event",
+        "cityops/320100/sensors/sx-000/up",
+        f"cityops/{pipe.city}/sensors/sx-001/status",
         "$SYS/broker/anything",
     ):
         probes += 1
         code = me.publish(topic, body)
         if code == 0:
-            findings.append(f"device hx-000 could publish to {topic}")
+            findings.append(f"device sx-000 could publish to {topic}")
     probes += 1
-    own = me.publish(f"cityops/{pipe.city}/sensors/hx-000/up", body)
+    own = me.publish(f"cityops/{pipe.city}/sensors/sx-000/up", body)
     if own != 0:  # the control: without it, a failed login would pass as refusals
-        findings.append(f"device hx-000 could not publish to its own topic (code {own})")
+        findings.append(f"device sx-000 could not publish to its own topic (code {own})")
     me.close()
     # 2. The API: auth, tenancy, injection, traversal.
     other = f"3297{secrets.randbelow(90) + 10:02d}"
