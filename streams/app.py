@@ -76,7 +76,8 @@ def create_app(
     ``emit(topic, key, value)`` publishes a record; by default to Kafka. ``rules``
     overrides the default thresholds per city or device. A device silent for five of
     its usual reporting gaps (at least ``offline_min_s``; ``offline_default_s`` while its
-    gap is unknown) raises an offline anomaly, cleared by its next reading.
+    gap is unknown; silence counted from the worker's start at the earliest) raises an
+    offline anomaly, cleared by its next reading.
     """
     app = faust.App(
         app_id,
@@ -123,6 +124,7 @@ def create_app(
     seen: dict[tuple[str, str], tuple[float, float, float, int]] = {}
     offline: dict[tuple[str, str], float] = {}
     scanned: set[int] = set()
+    started = time.time()
 
     async def send(topic: str, key: bytes, value: bytes) -> Any:
         return await outputs[topic].send(key=key, value=value)
@@ -196,14 +198,17 @@ def create_app(
                 seen.pop(who, None)
                 offline.pop(who, None)
                 continue
-            if who in offline or wall - last <= timeout:
+            # Silence counts from this worker's start at the earliest: while the platform
+            # itself was down, nobody was listening, so that time says nothing of the device.
+            silent = wall - max(last, started)
+            if who in offline or silent <= timeout:
                 continue
             device = registry.get(*who)
             if device is None:
                 continue
             offline[who] = last_ts
             now = datetime.fromtimestamp(wall, UTC)
-            await publish_anomaly(offline_anomaly(device, last_ts, wall - last, "raised", now))
+            await publish_anomaly(offline_anomaly(device, last_ts, silent, "raised", now))
 
     @app.agent(video)
     async def video_events(stream: Any) -> None:

@@ -83,8 +83,9 @@ class Worker:
                     "worker",
                     "--app-id",
                     app_id,
+                    # Only what the test sends: the topic's history is not the test's.
                     "--offset-reset",
-                    "earliest",
+                    "latest",
                     *extra,
                 ],
                 env=env,
