@@ -1,9 +1,8 @@
-"""Pieces the benchmarks share: a scratch database and a free local port."""
+"""Pieces the benchmarks share: a scratch database (and the stack's free_port)."""
 
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,6 +10,9 @@ import psycopg
 from psycopg import sql
 
 from cityops.settings import Settings
+from cityops.stack.common import free_port
+
+__all__ = ["free_port", "scratch_database"]
 
 
 @contextmanager
@@ -27,9 +29,3 @@ def scratch_database(settings: Settings, prefix: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -35,6 +35,7 @@ from psycopg import sql
 from cityops.errors import CityOpsError
 from cityops.settings import Settings
 from cityops.stack import Stack
+from cityops.stack.common import free_port
 
 DEVICES = 50
 
@@ -454,7 +455,7 @@ def drill_security(pipe: Pipeline) -> DrillResult:
     with psycopg.connect(pipe.dsn, autocommit=True) as conn:
         _, mine = create_key(conn, "drill owner", "city_admin", [pipe.city])
         _, theirs = create_key(conn, "drill intruder", "city_admin", [other])
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CITYOPS_DB_DSN": pipe.dsn,
@@ -552,14 +553,6 @@ def drill_security(pipe: Pipeline) -> DrillResult:
     result.ok = not findings
     result.detail = {"probes": probes, "findings": findings}
     return result
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 DRILLS: dict[str, Callable[[Pipeline], DrillResult]] = {

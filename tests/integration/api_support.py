@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,17 +15,12 @@ import httpx
 import psycopg
 import uvicorn
 
+from cityops.stack.common import free_port
 from cockpit_api.app import ApiConfig, create_app
 from lifeline.records import Incident
 from lifeline.vocabulary import IncidentType, Severity
 from store.cockpit import create_key
 from store.events import upsert_incidents
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
