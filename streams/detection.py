@@ -12,11 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import numpy as np
-
 from lifeline.detect.detectors import severity_of
 from lifeline.detect.rules import RuleBook
-from lifeline.detect.series import SeriesDetector, SeriesOut
+from lifeline.detect.series import SeriesDetector
 from lifeline.devices import Device
 from lifeline.records import Anomaly, Evidence
 from lifeline.vocabulary import Severity
@@ -99,12 +97,12 @@ class DetectionFold:
             # New series, or its rules changed: start its detectors afresh.
             st = SeriesState(det.init(), seen=st.seen if st else 0.0, gap_s=st.gap_s if st else 0.0)
         epoch = ts.timestamp()
-        inner, out = det.run(st.detectors, np.array([epoch]), np.array([value]))
-        rank = int(out.rank[0])
+        inner, (score, rank, flags) = det.step(st.detectors, epoch, value)
         if rank == st.rank:
             return replace(st, detectors=inner), None
         since = epoch if st.rank == 0 else st.since
-        anomaly = _anomaly(device, metric, ts, value, unit, out, rank, st.rank, since)
+        names = [name for name, _ in flags]
+        anomaly = _anomaly(device, metric, ts, value, unit, score, names, rank, st.rank, since)
         return replace(st, detectors=inner, rank=rank, since=since if rank else 0.0), anomaly
 
 
@@ -146,7 +144,8 @@ def _anomaly(
     ts: datetime,
     value: float,
     unit: str,
-    out: SeriesOut,
+    score: float,
+    flags: list[str],
     rank: int,
     previous: int,
     since: float,
@@ -156,7 +155,6 @@ def _anomaly(
     )
     severity = severity_of(rank or previous)
     assert severity is not None  # noqa: S101  # a change of rank involves a non-zero rank
-    flags = out.row_flags(0)
     started = datetime.fromtimestamp(since, UTC)
     return Anomaly(
         anomaly_id=f"{device.city}:{device.device_id}:{metric}:{int(since)}",
@@ -171,7 +169,7 @@ def _anomaly(
         ts=ts,
         detector=",".join(flags) or "recovered",
         severity=severity,
-        score=float(out.score[0]),
+        score=score,
         evidence=(
             Evidence(device_id=device.device_id, metric=metric, value=value, unit=unit, ts=ts),
         ),

@@ -1,4 +1,6 @@
-"""The detector families of DESIGN §5, vectorised over a batch of one series.
+"""The detector families of DESIGN §5, vectorised over a batch of one series, each with
+a scalar ``step`` for one reading that gives what ``run`` gives for a one-row batch (the
+stream worker's path: a numpy call per reading costs more than the arithmetic).
 
 Severity ranks: 0 none, 1 blue (IV), 2 yellow (III), 3 orange (II), 4 red (I).
 A row's score is in [0, 1]; 0.5 and above means the detector raises at that row.
@@ -7,6 +9,7 @@ A row's score is in [0, 1]; 0.5 and above means the detector raises at that row.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import isnan
 from typing import Any, Literal
 
 import numpy as np
@@ -48,6 +51,29 @@ class Out:
 def _scores(active_rank: I8, closeness: F64) -> F64:
     """0.5-1 where a rank is active (more for higher ranks), else below 0.5."""
     return np.where(active_rank > 0, 0.5 + 0.125 * active_rank, 0.49 * np.clip(closeness, 0.0, 1.0))
+
+
+def _score(rank: int, closeness: float) -> float:
+    """:func:`_scores` for one row."""
+    if rank > 0:
+        return 0.5 + 0.125 * rank
+    if isnan(closeness):  # NaN stays NaN, as np.clip leaves it
+        return closeness
+    return 0.49 * min(max(closeness, 0.0), 1.0)
+
+
+def _run_start(flag: bool, t: float, carried: float) -> float:
+    """:func:`run_start` for one row: the start of the run this row belongs to, or NaN."""
+    if not flag:
+        return NAN
+    return t if isnan(carried) else carried
+
+
+#: one row's result: (score, rank, flags in the order ``run`` reports them)
+Step = tuple[float, int, tuple[tuple[str, bool], ...]]
+NAN = float("nan")
+INF = float("inf")
+MAX = float(np.finfo(np.float64).max)
 
 
 # -- graded thresholds with hysteresis and debounce ----------------------------------------
@@ -110,6 +136,35 @@ class Levels:
         new = LevelsState(tuple(actives), tuple(raise_tails), tuple(clear_tails), tuple(began))
         return new, Out(_scores(rank, closeness), rank, {self.name: rank > 0})
 
+    def step(self, state: LevelsState, t: float, x: float) -> tuple[LevelsState, Step]:
+        sign = 1.0 if self.direction == "above" else -1.0
+        k, n = self.k, self.n
+        rank = 0
+        actives, raise_tails, clear_tails, began = [], [], [], []
+        for i, lvl in enumerate(self.levels):
+            beyond = sign * (x - lvl.threshold) >= 0
+            back = sign * (x - (lvl.threshold - sign * self.hysteresis)) < 0
+            rtail = state.raise_tail[i] + (beyond,)
+            ctail = state.clear_tail[i] + (back,)
+            count = sum(rtail[-n:])
+            back_count = sum(ctail[-k:])
+            start = _run_start(beyond, t, state.run_began[i])
+            lasted = (t - start if not isnan(start) else -1.0) >= self.min_duration_s
+            active = state.active[i]
+            if beyond and count >= k and lasted:
+                active = 1
+            elif back_count >= k:
+                active = 0
+            rank = max(rank, active * rank_of(lvl.severity))
+            actives.append(active)
+            raise_tails.append(rtail[-(n - 1) :] if n > 1 else ())
+            clear_tails.append(ctail[-(k - 1) :] if k > 1 else ())
+            began.append(start)
+        first = self.levels[0].threshold
+        closeness = (sign * x) / (sign * first) if first else 0.0
+        new = LevelsState(tuple(actives), tuple(raise_tails), tuple(clear_tails), tuple(began))
+        return new, (_score(rank, closeness), rank, ((self.name, rank > 0),))
+
 
 # -- rate of change, sustained exceedance --------------------------------------------------
 
@@ -143,6 +198,19 @@ class Rate:
         new = SeriesTail(float(ts[-1]), float(v[-1])) if v.size else state
         return new, Out(_scores(rank, signed / self.max_per_s), rank, {self.name: hit})
 
+    def step(self, state: SeriesTail, t: float, x: float) -> tuple[SeriesTail, Step]:
+        dt = t - state.ts
+        rate = (x - state.value) / dt if dt > 0 else 0.0
+        if isnan(rate):
+            rate = 0.0
+        elif rate in (INF, -INF):
+            rate = MAX if rate > 0 else -MAX  # as np.nan_to_num
+        signed = {"rise": rate, "fall": -rate, "both": abs(rate)}[self.direction]
+        hit = signed > self.max_per_s
+        rank = rank_of(self.severity) if hit else 0
+        score = _score(rank, signed / self.max_per_s)
+        return SeriesTail(t, x), (score, rank, ((self.name, hit),))
+
 
 @dataclass(frozen=True)
 class Sustained:
@@ -166,6 +234,16 @@ class Sustained:
         rank = np.where(hit, rank_of(self.severity), 0).astype(np.int8)
         closeness = np.where(beyond, 0.5 + 0.5 * held / max(self.duration_s, 1e-9), 0.0)
         return carried, Out(_scores(rank, closeness), rank, {self.name: hit})
+
+    def step(self, state: float, t: float, x: float) -> tuple[float, Step]:
+        sign = 1.0 if self.direction == "above" else -1.0
+        beyond = sign * (x - self.limit) > 0
+        start = _run_start(beyond, t, state)
+        held = t - start if not isnan(start) else -1.0
+        hit = held >= self.duration_s
+        rank = rank_of(self.severity) if hit else 0
+        closeness = 0.5 + 0.5 * held / max(self.duration_s, 1e-9) if beyond else 0.0
+        return start, (_score(rank, closeness), rank, ((self.name, hit),))
 
 
 # -- adaptive baseline and CUSUM ----------------------------------------------------------
@@ -268,6 +346,47 @@ class Baseline:
         }
         return new, Out(_scores(rank, np.where(warm, closeness, 0.0)), rank, flags)
 
+    def step(self, state: BaselineState, t: float, x: float) -> tuple[BaselineState, Step]:
+        alpha, keep, h = self.alpha, 1.0 - self.alpha, self.cusum_h
+        count = state.count
+        m0 = state.mean if not isnan(state.mean) else 0.0
+        mean = keep * m0 + alpha * x
+        expect = m0 / (1.0 - keep**count) if count else x
+        day_mean, day_count = state.day_mean, state.day_count
+        if self.daily:
+            hour = int((t // 3600) % 24)
+            start = day_mean[hour] if not isnan(day_mean[hour]) else x
+            if day_count[hour] >= 3:
+                expect = start
+            day_mean = (*day_mean[:hour], 0.7 * start + 0.3 * x, *day_mean[hour + 1 :])
+            day_count = (*day_count[:hour], day_count[hour] + 1, *day_count[hour + 1 :])
+        err = x - expect
+        v0 = state.var if not isnan(state.var) else 0.0
+        var = keep * v0 + alpha * err * err
+        debias = 1.0 - keep ** max(count, 1)
+        sigma = max(v0 / debias, self.min_sigma**2) ** 0.5
+        warm = count >= self.warmup
+        z = err / sigma if warm else 0.0
+        zc = min(max(z, -h), h)
+        pos = max(0.0, state.pos + zc - self.cusum_k)
+        neg = max(0.0, state.neg - zc - self.cusum_k)
+        spike = abs(z) >= self.z_limit
+        up, down = warm and pos >= h, warm and neg >= h
+        hit = warm and (spike or up or down)
+        rank = rank_of(self.severity) if hit else 0
+        closeness = max(abs(z) / self.z_limit, max(pos, neg) / h) if warm else 0.0
+        new = BaselineState(
+            mean,
+            var,
+            count + 1,
+            0.0 if pos >= h else pos,
+            0.0 if neg >= h else neg,
+            day_mean,
+            day_count,
+        )
+        flags = ((self.name, hit and spike), ("drift_up", up), ("drift_down", down))
+        return new, (_score(rank, closeness), rank, flags)
+
 
 # -- sensor faults (QARTOD-style) ---------------------------------------------------------
 
@@ -316,6 +435,26 @@ class Faults:
             rank,
             {"range": out_of_range, "spike": spike, "flatline": flat_suspect, "gap": gap},
         )
+
+    def step(self, state: FaultState, t: float, x: float) -> tuple[FaultState, Step]:
+        out_of_range = x < self.low or x > self.high
+        jump = abs(x - state.tail.value)
+        spike = jump > self.spike if self.spike else False
+        run = state.run + 1 if x == state.tail.value else 1
+        flat = run >= self.flat_fail if self.flat_fail else False
+        flat_suspect = run >= self.flat_suspect if self.flat_suspect else False
+        gap_s = t - state.tail.ts
+        gap = gap_s > self.max_gap_s if self.max_gap_s else False
+        fault = out_of_range or flat
+        score = 0.75 if fault else (0.5 if spike or flat_suspect else 0.0)
+        rank = rank_of(Severity.BLUE) if fault else 0
+        flags = (
+            ("range", out_of_range),
+            ("spike", spike),
+            ("flatline", flat_suspect),
+            ("gap", gap),
+        )
+        return FaultState(SeriesTail(t, x), run), (score, rank, flags)
 
 
 Detector = Levels | Rate | Sustained | Baseline | Faults

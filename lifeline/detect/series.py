@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from math import isnan
 from typing import Any
 
 import numpy as np
 
-from lifeline.detect.detectors import I8, Detector, Levels, severity_of
+from lifeline.detect.detectors import I8, Detector, Levels, Step, severity_of
 from lifeline.detect.kernels import F64, Bool
 from lifeline.detect.rules import defaults_for
 from lifeline.vocabulary import Severity
 
 _RANKS = (1, 2, 3, 4)
+_LEVEL_FLAG = {r: f"level_{Severity.from_level(5 - r).value}" for r in _RANKS}
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,26 @@ class SeriesDetector:
                 for name, mask in out.flags.items():
                     flags[name] = flags.get(name, np.zeros(n, bool)) | mask
         return tuple(new_state), SeriesOut(score, rank, flags)
+
+    def step(self, state: tuple[Any, ...], t: float, x: float) -> tuple[tuple[Any, ...], Step]:
+        """One reading: what :meth:`run` gives for a one-row batch, without numpy.
+
+        The flags are those raised, in the order ``run`` lists them.
+        """
+        score, rank = 0.0, 0
+        order: dict[str, bool] = {}
+        new_state = []
+        for det, st in zip(self.detectors, state, strict=True):
+            st2, (s, r, flags) = det.step(st, t, x)
+            new_state.append(st2)
+            if s > score or isnan(s):
+                score = s
+            rank = max(rank, r)
+            if isinstance(det, Levels):
+                if r:
+                    order[_LEVEL_FLAG[r]] = True
+            else:
+                for name, hit in flags:
+                    order[name] = order.get(name, False) or hit
+        raised = tuple((name, True) for name, hit in order.items() if hit)
+        return tuple(new_state), (score, rank, raised)

@@ -243,3 +243,43 @@ def test_bad_rules_name_the_file_and_line(tmp_path: Path, body: str, message: st
     path.write_text(body)
     with pytest.raises(RulesError, match=message.replace("line 1", ":1:")):
         RuleBook.load(path)
+
+
+SERIES = [SeriesDetector((det,)) for det in DETECTORS] + [
+    SeriesDetector(dets) for _, dets in sorted(DEFAULTS.items())
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.floats(-5, 120, allow_nan=False), min_size=1, max_size=150),
+    st.lists(st.sampled_from([0.0, 30.0, 60.0, 61.0, 900.0, 3600.0]), min_size=1),
+    st.sampled_from(range(len(SERIES))),
+)
+def test_the_scalar_step_gives_what_a_one_row_batch_gives(
+    values: list[float], gaps: list[float], which: int
+) -> None:
+    """The worker steps one reading at a time without numpy; a one-row ``run`` is the
+    reference: same rank and raised flags in the same order, same score, same state."""
+    det = SERIES[which]
+    vec = scalar = det.init()
+    t = 1.7e9
+    for i, raw in enumerate(values):
+        x = round(raw, 1) if i % 3 else round(raw)  # repeats, for the flat-line checks
+        t += gaps[i % len(gaps)]
+        vec, out = det.run(vec, np.array([t]), np.array([x]))
+        scalar, (score, rank, flags) = det.step(scalar, t, x)
+        assert rank == int(out.rank[0])
+        assert [name for name, _ in flags] == out.row_flags(0)
+        assert score == pytest.approx(float(out.score[0]), rel=1e-9, abs=1e-12)
+    assert repr(scalar) == repr(vec) or _close(scalar, vec)
+
+
+def _close(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if hasattr(a, "__dataclass_fields__") and type(a) is type(b):
+        return all(_close(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    return a == b
