@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
 import faust
 
 from cityops.errors import ConfigError
+from cityops.logs import configure
 from cityops.settings import Settings
 
 
@@ -59,8 +61,17 @@ def run_worker(
     async def keep_registry_current() -> None:
         await watch(dsn, registry, settings.cities, asyncio.Event())
 
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker = _Worker(app, loglevel=settings.log_level.lower(), quiet=True)
     worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, logging as every CityOps service does: JSON lines on stderr at
+    the configured level (Faust would put colour logs on stdout and, below INFO, lower
+    the root logger to DEBUG for its progress spinner)."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        configure(logging.getLevelName(level or logging.INFO))
 
 
 async def ensure_changelogs(bootstrap: str, names: list[str], partitions: int) -> None:

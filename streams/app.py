@@ -87,6 +87,9 @@ def create_app(
         topic_replication_factor=1,
         web_enabled=False,
         producer_acks=-1,
+        # Table changelogs and anomalies go out in batches rather than one request each.
+        producer_linger_ms=10,
+        producer_max_batch_size=1 << 20,
         key_serializer="raw",
         value_serializer="raw",
         loop=loop,
