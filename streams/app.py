@@ -4,8 +4,11 @@ grid cell) → correlate (per-place state in a second table) → ``cityops.incid
 
 Readings are keyed by device id, so each device's series live on one partition and its
 state in the same partition of the table; a restarted or rebalanced worker rebuilds the
-state from the table's changelog topic. Anomaly and incident ids are deterministic, so a record
-processed twice after a crash yields the same anomaly or incident again, never a new one.
+state from the table's changelog topic. A reading not newer than the last one applied to
+its series is not applied again, so readings processed twice after a crash (the changelog
+runs ahead of the committed offsets) leave the state as it was; anomaly and incident ids
+are deterministic, so a record re-emitted after a crash is the same anomaly or incident
+again, never a new one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ PROCESSED = Counter("cityops_detect_readings_total", "Readings through the detec
 EMITTED = Counter("cityops_detect_anomalies_total", "Anomaly records emitted", ["state"])
 UNKNOWN = Counter(
     "cityops_detect_unknown_devices_total", "Readings and video events of unknown devices"
+)
+STALE = Counter(
+    "cityops_detect_stale_readings_total",
+    "Readings not newer than their series' last applied one (replays, duplicates, late)",
 )
 INCIDENTS = Counter("cityops_correlate_incidents_total", "Incident records emitted", ["status"])
 
@@ -159,6 +166,12 @@ def create_app(
             key = f"{device.city}|{device.device_id}|{metric}"
             previous = series_state.get(key)
             st = SeriesState.loads(previous) if previous else None
+            if st is not None and st.last_ts and ts.timestamp() <= st.last_ts:
+                # Already applied (a replay after a restart: the table's changelog runs
+                # ahead of the committed offsets), or a duplicate or late reading. The
+                # sink stores it; the detectors see each moment of a series once.
+                STALE.inc()
+                continue
             new, anomaly = fold.step(device, metric, ts, reading, unit, st)
             wall = time.time()
             new = new.arrived(wall, ts.timestamp(), event.message.partition)
