@@ -880,7 +880,8 @@ def record_cmd(city: str, source: str, out: Path, duration: str, from_beginning:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (last line).")
 def drill_cmd(names: tuple[str, ...], as_json: bool) -> None:
-    """Run drills (hostile, mosquitto, kafka, postgres, or all) on the real services."""
+    """Run drills (security, hostile, mosquitto, kafka, postgres, worker, workers, or all)
+    on the real services."""
     from cityops.drills import DRILLS, run_drills
 
     chosen = list(DRILLS) if "all" in names else list(names)

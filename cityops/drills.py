@@ -61,52 +61,81 @@ class Pipeline:
     device_password: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    worker_app: str = ""
+
     def start(self) -> None:
         tag = secrets.token_hex(3)
+        self.worker_app = f"drill-worker-{tag}"
+        self.spawn("ingest", ["ingest", "--metrics-port", "0", "--client-id", f"drill-{tag}"])
+        self.spawn(
+            "sink",
+            [
+                *("sink", "--metrics-port", "0", "--group", f"drill-sink-{tag}"),
+                *("--offset-reset", "latest"),
+            ],
+        )
+        self.start_worker("worker", "latest")
+        self.wait_log("ingest", "ingest bridging")
+        time.sleep(3)  # the sink joins its group and takes the partitions
+
+    def spawn(self, name: str, argv: list[str]) -> None:
         env = {
             **os.environ,
             "CITYOPS_DB_DSN": self.dsn,
             "CITYOPS_CITIES": self.city,
             "CITYOPS_LOG_LEVEL": "INFO",
         }
-        for name, argv in (
-            ("ingest", ["ingest", "--metrics-port", "0", "--client-id", f"drill-{tag}"]),
-            (
-                "sink",
-                [
-                    "sink",
-                    "--metrics-port",
-                    "0",
-                    "--group",
-                    f"drill-sink-{tag}",
-                    "--offset-reset",
-                    "latest",
-                ],
-            ),
-            ("worker", ["worker", "--app-id", f"drill-worker-{tag}", "--offset-reset", "latest"]),
-        ):
-            with (self.logs / f"{name}.log").open("ab") as fh:
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "cityops.cli", *argv],
-                    env=env,
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        self.wait_log("ingest", "ingest bridging")
-        self.wait_log("worker", "Worker ready")
-        time.sleep(3)  # the sink joins its group and takes the partitions
+        with (self.logs / f"{name}.log").open("ab") as fh:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "cityops.cli", *argv],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
-    def wait_log(self, name: str, text: str, timeout: float = 120) -> None:
+    def start_worker(self, name: str, offset_reset: str) -> None:
+        """A worker of the pipeline's group; ready once it logs so (after any earlier
+        start of the same name: the log is appended to)."""
+        path = self.logs / f"{name}.log"
+        before = path.read_text(errors="replace").count("Worker ready") if path.exists() else 0
+        self.spawn(name, ["worker", "--app-id", self.worker_app, "--offset-reset", offset_reset])
+        self.wait_log(name, "Worker ready", times=before + 1)
+
+    def wait_log(self, name: str, text: str, timeout: float = 120, times: int = 1) -> None:
         path = self.logs / f"{name}.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs[name].poll() is not None:
                 raise CityOpsError(f"{name} exited: {path.read_text(errors='replace')[-1500:]}")
-            if text in path.read_text(errors="replace"):
+            if path.read_text(errors="replace").count(text) >= times:
                 return
             time.sleep(0.3)
         raise CityOpsError(f"{name} did not start: {path.read_text(errors='replace')[-1500:]}")
+
+    def kill(self, name: str) -> None:
+        """``kill -9``: no goodbye to the group, no last commit, no flush."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def excursions(self, prefix: str) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+        """Anomalies of devices ``prefix*`` (id → state) and the incidents they belong to
+        (id → (status, revision))."""
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+            anomalies = conn.execute(
+                "SELECT anomaly_id, state FROM anomalies WHERE city = %s AND device_id LIKE %s"
+                " AND kind <> 'offline'",
+                (self.city, f"{prefix}%"),
+            ).fetchall()
+            incidents = conn.execute(
+                "SELECT incident_id, status, revision FROM incidents WHERE city = %s"
+                " AND anomaly_ids && %s::text[]",
+                (self.city, [a for a, _ in anomalies]),
+            ).fetchall()
+        return {str(a): str(st) for a, st in anomalies}, {
+            str(i): (str(st), int(r)) for i, st, r in incidents
+        }
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -164,7 +193,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
             lon=118.78,
             lat=32.04,
         )
-        for p in ("pg", "mq", "kf", "hx", "sx")
+        for p in ("pg", "mq", "kf", "hx", "sx", "wk", "tw")
         for i in range(DEVICES)
     ]
     device_password = secrets.token_urlsafe(18)
@@ -219,14 +248,14 @@ class Publisher:
         )
         self.client.loop_start()
 
-    def reading(self, device: str, n: int, base: datetime) -> tuple[str, bytes]:
+    def reading(self, device: str, n: int, base: datetime, level: float = 0.0) -> tuple[str, bytes]:
         body = {
             "v": 1,
             "city": self.city,
             "device_id": device,
             "metric": "ch4",
             "unit": "%LEL",
-            "value": float(n % 5) * 0.4,
+            "value": level + float(n % 5) * 0.4,
             "ts": (base + timedelta(seconds=n)).isoformat(),
         }
         return f"cityops/{self.city}/sensors/{device}/up", json.dumps(body).encode()
@@ -237,8 +266,10 @@ class Publisher:
         count: int,
         rate: float,
         extra: Callable[[int], list[tuple[str, bytes]]] | None = None,
+        level: Callable[[int], float] | None = None,
     ) -> int:
-        """Publish ``count`` readings round-robin over the ``prefix`` devices at ``rate``."""
+        """Publish ``count`` readings round-robin over the ``prefix`` devices at ``rate``,
+        one second apart in event time per device; ``level(step)`` raises the values."""
         base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=count // DEVICES + 60)
         t0 = time.monotonic()
         for i in range(count):
@@ -246,7 +277,8 @@ class Publisher:
             if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
             device = f"{prefix}-{i % DEVICES:03d}"
-            topic, payload = self.reading(device, i // DEVICES, base)
+            step = i // DEVICES
+            topic, payload = self.reading(device, step, base, level(step) if level else 0.0)
             self._publish(topic, payload)
             for t, p in extra(i) if extra else ():
                 self._publish(t, p)
@@ -329,6 +361,100 @@ def drill_kafka(pipe: Pipeline, count: int = 10_000) -> DrillResult:
     return _outage_drill(
         "kafka", pipe, "kf", kafka.down, lambda: kafka.up(lambda _m: None), count, 500.0, 5.0
     )
+
+
+def _worker_drill(
+    name: str,
+    pipe: Pipeline,
+    prefix: str,
+    count: int,
+    rate: float,
+    fault: Callable[[], object],
+) -> DrillResult:
+    """Every device of ``prefix`` reads methane at an orange level (a confirmed gas leak)
+    over the middle half of the run, and ``fault`` strikes the workers in the middle of
+    it. Afterwards each device must have exactly one anomaly and one incident, both
+    cleared: a worker that lost state would raise anew (a second anomaly, a second
+    incident); one that lost readings would never clear."""
+    steps = count // DEVICES
+    onset, end = steps // 4, 3 * steps // 4
+
+    def level(step: int) -> float:
+        return 60.0 if onset <= step < end else 0.0
+
+    pub = Publisher(pipe.settings, pipe.city)
+    result = DrillResult(name, sent=count)
+    publishing = threading.Thread(target=pub.run, args=(prefix, count, rate, None, level))
+    publishing.start()
+    time.sleep(count / rate * 0.45)  # in the middle of the leak
+    fault()
+    restored = time.monotonic()
+
+    def settled() -> bool:
+        anomalies, incidents = pipe.excursions(prefix)
+        return (
+            pipe.stored(prefix)[0] >= count
+            and len(anomalies) >= DEVICES
+            and all(st == "cleared" for st in anomalies.values())
+            and len(incidents) >= DEVICES
+            and all(st == "cleared" for st, _ in incidents.values())
+        )
+
+    publishing.join()
+    done = _until(settled, 300)
+    pub.close()
+    time.sleep(3)  # anything late or doubled would show now
+    rows, distinct = pipe.stored(prefix)
+    anomalies, incidents = pipe.excursions(prefix)
+    uncleared = sum(1 for st in anomalies.values() if st != "cleared") + sum(
+        1 for st, _ in incidents.values() if st != "cleared"
+    )
+    result.stored = distinct
+    result.lost = (
+        (count - distinct)
+        + max(0, DEVICES - len(anomalies))
+        + max(0, DEVICES - len(incidents))
+        + uncleared
+    )
+    result.duplicated = (
+        (rows - distinct) + max(0, len(anomalies) - DEVICES) + max(0, len(incidents) - DEVICES)
+    )
+    result.recovery_s = None if done is None else round(time.monotonic() - restored, 1)
+    result.ok = result.lost == 0 and result.duplicated == 0 and done is not None
+    result.detail = {
+        "rate": rate,
+        "anomalies": len(anomalies),
+        "incidents": len(incidents),
+        "incidents_cleared": sum(1 for st, _ in incidents.values() if st == "cleared"),
+        "expected": DEVICES,
+    }
+    return result
+
+
+def drill_worker(pipe: Pipeline, count: int = 100_000) -> DrillResult:
+    """``kill -9`` of the worker mid-run, restarted at once: it recovers its state from
+    the changelog and carries on where its group's offsets left it."""
+
+    def fault() -> None:
+        pipe.kill("worker")
+        pipe.start_worker("worker", "earliest")
+
+    return _worker_drill("worker", pipe, "wk", count, 2000.0, fault)
+
+
+def drill_workers(pipe: Pipeline, count: int = 40_000) -> DrillResult:
+    """Two workers in one group; one is killed (-9) mid-run and not restarted: the other
+    takes over its partitions and their state."""
+    pipe.start_worker("worker2", "earliest")
+    time.sleep(5)  # the group rebalances onto both
+
+    def fault() -> None:
+        pipe.kill("worker")
+
+    try:
+        return _worker_drill("workers", pipe, "tw", count, 2000.0, fault)
+    finally:
+        pipe.procs["worker"] = pipe.procs.pop("worker2")
 
 
 def hostile_payloads(rng: random.Random, n: int) -> Iterator[bytes]:
@@ -561,6 +687,8 @@ DRILLS: dict[str, Callable[[Pipeline], DrillResult]] = {
     "mosquitto": drill_mosquitto,
     "kafka": drill_kafka,
     "postgres": drill_postgres,
+    "worker": drill_worker,
+    "workers": drill_workers,
 }
 
 

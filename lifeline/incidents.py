@@ -187,16 +187,19 @@ def _new_incident(
     severity = _worst(active)
     if itype is IncidentType.GAS_LEAK and len({w for w, *_ in active.values()}) >= 2:
         severity = Severity.from_level(max(1, severity.level - 1))  # confirmed by neighbours
-    cell = a.grid_cell or "none"
+    # The place as the correlation key has it: the grid cell, else (a device placed off
+    # the grid) its asset or the device itself, so that such places never share an id.
+    where = a.grid_cell or a.asset_id or a.device_id or a.camera_id or a.anomaly_id
     started = min(t for _w, _s, t, _a in active.values())
     return Incident(
-        incident_id=f"{a.city}:{cell}:{itype.value}:{int(started.timestamp())}",
+        incident_id=f"{a.city}:{where}:{itype.value}:{int(started.timestamp())}",
         revision=1,
         city=a.city,
         type=itype,
         severity=severity,
         status="open",
-        title=f"{itype.value.replace('_', ' ')} in cell {cell}",
+        title=f"{itype.value.replace('_', ' ')} "
+        + (f"in cell {where}" if a.grid_cell else f"at {where}"),
         anomaly_ids=tuple(sorted(active)),
         asset_ids=(a.asset_id,) if a.asset_id else (),
         grid_cells=(a.grid_cell,) if a.grid_cell else (),

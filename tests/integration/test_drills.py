@@ -1,5 +1,5 @@
-"""Drills on the real services: hostile traffic, a Kafka restart and a PostgreSQL outage
-mid-run lose and duplicate nothing; the security probes find nothing."""
+"""Drills on the real services: hostile traffic, a Kafka restart, a PostgreSQL outage and
+workers killed mid-run lose and duplicate nothing; the security probes find nothing."""
 
 from __future__ import annotations
 
@@ -34,3 +34,21 @@ def test_hostile_traffic_and_broker_and_database_outages_lose_nothing(
     }
     assert table["postgres"]["stored"] == table["postgres"]["sent"]
     assert table["kafka"]["recovery_s"] is not None
+
+
+def test_a_killed_worker_and_a_lost_group_member_lose_and_repeat_nothing(
+    live_stack: Settings,
+) -> None:
+    """kill -9 mid-leak: restarted, the worker recovers its state (no second anomaly or
+    incident for a leak in progress); of two workers, the survivor takes over."""
+    result = run_drills(live_stack, ["worker", "workers"])
+    table = {row["name"]: row for row in result["table"]}
+    assert result["failed"] == 0, result
+    assert result["lost"] == 0
+    assert result["duplicated"] == 0
+    assert table["worker"]["sent"] == table["worker"]["stored"] == 100_000
+    for name in ("worker", "workers"):
+        detail = table[name]["detail"]
+        assert detail["anomalies"] == detail["incidents"] == detail["expected"] == 50
+        assert detail["incidents_cleared"] == 50
+        assert table[name]["recovery_s"] is not None

@@ -144,3 +144,17 @@ def test_one_incident_per_situation_updated_escalated_then_cleared() -> None:
 def test_replaying_the_same_anomalies_gives_the_same_incident_ids() -> None:
     events = [(anomaly("gw-1", "ch4", Severity.ORANGE, 0), "gas_well")]
     assert run(events)[0].incident_id == run(events)[0].incident_id
+
+
+def test_wells_off_the_grid_that_alarm_together_are_separate_incidents() -> None:
+    """Devices without a grid cell correlate per device (or asset): two of them raising
+    at the same moment are two incidents with two ids, not one."""
+    incidents = []
+    for device in ("gw-a", "gw-b"):
+        a = anomaly(device, "ch4", Severity.ORANGE, 0, detector="level_orange")
+        a = a.model_copy(update={"grid_cell": None})
+        incidents += run([(a, "gas_well")])
+    assert [i.type for i in incidents] == [IncidentType.GAS_LEAK] * 2
+    assert len({i.incident_id for i in incidents}) == 2
+    assert "gw-a" in incidents[0].incident_id
+    assert incidents[0].title == "gas leak at gw-a"
