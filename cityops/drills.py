@@ -119,6 +119,22 @@ class Pipeline:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
+    def missing(self, prefix: str, count: int, base: datetime) -> list[str]:
+        """The readings of a :meth:`Publisher.run` that the store does not have, as
+        ``device@time`` in publishing order."""
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+            rows = conn.execute(
+                "SELECT device_id, ts FROM readings WHERE city = %s AND device_id LIKE %s",
+                (self.city, f"{prefix}%"),
+            ).fetchall()
+        have = {(d, ts) for d, ts in rows}
+        out = []
+        for i in range(count):
+            device, ts = f"{prefix}-{i % DEVICES:03d}", base + timedelta(seconds=i // DEVICES)
+            if (device, ts) not in have:
+                out.append(f"{device}@{ts.isoformat()} (#{i})")
+        return out
+
     def excursions(self, prefix: str) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
         """Anomalies of devices ``prefix*`` (id → state) and the incidents they belong to
         (id → (status, revision))."""
@@ -231,6 +247,8 @@ class Publisher:
 
     def __init__(self, settings: Settings, city: str) -> None:
         self.city = city
+        self.base = datetime.now(UTC)
+        self.sent: dict[int, tuple[str, bytes, mqtt.MQTTMessageInfo]] = {}
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"drill-pub-{secrets.token_hex(3)}",
@@ -271,6 +289,8 @@ class Publisher:
         """Publish ``count`` readings round-robin over the ``prefix`` devices at ``rate``,
         one second apart in event time per device; ``level(step)`` raises the values."""
         base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=count // DEVICES + 60)
+        self.base = base
+        self.sent = {}
         t0 = time.monotonic()
         for i in range(count):
             due = t0 + i / rate
@@ -279,17 +299,26 @@ class Publisher:
             device = f"{prefix}-{i % DEVICES:03d}"
             step = i // DEVICES
             topic, payload = self.reading(device, step, base, level(step) if level else 0.0)
-            self._publish(topic, payload)
+            self.sent[i] = (topic, payload, self._publish(topic, payload))
             for t, p in extra(i) if extra else ():
                 self._publish(t, p)
         return count
 
-    def _publish(self, topic: str, payload: bytes) -> None:
+    def _publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
         while True:
             info = self.client.publish(topic, payload, qos=1)
             if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                return  # queued; sent (again) once connected
+                return info  # queued; sent (again) once connected
             time.sleep(0.05)
+
+    def unacknowledged(self, timeout: float = 30.0) -> list[int]:
+        """Readings of the last run the broker has not acknowledged (no PUBACK) within
+        ``timeout``: a device would still hold them and send them again."""
+        deadline = time.monotonic() + timeout
+        for _topic, _payload, info in self.sent.values():
+            while not info.is_published() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return [i for i, (_t, _p, info) in self.sent.items() if not info.is_published()]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -328,6 +357,7 @@ def _outage_drill(
     restore()
     restored = time.monotonic()
     publishing.join()
+    unacked = pub.unacknowledged()
     recovered = _until(lambda: pipe.stored(prefix)[0] >= count, 180)
     recovery = None if recovered is None else round(time.monotonic() - restored, 1)
     pub.close()
@@ -338,7 +368,9 @@ def _outage_drill(
     result.duplicated = rows - distinct
     result.recovery_s = recovery
     result.ok = result.lost == 0 and result.duplicated == 0
-    result.detail = {"down_s": down_s, "rate": rate}
+    result.detail = {"down_s": down_s, "rate": rate, "unacknowledged": unacked[:20]}
+    if result.lost:
+        result.detail["missing"] = pipe.missing(prefix, count, pub.base)[:20]
     return result
 
 

@@ -7,17 +7,24 @@ clears when none of its anomalies is active any more.
 
 Rules (LIFELINE.md, "Anomaly patterns that matter"):
 * gas leak: methane in a gas well is confirmed by a second well of the same cell, or by
-  one well staying in alarm for ``gas_persistence_s``, or by a level of orange or above —
+  one well staying in alarm for ``GAS_PERSISTENCE``, or by a level of orange or above —
   a single well's whiff of sewer biogas is not a leak;
 * pipe burst: a water-pressure drop with an inflow rise in the same cell within
-  ``burst_window_s``; a pressure anomaly alone is low water pressure;
-* waterlogging: road-ponding depth, joined by cameras seeing ponding in the same cell
-  (one incident, both as evidence); an underpass asset makes it underpass flooding;
+  ``BURST_WINDOW``; a pressure anomaly alone is low water pressure, a flow rise alone a
+  leak once it lasts ``LEAK_PERSISTENCE`` (what either opened alone becomes the burst);
+* waterlogging: road-ponding depth confirmed by a rainstorm at the cell's rain gauge or
+  by a camera seeing ponding there (one incident, all as evidence), or by lasting
+  ``WATERLOGGING_PERSISTENCE``; rain alone is not waterlogging; an underpass asset makes
+  it underpass flooding (the underpass is closed at that depth, whatever the cause);
+* heating leak: make-up water rising (with the pressure falling, as evidence), or another
+  heating anomaly lasting ``HEATING_PERSISTENCE``;
+* an anomaly stays with the incident it joined, through its updates and its clearing;
 * every other kind maps to its incident type directly; camera events too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -27,6 +34,8 @@ from lifeline.vocabulary import IncidentType, Severity
 GAS_PERSISTENCE = timedelta(minutes=10)
 BURST_WINDOW = timedelta(minutes=15)
 LEAK_PERSISTENCE = timedelta(minutes=30)
+WATERLOGGING_PERSISTENCE = timedelta(minutes=10)
+HEATING_PERSISTENCE = timedelta(minutes=10)
 
 _BY_METRIC_PREFIX: tuple[tuple[str, IncidentType], ...] = (
     ("tilt", IncidentType.MANHOLE_COVER),
@@ -63,6 +72,8 @@ def candidate_type(a: Anomaly, device_kind: str | None) -> IncidentType:
         return IncidentType.TUNNEL_HAZARD
     if metric == "ch4":
         return IncidentType.GAS_LEAK
+    if metric == "rainfall":
+        return IncidentType.WATERLOGGING  # rainstorm in the cell: context for ponding
     if metric == "depth":
         if a.asset_id is not None and a.asset_id.upper().startswith("UP"):
             return IncidentType.UNDERPASS_FLOODING
@@ -88,6 +99,8 @@ class Open:
     incident: Incident | None
     #: anomaly id → (device or camera, severity, first seen, still active)
     members: dict[str, tuple[str, Severity, datetime, bool]] = field(default_factory=dict)
+    #: (anomaly id, role) where the role is not "sensor" (see ``_role``)
+    roles: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,51 +119,35 @@ def fold(
     device_kind: str | None = None,
 ) -> tuple[PlaceState, list[Incident]]:
     """Apply one anomaly; return the new state and the incident records to publish."""
-    itype = candidate_type(a, device_kind)
-    flow_rise, pressure_drop = state.flow_rise, state.pressure_drop
-    if itype is IncidentType.WATER_LEAK and a.state != "cleared" and "drift_up" in a.detector:
-        flow_rise = a.ts
-    if itype is IncidentType.LOW_PRESSURE and a.state != "cleared":
-        pressure_drop = a.ts
-        if flow_rise is not None and abs(a.ts - flow_rise) <= BURST_WINDOW:
-            itype = IncidentType.PIPE_BURST
-    if (
-        itype is IncidentType.WATER_LEAK
-        and pressure_drop is not None
-        and a.state != "cleared"
-        and abs(a.ts - pressure_drop) <= BURST_WINDOW
-    ):
-        itype = IncidentType.PIPE_BURST
-    if itype is IncidentType.PIPE_BURST:
-        # The pressure anomaly's own low-pressure incident, if any, becomes the burst.
-        low = state.open.get(IncidentType.LOW_PRESSURE)
-        if low is not None and IncidentType.PIPE_BURST not in state.open:
-            state = replace(
-                state,
-                open={
-                    **{k: v for k, v in state.open.items() if k is not IncidentType.LOW_PRESSURE},
-                    IncidentType.PIPE_BURST: low,
-                },
-            )
+    published: list[Incident] = []
+    itype = next((t for t, o in state.open.items() if a.anomaly_id in o.members), None)
+    if itype is None:
+        # A new anomaly; one already known stays with the incident it joined.
+        itype = candidate_type(a, device_kind)
+        state, itype = _burst(state, a, itype, published)
+    role = _role(a)
     current = state.open.get(itype, Open(None))
     who = a.device_id or a.camera_id or a.anomaly_id
     members = dict(current.members)
     first = members.get(a.anomaly_id, (who, a.severity, a.ts, True))[2]
     members[a.anomaly_id] = (who, a.severity, first, a.state != "cleared")
+    roles = dict(current.roles)
+    if role != "sensor":
+        roles[a.anomaly_id] = role
     active = {k: v for k, v in members.items() if v[3]}
-    published: list[Incident] = []
+    # Rain is context: it joins a waterlogging incident but neither makes nor keeps one.
+    ponding = any(roles.get(k) != "rain" for k in active)
     incident = current.incident
     if incident is None:
-        if not active or not _confirmed(itype, active, a.ts):
-            new_open = Open(None, members if active else {})
-            opened = {**state.open, itype: new_open}
+        if not ponding or not _confirmed(itype, active, roles, a.ts):
+            opened = {**state.open, itype: Open(None, members, tuple(roles.items()))}
             if not active:
                 opened.pop(itype, None)
-            return PlaceState(opened, flow_rise, pressure_drop), []
+            return replace(state, open=opened), published
         incident = _new_incident(a, itype, active)
         published.append(incident)
     else:
-        updated = _update(incident, a, active)
+        updated = _update(incident, a, active if ponding else {})
         if updated != incident:
             published.append(updated)
         incident = updated
@@ -158,18 +155,94 @@ def fold(
     if incident.status == "cleared":
         opened.pop(itype, None)
     else:
-        opened[itype] = Open(incident, members)
-    return PlaceState(opened, flow_rise, pressure_drop), published
+        opened[itype] = Open(incident, members, tuple(roles.items()))
+    return replace(state, open=opened), published
+
+
+def _role(a: Anomaly) -> str:
+    """What an anomaly says for confirmation: "rain" (rainfall at a gauge), "makeup"
+    (heating make-up water), "camera", or "sensor" (anything else)."""
+    if a.camera_id:
+        return "camera"
+    metric = a.evidence[0].metric if a.evidence else ""
+    return {"rainfall": "rain", "makeup_flow": "makeup"}.get(metric, "sensor")
+
+
+def _burst(
+    state: PlaceState, a: Anomaly, itype: IncidentType, published: list[Incident]
+) -> tuple[PlaceState, IncidentType]:
+    """The burst rule: a pressure drop and an inflow rise in one place within
+    ``BURST_WINDOW`` are one burst. Whatever either had opened alone (a low-pressure
+    incident, a leak candidate) becomes the burst: one situation, one incident."""
+    flow_rise, pressure_drop = state.flow_rise, state.pressure_drop
+    raised = a.state != "cleared"
+    if itype is IncidentType.WATER_LEAK and raised and "drift_down" not in a.detector:
+        flow_rise = a.ts
+        if pressure_drop is not None and abs(a.ts - pressure_drop) <= BURST_WINDOW:
+            itype = IncidentType.PIPE_BURST
+    if itype is IncidentType.LOW_PRESSURE and raised:
+        pressure_drop = a.ts
+        if flow_rise is not None and abs(a.ts - flow_rise) <= BURST_WINDOW:
+            itype = IncidentType.PIPE_BURST
+    state = replace(state, flow_rise=flow_rise, pressure_drop=pressure_drop)
+    if itype is not IncidentType.PIPE_BURST or IncidentType.PIPE_BURST in state.open:
+        return state, itype
+    parts = [p for p in (state.open.get(t) for t in _BURST_PARTS) if p is not None]
+    if not parts:
+        return state, itype
+    members = {k: v for p in parts for k, v in p.members.items()}
+    incidents = [p.incident for p in parts if p.incident is not None]
+    merged = None
+    if incidents:
+        kept, *others = incidents
+        merged = kept.model_copy(
+            update={
+                "type": IncidentType.PIPE_BURST,
+                "revision": kept.revision + 1,
+                "title": kept.title.replace(kept.type.value.replace("_", " "), "pipe burst"),
+                "anomaly_ids": tuple(sorted(set(kept.anomaly_ids) | set(members))),
+                "updated_at": a.ts,
+            }
+        )
+        published.append(merged)
+        for other in others:  # folded into the burst
+            published.append(
+                other.model_copy(
+                    update={
+                        "revision": other.revision + 1,
+                        "status": "cleared",
+                        "updated_at": a.ts,
+                        "cleared_at": a.ts,
+                    }
+                )
+            )
+    rest = {t: o for t, o in state.open.items() if t not in _BURST_PARTS}
+    return replace(state, open={**rest, IncidentType.PIPE_BURST: Open(merged, members)}), itype
+
+
+_BURST_PARTS = (IncidentType.LOW_PRESSURE, IncidentType.WATER_LEAK)
 
 
 def _confirmed(
-    itype: IncidentType, active: dict[str, tuple[str, Severity, datetime, bool]], now: datetime
+    itype: IncidentType,
+    active: dict[str, tuple[str, Severity, datetime, bool]],
+    roles: Mapping[str, str],
+    now: datetime,
 ) -> bool:
     oldest = min(t for _w, _s, t, _a in active.values())
     if itype is IncidentType.WATER_LEAK:
         # An inflow rise alone is a leak only once it lasts; with a pressure drop it is
         # a burst (see fold).
         return now - oldest >= LEAK_PERSISTENCE
+    kinds = {roles.get(k, "sensor") for k in active}
+    if itype is IncidentType.WATERLOGGING:
+        # Ponding agrees with rainfall in the cell, or a camera sees it; a depth gauge
+        # alone (a blocked gully, a wave from a passing bus) must last.
+        return bool(kinds & {"rain", "camera"}) or now - oldest >= WATERLOGGING_PERSISTENCE
+    if itype is IncidentType.HEATING_LEAK:
+        # Water lost from the network shows as make-up water; a pressure or temperature
+        # excursion alone is a leak only once it lasts.
+        return "makeup" in kinds or now - oldest >= HEATING_PERSISTENCE
     if itype is not IncidentType.GAS_LEAK:
         return True
     devices = {who for who, _s, _t, _a in active.values()}

@@ -9,6 +9,7 @@ from pathlib import Path
 import shapely
 
 from geo.layers import write_layer
+from simulators.city import OWNER as NETWORK_OWNER
 from simulators.city import CityLayers, build_city
 
 DEMO_CITY = "320100"
@@ -42,7 +43,23 @@ def write_demo_city(
     write_layer(layers.pipes, files.pipes)
     write_layer(layers.point_assets, files.assets)
     write_layer(layers.pois, files.pois)
-    rows: list[tuple[str, str, float, float, str, str]] = []
+    rows = demo_devices(layers, code)
+    with files.devices.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["device_id", "kind", "lon", "lat", "asset_id", "owner_dept"])
+        writer.writerows(rows)
+    return DemoFiles(files.grid, files.pipes, files.assets, files.pois, files.devices, len(rows))
+
+
+#: device id, kind, lon, lat, asset id, owner department
+DeviceRow = tuple[str, str, float, float, str, str]
+
+
+def demo_devices(layers: CityLayers, code: str = DEMO_CITY) -> list[DeviceRow]:
+    """The demo city's sensors and cameras: one per point asset (and drain levels in every
+    other manhole), sensors along the water, gas, drainage and heating mains, cameras over
+    the grid."""
+    rows: list[DeviceRow] = []
     for _, asset in layers.point_assets.iterrows():
         pt = shapely.point_on_surface(asset.geometry)
         kind = {
@@ -62,26 +79,43 @@ def write_demo_city(
                 asset["owner_dept"],
             )
         )
-    for network, kind in (("water", "water_pressure"), ("gas", "gas_pressure")):
+        if asset["kind"] == "manhole" and int(asset["asset_id"][3:]) % 2 == 0:
+            rows.append(
+                (
+                    f"dra-{asset['asset_id']}",
+                    "drain_level",
+                    pt.x,
+                    pt.y,
+                    asset["asset_id"],
+                    NETWORK_OWNER["drainage"],
+                )
+            )
+    # Along the mains, every 40th pipe segment: (prefix, kind, on the pipe as its asset).
+    # A water district inlet has pressure and flow; a low road point has a ponding gauge
+    # with a rain gauge beside it; a heating substation reports all its metrics.
+    along = {
+        "water": (("wat", "water_pressure", True), ("wfl", "water_flow", True)),
+        "gas": (("gas", "gas_pressure", True),),
+        "drainage": (("rpd", "road_ponding", True), ("rng", "rain_gauge", False)),
+        "heating": (("hea", "heat_network", True),),
+    }
+    for network, kinds in along.items():
         pipes = layers.pipes[layers.pipes["network"] == network].iloc[::40]
         for _, pipe in pipes.iterrows():
             pt = pipe.geometry.interpolate(0.5, normalized=True)
-            rows.append(
-                (
-                    f"{kind[:3]}-{pipe['asset_id']}",
-                    kind,
-                    pt.x,
-                    pt.y,
-                    pipe["asset_id"],
-                    pipe["owner_dept"],
+            for prefix, kind, on_pipe in kinds:
+                rows.append(
+                    (
+                        f"{prefix}-{pipe['asset_id']}",
+                        kind,
+                        pt.x,
+                        pt.y,
+                        pipe["asset_id"] if on_pipe else "",
+                        pipe["owner_dept"],
+                    )
                 )
-            )
     cameras = layers.grid.iloc[:: max(1, len(layers.grid) // 12)]
     for i, (_, cell) in enumerate(cameras.iterrows()):
         pt = cell.geometry.representative_point()
         rows.append((f"{code[:6]}00081320{i + 1:06d}", "camera", pt.x, pt.y, "", "city management"))
-    with files.devices.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["device_id", "kind", "lon", "lat", "asset_id", "owner_dept"])
-        writer.writerows(rows)
-    return DemoFiles(files.grid, files.pipes, files.assets, files.pois, files.devices, len(rows))
+    return rows

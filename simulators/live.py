@@ -10,8 +10,8 @@ glitches (sewer biogas in a gas well) that must not become incidents.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -72,13 +72,15 @@ class Scenario:
     type: IncidentType
     start: datetime
     end: datetime
-    #: device id → (metric, value during the scenario), or (metric, None) for offline
-    effects: dict[str, tuple[str, float | None]]
+    #: device id → {metric: value during the scenario, or None: the device is offline}
+    effects: dict[str, dict[str, float | None]]
     cells: tuple[str, ...]
     assets: tuple[str, ...]
     severity: str
     camera_event: tuple[str, str, int] | None = None  # (camera id, event type, priority)
     name: str = ""
+    #: device id → how long after the start its effect begins (rain before ponding)
+    onset: dict[str, timedelta] = field(default_factory=dict)
 
     def truth(self) -> dict[str, Any]:
         return {
@@ -115,8 +117,8 @@ class Simulation:
             overrides: dict[str, float | None] = {}
             for s in active:
                 effect = s.effects.get(dev.device_id)
-                if effect is not None:
-                    overrides[effect[0]] = effect[1]
+                if effect is not None and t >= s.start + s.onset.get(dev.device_id, _NOW):
+                    overrides.update(effect)
             if None in overrides.values():
                 continue  # the device is offline
             values = {}
@@ -146,6 +148,12 @@ class Simulation:
         ]
 
 
+_NOW = timedelta(0)
+#: scenarios on series watched by the adaptive baseline, which needs 30 readings of
+#: warm-up in a freshly simulated city: they are played last
+_NEED_BASELINE = ("pipe_burst", "heating_leak", "bridge_overload")
+
+
 def unit_of(metric: str) -> str:
     return str(METRIC_UNITS[metric])
 
@@ -154,6 +162,9 @@ def unit_of(metric: str) -> str:
 
 SCENARIOS = (
     "gas_leak",
+    "pipe_burst",
+    "rainstorm_waterlogging",
+    "heating_leak",
     "underpass_flooding",
     "manhole_cover",
     "tunnel_gas",
@@ -162,6 +173,10 @@ SCENARIOS = (
     "missing_cover",
     "device_offline",
 )
+
+
+def _at_underpass(device: SimDevice) -> bool:
+    return (device.asset_id or "").upper().startswith("UP")
 
 
 def _by_kind(devices: Iterable[SimDevice], kind: str) -> list[SimDevice]:
@@ -177,18 +192,23 @@ def plan(
 ) -> list[Scenario]:
     """Scenarios of the named kinds, spread over the window, each on its own devices and
     grid cells so that every one is a separate incident. Scenarios on series without
-    fixed limits (bridges: adaptive baseline, 30 readings of warm-up) come last."""
+    fixed limits (adaptive baseline, 30 readings of warm-up) come last."""
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
-    names = sorted(names, key=lambda n: n == "bridge_overload")
+    names = sorted(names, key=lambda n: n in _NEED_BASELINE)
     used_cells: set[str] = set()
     out: list[Scenario] = []
     slot = duration / (len(names) + 1)
     length = min(timedelta(minutes=15), slot * 2)
 
-    def pick(kind: str, n: int = 1, same_cell: bool = False) -> list[SimDevice]:
-        pool = [d for d in _by_kind(devices, kind) if d.grid_code not in used_cells]
+    def pick(
+        kind: str,
+        n: int = 1,
+        same_cell: bool = False,
+        where: Callable[[SimDevice], bool] = lambda _d: True,
+    ) -> list[SimDevice]:
+        pool = [d for d in _by_kind(devices, kind) if d.grid_code not in used_cells and where(d)]
         if same_cell:
             cells: dict[str, list[SimDevice]] = {}
             for d in pool:
@@ -205,23 +225,70 @@ def plan(
         used_cells.update(d.grid_code or "" for d in chosen)
         return chosen
 
+    def pick_together(
+        *kinds: str, where: Callable[[SimDevice], bool] = lambda _d: True
+    ) -> list[SimDevice]:
+        """One device of each kind, all in one grid cell not used yet."""
+        cells: dict[str, dict[str, SimDevice]] = {}
+        for kind in kinds:
+            for d in _by_kind(devices, kind):
+                if d.grid_code not in used_cells and where(d):
+                    cells.setdefault(d.grid_code or "", {}).setdefault(kind, d)
+        groups = sorted(c for c, found in cells.items() if len(found) == len(kinds))
+        if not groups:
+            raise ValueError(f"no grid cell has {' and '.join(kinds)} for this scenario")
+        cell = groups[int(rng.integers(len(groups)))]
+        used_cells.add(cell)
+        return [cells[cell][k] for k in kinds]
+
     for i, name in enumerate(names):
         t0 = (start + slot * (i + 0.5)).replace(microsecond=0)
         t1 = t0 + length
         if name == "gas_leak":
             wells = pick("gas_well", 2, same_cell=True)
-            effects: dict[str, tuple[str, float | None]] = {
-                w.device_id: ("ch4", 30.0 + 4 * j) for j, w in enumerate(wells)
+            effects: dict[str, dict[str, float | None]] = {
+                w.device_id: {"ch4": 30.0 + 4 * j} for j, w in enumerate(wells)
             }
             out.append(_scenario(IncidentType.GAS_LEAK, t0, t1, effects, wells, "orange", name))
+        elif name == "pipe_burst":
+            # The district inlet: pressure falls by half as the inflow doubles.
+            gauge, meter = pick_together("water_pressure", "water_flow")
+            effects = {gauge.device_id: {"pressure": 0.16}, meter.device_id: {"flow": 240.0}}
+            out.append(
+                _scenario(IncidentType.PIPE_BURST, t0, t1, effects, [gauge, meter], "orange", name)
+            )
+        elif name == "heating_leak":
+            # Make-up water ten times the usual while the pressure falls.
+            (station,) = pick("heat_network")
+            effects = {station.device_id: {"makeup_flow": 10.0, "pressure": 0.45}}
+            out.append(
+                _scenario(IncidentType.HEATING_LEAK, t0, t1, effects, [station], "orange", name)
+            )
+        elif name == "rainstorm_waterlogging":
+            # A cloudburst (3 mm a minute, 180 mm/h); the low point floods once some 50 mm
+            # have fallen (an orange rainstorm signal: 50 mm within 3 h).
+            gauge, ponding = pick_together(
+                "rain_gauge", "road_ponding", where=lambda d: not _at_underpass(d)
+            )
+            effects = {gauge.device_id: {"rainfall": 3.0}, ponding.device_id: {"depth": 28.0}}
+            scenario = _scenario(
+                IncidentType.WATERLOGGING,
+                t0,
+                t0 + max(length, timedelta(minutes=30)),
+                effects,
+                [gauge, ponding],
+                "orange",
+                name,
+            )
+            out.append(replace(scenario, onset={ponding.device_id: timedelta(minutes=17)}))
         elif name == "underpass_flooding":
-            (dev,) = pick("road_ponding")
+            (dev,) = pick("road_ponding", where=_at_underpass)
             out.append(
                 _scenario(
                     IncidentType.UNDERPASS_FLOODING,
                     t0,
                     t1,
-                    {dev.device_id: ("depth", 32.0)},
+                    {dev.device_id: {"depth": 32.0}},
                     [dev],
                     "orange",
                     name,
@@ -234,7 +301,7 @@ def plan(
                     IncidentType.MANHOLE_COVER,
                     t0,
                     t1,
-                    {dev.device_id: ("tilt", 14.0)},
+                    {dev.device_id: {"tilt": 14.0}},
                     [dev],
                     "orange",
                     name,
@@ -247,7 +314,7 @@ def plan(
                     IncidentType.TUNNEL_HAZARD,
                     t0,
                     t1,
-                    {dev.device_id: ("h2s", 14.0)},
+                    {dev.device_id: {"h2s": 14.0}},
                     [dev],
                     "orange",
                     name,
@@ -260,7 +327,7 @@ def plan(
                     IncidentType.BRIDGE_OVERLOAD,
                     t0,
                     t1,
-                    {dev.device_id: ("deflection", 60.0)},
+                    {dev.device_id: {"deflection": 60.0}},
                     [dev],
                     "orange",
                     name,
@@ -291,7 +358,7 @@ def plan(
                     IncidentType.DEVICE_OFFLINE,
                     t0,
                     t1 + length,
-                    {dev.device_id: (metric, None)},
+                    {dev.device_id: {metric: None}},
                     [dev],
                     "blue",
                     name,
@@ -304,7 +371,7 @@ def _scenario(
     itype: IncidentType,
     t0: datetime,
     t1: datetime,
-    effects: dict[str, tuple[str, float | None]],
+    effects: dict[str, dict[str, float | None]],
     devices: Sequence[SimDevice],
     severity: str,
     name: str,

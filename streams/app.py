@@ -33,8 +33,7 @@ from lifeline.errors import RecordError
 from lifeline.incidents import PlaceState
 from lifeline.incidents import fold as correlate_fold
 from lifeline.records import Anomaly, VideoEvent
-from lifeline.vocabulary import Severity
-from streams.detection import DetectionFold, SeriesState, offline_anomaly
+from streams.detection import DetectionFold, SeriesState, offline_anomaly, video_anomaly
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,6 @@ INCIDENTS = Counter("cityops_correlate_incidents_total", "Incident records emitt
 
 
 Emit = Callable[[str, bytes, bytes], Awaitable[Any]]
-
-_PRIORITY = {1: Severity.RED, 2: Severity.ORANGE, 3: Severity.YELLOW, 4: Severity.BLUE}
 
 
 @dataclass(frozen=True)
@@ -238,25 +235,7 @@ def create_app(
             if camera is None:
                 UNKNOWN.inc()  # a camera of a city this worker does not serve
                 continue
-            await publish_anomaly(
-                Anomaly(
-                    anomaly_id=f"{event.city}:{event.camera_id}:{event.event_type.value}:"
-                    f"{int(event.ts.timestamp())}",
-                    city=event.city,
-                    kind=f"video_{event.event_type.value}",
-                    state="raised",
-                    camera_id=event.camera_id,
-                    asset_id=camera.asset_id,
-                    grid_cell=camera.grid_code,
-                    lon=event.lon,
-                    lat=event.lat,
-                    ts=event.ts,
-                    detector="video",
-                    severity=_PRIORITY[event.priority],
-                    score=event.confidence,
-                    message=event.description or event.event_type.value,
-                )
-            )
+            await publish_anomaly(video_anomaly(event, camera))
 
     @app.agent(anomalies)
     async def correlate(stream: Any) -> None:

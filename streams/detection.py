@@ -16,7 +16,7 @@ from lifeline.detect.detectors import severity_of
 from lifeline.detect.rules import RuleBook
 from lifeline.detect.series import SeriesDetector
 from lifeline.devices import Device
-from lifeline.records import Anomaly, Evidence
+from lifeline.records import Anomaly, Evidence, VideoEvent
 from lifeline.vocabulary import Severity
 
 
@@ -135,6 +135,31 @@ def offline_anomaly(
             if state == "raised"
             else f"{device.kind} {device.device_id} reporting again since {now.isoformat()}"
         ),
+    )
+
+
+_PRIORITY = {1: Severity.RED, 2: Severity.ORANGE, 3: Severity.YELLOW, 4: Severity.BLUE}
+
+
+def video_anomaly(event: VideoEvent, camera: Device) -> Anomaly:
+    """A camera's video-analytics event as an anomaly of the camera's place (GB/T 28181
+    alarm priority 1-4 as severity red-blue)."""
+    return Anomaly(
+        anomaly_id=f"{event.city}:{event.camera_id}:{event.event_type.value}:"
+        f"{int(event.ts.timestamp())}",
+        city=event.city,
+        kind=f"video_{event.event_type.value}",
+        state="raised",
+        camera_id=event.camera_id,
+        asset_id=camera.asset_id,
+        grid_cell=camera.grid_code,
+        lon=event.lon,
+        lat=event.lat,
+        ts=event.ts,
+        detector="video",
+        severity=_PRIORITY[event.priority],
+        score=event.confidence,
+        message=event.description or event.event_type.value,
     )
 
 

@@ -388,6 +388,58 @@ class Baseline:
         return new, (_score(rank, closeness), rank, flags)
 
 
+# -- accumulation over time windows (rainfall) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Amount:
+    window_s: float
+    amount: float
+    severity: Severity
+
+
+@dataclass(frozen=True)
+class Accumulation:
+    """The sum of the readings over trailing windows against amounts, e.g. the CMA
+    rainstorm signals (50 mm in 12 h blue … 100 mm in 3 h red) on a rain gauge that
+    reports the rain of each interval. Kept in ``bucket_s`` buckets, so a window's edge
+    is exact to a bucket; a signal lifts when its window no longer holds the amount."""
+
+    amounts: tuple[Amount, ...]
+    bucket_s: float = 300.0
+    name: str = "accumulation"
+
+    def init(self) -> tuple[tuple[float, float], ...]:
+        return ()
+
+    def run(
+        self, state: tuple[tuple[float, float], ...], ts: F64, v: F64
+    ) -> tuple[tuple[tuple[float, float], ...], Out]:
+        n = v.size
+        score, rank = np.zeros(n), np.zeros(n, np.int8)
+        for i in range(n):
+            state, (score[i], rank[i], _flags) = self.step(state, float(ts[i]), float(v[i]))
+        return state, Out(score, rank, {self.name: rank > 0})
+
+    def step(
+        self, state: tuple[tuple[float, float], ...], t: float, x: float
+    ) -> tuple[tuple[tuple[float, float], ...], Step]:
+        bucket = (t // self.bucket_s) * self.bucket_s
+        horizon = max(a.window_s for a in self.amounts)
+        kept = [(b, s) for b, s in state if b > bucket - horizon]
+        if kept and kept[-1][0] == bucket:
+            kept[-1] = (bucket, kept[-1][1] + x)
+        else:
+            kept.append((bucket, x))
+        rank, closeness = 0, 0.0
+        for a in self.amounts:
+            total = sum(s for b, s in kept if b > bucket - a.window_s)
+            closeness = max(closeness, total / a.amount)
+            if total >= a.amount:
+                rank = max(rank, rank_of(a.severity))
+        return tuple(kept), (_score(rank, closeness), rank, ((self.name, rank > 0),))
+
+
 # -- sensor faults (QARTOD-style) ---------------------------------------------------------
 
 
@@ -457,4 +509,4 @@ class Faults:
         return FaultState(SeriesTail(t, x), run), (score, rank, flags)
 
 
-Detector = Levels | Rate | Sustained | Baseline | Faults
+Detector = Levels | Rate | Sustained | Baseline | Accumulation | Faults

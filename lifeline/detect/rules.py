@@ -6,8 +6,8 @@ Defaults (LIFELINE.md): CH4 levels per GB/T 50493-2019 (warn 10, level-1 25, lev
 40 °C); water network-end pressure 0.14 MPa (CJJ 58/CJJ 92); gas pressure class bands
 (GB 50028, medium B by default); road ponding 15 cm lane / 25 cm underpass closure
 (Shanghai practice); manhole-cover tilt 5-10 degrees (vendor practice); rainstorm signals
-(CMA: 50 mm/3 h orange, 100 mm/3 h red). Signals without fixed limits use the adaptive
-baseline.
+on the rain accumulated at a gauge (CMA: 50 mm in 12/6/3 h blue/yellow/orange, 100 mm in
+3 h red). Signals without fixed limits use the adaptive baseline.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lifeline.detect.detectors import (
+    Accumulation,
+    Amount,
     Baseline,
     Detector,
     Faults,
@@ -30,6 +32,7 @@ from lifeline.errors import LifelineError
 from lifeline.vocabulary import KIND_METRICS, PHYSICAL_RANGE, SensorKind, Severity
 
 BLU, YEL, ORG, RED = Severity.BLUE, Severity.YELLOW, Severity.ORANGE, Severity.RED
+HOUR = 3600.0
 
 
 def _faults(metric: str, **kw: Any) -> Faults:
@@ -91,7 +94,18 @@ DEFAULTS: dict[tuple[str, str], tuple[Detector, ...]] = {
         _faults("depth"),
     ),
     ("drain_level", "level"): (Baseline(severity=YEL), _faults("level")),
-    ("rain_gauge", "rainfall"): (_faults("rainfall"),),
+    ("rain_gauge", "rainfall"): (
+        Accumulation(
+            (
+                Amount(12 * HOUR, 50, BLU),
+                Amount(6 * HOUR, 50, YEL),
+                Amount(3 * HOUR, 50, ORG),
+                Amount(3 * HOUR, 100, RED),
+            ),
+            name="rainstorm",
+        ),
+        _faults("rainfall"),
+    ),
     ("manhole_cover", "tilt"): (_levels((5, YEL), (10, ORG), hysteresis=1), _faults("tilt")),
     ("bridge_strain", "strain"): (Baseline(daily=True, severity=ORG), _faults("strain")),
     ("bridge_strain", "temperature"): (_faults("temperature"),),
@@ -100,7 +114,12 @@ DEFAULTS: dict[tuple[str, str], tuple[Detector, ...]] = {
         _faults("deflection"),
     ),
     ("bridge_vibration", "accel_rms"): (Baseline(severity=ORG), _faults("accel_rms")),
-    ("heat_network", "makeup_flow"): (Baseline(severity=ORG), _faults("makeup_flow")),
+    # Make-up water over 2 % of the circulating flow (CJJ 34 practice; 300 m3/h → 6 m3/h
+    # by default, per station in a rules file).
+    ("heat_network", "makeup_flow"): (
+        _levels((6, ORG), hysteresis=1),
+        _faults("makeup_flow"),
+    ),
     ("heat_network", "pressure"): (
         Baseline(severity=YEL),
         Rate(0.0005, ORG, "fall"),

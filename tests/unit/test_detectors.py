@@ -283,3 +283,17 @@ def _close(a: object, b: object) -> bool:
     if hasattr(a, "__dataclass_fields__") and type(a) is type(b):
         return all(_close(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
     return a == b
+
+
+def test_rainstorm_signals_from_the_rain_accumulated_at_a_gauge() -> None:
+    rain = SeriesDetector(DEFAULTS[("rain_gauge", "rainfall")])
+    # A cloudburst of 4.5 mm a minute for 25 minutes, then dry for four hours.
+    v = np.array([4.5] * 25 + [0.0] * 240)
+    _, out = rain.run(rain.init(), minutes(v.size) + 1.7e9 // 3600 * 3600, v)
+    ranks = out.rank.tolist()
+    first_orange = ranks.index(3)  # 50 mm within 3 h
+    assert 10 <= first_orange <= 12
+    assert ranks.index(4) == 22  # 100 mm within 3 h: red
+    assert out.row_flags(first_orange) == ["rainstorm"]
+    # Three hours on, the 3 h window is dry again: the 6 h and 12 h signals remain.
+    assert ranks[-1] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from lifeline.incidents import PlaceState, fold
@@ -29,7 +30,7 @@ def anomaly(
         city="320100",
         kind=kind or f"{metric}_{detector}",
         state=state,
-        device_id=None if camera else device,  # type: ignore[arg-type]
+        device_id=None if camera else device,
         camera_id=camera,
         asset_id=asset,
         grid_cell=CELL,
@@ -44,7 +45,7 @@ def anomaly(
     )
 
 
-def run(events: list[tuple[Anomaly, str | None]]) -> list[Incident]:
+def run(events: Sequence[tuple[Anomaly, str | None]]) -> list[Incident]:
     state, out = PlaceState(), []
     for a, kind in events:
         state, published = fold(state, a, kind)
@@ -118,19 +119,28 @@ def test_camera_ponding_joins_the_depth_sensors_waterlogging_incident() -> None:
             ),
         ]
     )
-    assert [i.type for i in out] == [IncidentType.WATERLOGGING, IncidentType.WATERLOGGING]
-    assert out[0].incident_id == out[1].incident_id
-    assert out[1].revision == 2
-    assert len(out[1].anomaly_ids) == 2
+    # The camera confirms the gauge: one incident, both as evidence.
+    assert [(i.type, i.revision, len(i.anomaly_ids)) for i in out] == [
+        (IncidentType.WATERLOGGING, 1, 2)
+    ]
 
 
 def test_one_incident_per_situation_updated_escalated_then_cleared() -> None:
     out = run(
         [
-            (anomaly("rp-1", "depth", Severity.YELLOW, 0), "road_ponding"),
-            (anomaly("rp-1", "depth", Severity.YELLOW, 1, state="updated"), "road_ponding"),
-            (anomaly("rp-1", "depth", Severity.ORANGE, 2, state="updated"), "road_ponding"),
-            (anomaly("rp-1", "depth", Severity.ORANGE, 9, state="cleared"), "road_ponding"),
+            (anomaly("rp-1", "depth", Severity.YELLOW, 0, asset="UP-1"), "road_ponding"),
+            (
+                anomaly("rp-1", "depth", Severity.YELLOW, 1, state="updated", asset="UP-1"),
+                "road_ponding",
+            ),
+            (
+                anomaly("rp-1", "depth", Severity.ORANGE, 2, state="updated", asset="UP-1"),
+                "road_ponding",
+            ),
+            (
+                anomaly("rp-1", "depth", Severity.ORANGE, 9, state="cleared", asset="UP-1"),
+                "road_ponding",
+            ),
         ]
     )
     assert [(i.revision, i.severity.value, i.status) for i in out] == [
@@ -158,3 +168,88 @@ def test_wells_off_the_grid_that_alarm_together_are_separate_incidents() -> None
     assert len({i.incident_id for i in incidents}) == 2
     assert "gw-a" in incidents[0].incident_id
     assert incidents[0].title == "gas leak at gw-a"
+
+
+def rain(minute: int, state: str = "raised") -> Anomaly:
+    return anomaly("rg-1", "rainfall", Severity.ORANGE, minute, state, "level_orange")
+
+
+def depth(minute: int, state: str = "raised") -> Anomaly:
+    return anomaly("rp-1", "depth", Severity.ORANGE, minute, state, "level_orange")
+
+
+def test_ponding_with_a_rainstorm_in_the_cell_is_waterlogging_at_once() -> None:
+    out = run(
+        [
+            (rain(0), "rain_gauge"),
+            (depth(3), "road_ponding"),
+            (rain(20, "cleared"), "rain_gauge"),  # the rain stops; the water stays
+            (depth(30, "cleared"), "road_ponding"),
+        ]
+    )
+    assert [(i.type, i.status, len(i.anomaly_ids)) for i in out] == [
+        (IncidentType.WATERLOGGING, "open", 2),
+        (IncidentType.WATERLOGGING, "cleared", 2),
+    ]
+    assert out[0].started_at == T0  # from the rain's onset
+    assert out[1].cleared_at == T0 + timedelta(minutes=30)
+
+
+def test_rain_alone_is_not_waterlogging_and_a_lone_gauge_must_last() -> None:
+    assert run([(rain(0), "rain_gauge"), (rain(40, "cleared"), "rain_gauge")]) == []
+    lone = run(
+        [
+            (depth(0), "road_ponding"),
+            (depth(5, "updated"), "road_ponding"),
+            (depth(11, "updated"), "road_ponding"),
+        ]
+    )
+    assert [(i.type, i.updated_at) for i in lone] == [
+        (IncidentType.WATERLOGGING, T0 + timedelta(minutes=11))
+    ]
+
+
+def test_a_low_pressure_incident_becomes_the_burst_when_the_inflow_rises() -> None:
+    out = run(
+        [
+            (
+                anomaly("wp-1", "pressure", Severity.ORANGE, 0, detector="baseline"),
+                "water_pressure",
+            ),
+            (anomaly("fl-1", "flow", Severity.YELLOW, 0, detector="baseline"), "water_flow"),
+            (
+                anomaly("wp-1", "pressure", Severity.ORANGE, 9, "cleared", "recovered"),
+                "water_pressure",
+            ),
+            (anomaly("fl-1", "flow", Severity.YELLOW, 9, "cleared", "recovered"), "water_flow"),
+        ]
+    )
+    assert [(i.type, i.revision, i.status) for i in out] == [
+        (IncidentType.LOW_PRESSURE, 1, "open"),
+        (IncidentType.PIPE_BURST, 2, "open"),
+        (IncidentType.PIPE_BURST, 3, "open"),
+        (IncidentType.PIPE_BURST, 4, "cleared"),
+    ]
+    assert len({i.incident_id for i in out}) == 1
+    assert len(out[-1].anomaly_ids) == 2
+
+
+def test_an_inflow_rise_then_a_pressure_drop_is_one_burst_and_no_leak() -> None:
+    out = run(
+        [
+            (anomaly("fl-1", "flow", Severity.YELLOW, 0, detector="baseline"), "water_flow"),
+            (
+                anomaly("wp-1", "pressure", Severity.ORANGE, 2, detector="baseline"),
+                "water_pressure",
+            ),
+            (anomaly("fl-1", "flow", Severity.YELLOW, 45, "cleared", "recovered"), "water_flow"),
+            (
+                anomaly("wp-1", "pressure", Severity.ORANGE, 46, "cleared", "recovered"),
+                "water_pressure",
+            ),
+        ]
+    )
+    assert {i.type for i in out} == {IncidentType.PIPE_BURST}
+    assert len({i.incident_id for i in out}) == 1
+    assert out[0].severity is Severity.ORANGE
+    assert out[-1].status == "cleared"
