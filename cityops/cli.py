@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from cityops import __version__
 from cityops.errors import CityOpsError, ConfigError
 from cityops.settings import Settings, fresh_env_lines, get_settings
+from simulators.names import SCENARIOS as SIM_SCENARIOS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -762,9 +763,8 @@ def _duration(text: str) -> Any:
 @click.option("--interval-s", type=float, default=60.0, help="Reporting interval of the sensors.")
 @click.option(
     "--scenarios",
-    default="gas_leak,underpass_flooding,manhole_cover,tunnel_gas,bridge_overload,smoke_fire,missing_cover",
-    help="Comma-separated scenarios to inject: gas_leak, underpass_flooding, manhole_cover, "
-    "tunnel_gas, bridge_overload, smoke_fire, missing_cover, device_offline; '' for none.",
+    default=",".join(n for n in SIM_SCENARIOS if n != "device_offline"),
+    help="Comma-separated scenarios to inject: " + ", ".join(SIM_SCENARIOS) + "; '' for none.",
 )
 @click.option(
     "--truth",

@@ -32,7 +32,7 @@ SERVICES = (
     PlatformService("sink", ("sink",)),
     PlatformService("worker", ("worker",)),
     PlatformService("api", ("api", "serve")),
-    # The demo city's devices, each with its own credentials: the last half hour played
+    # The demo city's devices, each with its own credentials: the last hour played
     # at 60x (incidents within a minute), then real time with a scenario now and then.
     PlatformService(
         "simulator",
@@ -43,7 +43,7 @@ SERVICES = (
             "--credentials",
             "{demo}/credentials-320100.csv",
             "--duration",
-            "30m",
+            "60m",
             "--speed",
             "60",
             "--follow",

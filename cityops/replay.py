@@ -163,17 +163,14 @@ def replay(
     try:
         for m in tqdm(messages, desc=f"replay x{speed:g}", unit="msg", disable=not show_progress):
             due = wall0 + (m.ts - first).total_seconds() / speed
-            if stop.wait(max(0.0, due - time.monotonic())):
+            if pubs.idle(due - time.monotonic(), stop):
                 break
-            client = pubs.clients[m.device_id]
             topic = m.topic or pubs.creds[m.device_id].topic
-            infos.append(client.publish(topic, m.payload, qos=1))
+            infos.append(pubs.publish_to(m.device_id, topic, m.payload))
             if len(infos) >= 1000:
-                for info in infos:
-                    info.wait_for_publish(timeout=30)
+                pubs.wait(infos)
                 infos.clear()
-        for info in infos:
-            info.wait_for_publish(timeout=30)
+        pubs.wait(infos)
     finally:
         pubs.close()
     return {"messages": len(messages), "span_s": span.total_seconds(), "speed": speed}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lifeline.vocabulary import KIND_METRICS, METRIC_UNITS, IncidentType
+from simulators.names import SCENARIOS
 
 #: (mean, daily amplitude, noise sd, lower bound) of each metric's normal behaviour.
 NORMAL: dict[tuple[str, str], tuple[float, float, float, float]] = {
@@ -159,20 +160,6 @@ def unit_of(metric: str) -> str:
 
 
 # --- scenario building ----------------------------------------------------------------
-
-SCENARIOS = (
-    "gas_leak",
-    "pipe_burst",
-    "rainstorm_waterlogging",
-    "heating_leak",
-    "underpass_flooding",
-    "manhole_cover",
-    "tunnel_gas",
-    "bridge_overload",
-    "smoke_fire",
-    "missing_cover",
-    "device_offline",
-)
 
 
 def _at_underpass(device: SimDevice) -> bool:

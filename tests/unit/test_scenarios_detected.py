@@ -20,7 +20,8 @@ from lifeline.records import Anomaly, Incident, VideoEvent
 from lifeline.vocabulary import METRIC_UNITS
 from simulators.city import build_city
 from simulators.demo_city import demo_devices
-from simulators.live import SCENARIOS, SimDevice, Simulation, plan
+from simulators.live import SimDevice, Simulation, plan
+from simulators.names import SCENARIOS
 from simulators.score import score
 from streams.detection import DetectionFold, SeriesState, offline_anomaly, video_anomaly
 
