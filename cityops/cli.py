@@ -763,7 +763,7 @@ def _duration(text: str) -> Any:
 @click.option("--interval-s", type=float, default=60.0, help="Reporting interval of the sensors.")
 @click.option(
     "--scenarios",
-    default=",".join(n for n in SIM_SCENARIOS if n != "device_offline"),
+    default=",".join(SIM_SCENARIOS[:-2]),
     help="Comma-separated scenarios to inject: " + ", ".join(SIM_SCENARIOS) + "; '' for none.",
 )
 @click.option(

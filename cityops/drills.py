@@ -316,13 +316,20 @@ class Publisher:
         ``timeout``: a device would still hold them and send them again."""
         deadline = time.monotonic() + timeout
         for _topic, _payload, info in self.sent.values():
-            while not info.is_published() and time.monotonic() < deadline:
+            while not _acknowledged(info) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        return [i for i, (_t, _p, info) in self.sent.items() if not info.is_published()]
+        return [i for i, (_t, _p, info) in self.sent.items() if not _acknowledged(info)]
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker acknowledged a QoS 1 message. ``is_published()`` raises for a
+    message first queued while disconnected, even once it has gone out and been
+    acknowledged, so the flag it guards is read directly."""
+    return bool(getattr(info, "_published", False))
 
 
 def _until(check: Callable[[], bool], timeout: float) -> float | None:

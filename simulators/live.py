@@ -82,6 +82,8 @@ class Scenario:
     name: str = ""
     #: device id → how long after the start its effect begins (rain before ponding)
     onset: dict[str, timedelta] = field(default_factory=dict)
+    #: device id → {metric: amount added to its normal behaviour} (a leak's extra flow)
+    added: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def truth(self) -> dict[str, Any]:
         return {
@@ -116,10 +118,13 @@ class Simulation:
             if dev.is_camera or not dev.metrics:
                 continue
             overrides: dict[str, float | None] = {}
+            added: dict[str, float] = {}
             for s in active:
                 effect = s.effects.get(dev.device_id)
                 if effect is not None and t >= s.start + s.onset.get(dev.device_id, _NOW):
                     overrides.update(effect)
+                for metric, extra in s.added.get(dev.device_id, {}).items():
+                    added[metric] = added.get(metric, 0.0) + extra
             if None in overrides.values():
                 continue  # the device is offline
             values = {}
@@ -131,7 +136,7 @@ class Simulation:
                     continue
                 mean, amp, sd, low = NORMAL.get((dev.kind, metric), (0.0, 0.0, 0.0, -1e9))
                 cycle = amp * math.sin(2 * math.pi * (day - 0.25 + self._phase[dev.device_id]))
-                value = mean + cycle + float(self._rng.normal(0, sd))
+                value = mean + cycle + added.get(metric, 0.0) + float(self._rng.normal(0, sd))
                 if dev.kind == "gas_well" and self._rng.random() < self.glitch_rate:
                     value += float(self._rng.uniform(12, 20))  # one-sample biogas whiff
                 values[metric] = round(max(low, value), 4)
@@ -268,6 +273,19 @@ def plan(
                 name,
             )
             out.append(replace(scenario, onset={ponding.device_id: timedelta(minutes=17)}))
+        elif name == "background_leak":
+            # 25 m3/h lost day and night from the next midnight on: the minimum night
+            # flow of earlier nights is the reference, so it needs days of history.
+            if duration < timedelta(days=4):
+                raise ValueError("background_leak needs a window of 4 days or more")
+            (meter,) = pick("water_flow")
+            midnight = (start + max(slot * (i + 0.5), timedelta(days=2))).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            ) + timedelta(days=1)
+            leak = _scenario(
+                IncidentType.WATER_LEAK, midnight, start + duration, {}, [meter], "yellow", name
+            )
+            out.append(replace(leak, added={meter.device_id: {"flow": 25.0}}))
         elif name == "underpass_flooding":
             (dev,) = pick("road_ponding", where=_at_underpass)
             out.append(

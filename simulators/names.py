@@ -1,5 +1,6 @@
-"""The scenarios the simulator can inject (``device_offline`` last: it needs real-time
-gaps, so the follow mode never picks it)."""
+"""The scenarios the simulator can inject. ``background_leak`` (days of night flow) and
+``device_offline`` (real-time silence) come last: the follow mode never picks them, and
+the default set leaves them out."""
 
 SCENARIOS = (
     "gas_leak",
@@ -12,5 +13,6 @@ SCENARIOS = (
     "bridge_overload",
     "smoke_fire",
     "missing_cover",
+    "background_leak",
     "device_offline",
 )

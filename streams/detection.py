@@ -31,6 +31,8 @@ class SeriesState:
     gap_s: float = 0.0
     last_ts: float = 0.0
     partition: int = -1
+    #: event time the open anomaly was last reported (raised, updated or refreshed)
+    reported: float = 0.0
 
     def arrived(self, wall: float, ts: float, partition: int) -> SeriesState:
         """This state after a reading arrived at ``wall`` (event time ``ts``)."""
@@ -57,6 +59,10 @@ class SeriesState:
         if not isinstance(state, SeriesState):
             raise TypeError("not a series state")
         return state
+
+
+#: seconds of event time after which an open anomaly is reported again
+REFRESH_S = 300.0
 
 
 class DetectionFold:
@@ -98,12 +104,17 @@ class DetectionFold:
             st = SeriesState(det.init(), seen=st.seen if st else 0.0, gap_s=st.gap_s if st else 0.0)
         epoch = ts.timestamp()
         inner, (score, rank, flags) = det.step(st.detectors, epoch, value)
-        if rank == st.rank:
+        if rank == st.rank and not (rank and epoch - st.reported >= REFRESH_S):
             return replace(st, detectors=inner), None
+        # A change of rank, or an anomaly still open REFRESH_S after it was last
+        # reported: re-reported as updated, so that rules waiting for persistence (a
+        # leak, a lone gas well) see it last and incidents show its latest value.
         since = epoch if st.rank == 0 else st.since
         names = [name for name, _ in flags]
         anomaly = _anomaly(device, metric, ts, value, unit, score, names, rank, st.rank, since)
-        return replace(st, detectors=inner, rank=rank, since=since if rank else 0.0), anomaly
+        return replace(
+            st, detectors=inner, rank=rank, since=since if rank else 0.0, reported=epoch
+        ), anomaly
 
 
 def offline_anomaly(

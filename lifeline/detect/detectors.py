@@ -8,7 +8,7 @@ A row's score is in [0, 1]; 0.5 and above means the detector raises at that row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import isnan
 from typing import Any, Literal
 
@@ -440,6 +440,78 @@ class Accumulation:
         return tuple(kept), (_score(rank, closeness), rank, ((self.name, rank > 0),))
 
 
+# -- minimum night flow (background leaks) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NightFlowState:
+    night: float = float("nan")  # local day number of the night being measured
+    minimum: float = float("nan")  # its lowest flow so far
+    history: tuple[float, ...] = ()  # minimum night flow of earlier normal nights
+    streak: int = 0  # nights in a row above the usual
+    active: int = 0
+
+
+@dataclass(frozen=True)
+class NightFlow:
+    """Background leaks: the minimum night flow (MNF, lowest flow between ``start_h``
+    and ``end_h`` local time, when demand is least and leakage shows) steps up and stays
+    up. A night is judged when its window closes, against the median MNF of the last
+    ``nights`` normal nights (at least ``min_nights``): above by ``rise`` (relative) and
+    ``min_rise`` (absolute) for ``confirm`` nights raises; the first normal night
+    clears. Nights in alarm do not enter the history, so a leak never becomes the norm."""
+
+    start_h: float = 2.0
+    end_h: float = 4.0
+    utc_offset_h: float = 8.0
+    nights: int = 7
+    min_nights: int = 2
+    rise: float = 0.1
+    min_rise: float = 2.0
+    confirm: int = 1
+    severity: Severity = Severity.YELLOW
+    name: str = "night_flow"
+
+    def init(self) -> NightFlowState:
+        return NightFlowState()
+
+    def run(self, state: NightFlowState, ts: F64, v: F64) -> tuple[NightFlowState, Out]:
+        n = v.size
+        score, rank = np.zeros(n), np.zeros(n, np.int8)
+        for i in range(n):
+            state, (score[i], rank[i], _flags) = self.step(state, float(ts[i]), float(v[i]))
+        return state, Out(score, rank, {self.name: rank > 0})
+
+    def step(self, state: NightFlowState, t: float, x: float) -> tuple[NightFlowState, Step]:
+        local = t + self.utc_offset_h * 3600.0
+        day, hour = local // 86400.0, (local % 86400.0) / 3600.0
+        inside = self.start_h <= hour < self.end_h
+        closeness = 0.0
+        if not isnan(state.minimum) and (not inside or day != state.night):
+            state, closeness = self._judge(state)
+        if inside:
+            low = x if isnan(state.minimum) or day != state.night else min(state.minimum, x)
+            state = replace(state, night=day, minimum=low)
+        rank = state.active
+        return state, (_score(rank, closeness), rank, ((self.name, rank > 0),))
+
+    def _judge(self, state: NightFlowState) -> tuple[NightFlowState, float]:
+        """Close the night measured in ``state``."""
+        mnf, history = state.minimum, state.history
+        closed = replace(state, minimum=float("nan"))
+        if len(history) < self.min_nights:
+            return replace(closed, history=(*history, mnf)[-self.nights :]), 0.0
+        usual = float(np.median(history))
+        limit = max(usual * (1.0 + self.rise), usual + self.min_rise)
+        closeness = mnf / limit if limit > 0 else 0.0
+        if mnf <= limit:
+            normal = (*history, mnf)[-self.nights :]
+            return replace(closed, history=normal, streak=0, active=0), closeness
+        streak = state.streak + 1
+        active = rank_of(self.severity) if streak >= self.confirm else state.active
+        return replace(closed, streak=streak, active=active), closeness
+
+
 # -- sensor faults (QARTOD-style) ---------------------------------------------------------
 
 
@@ -509,4 +581,4 @@ class Faults:
         return FaultState(SeriesTail(t, x), run), (score, rank, flags)
 
 
-Detector = Levels | Rate | Sustained | Baseline | Accumulation | Faults
+Detector = Levels | Rate | Sustained | Baseline | Accumulation | NightFlow | Faults

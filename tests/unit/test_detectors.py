@@ -297,3 +297,27 @@ def test_rainstorm_signals_from_the_rain_accumulated_at_a_gauge() -> None:
     assert out.row_flags(first_orange) == ["rainstorm"]
     # Three hours on, the 3 h window is dry again: the 6 h and 12 h signals remain.
     assert ranks[-1] == 2
+
+
+def test_a_background_leak_shows_in_the_minimum_night_flow_and_stays() -> None:
+    """Flow every 5 minutes with a daily cycle; a 15 m3/h leak starts at noon of day 3
+    and is repaired at noon of day 6 (local time, UTC+8)."""
+    step = 300.0
+    t = 1_782_864_000.0 - 8 * 3600 + np.arange(0, 8 * 86400, step)  # local midnight
+    local_h = ((t + 8 * 3600) % 86400) / 3600
+    rng = np.random.default_rng(5)
+    flow = 120 + 40 * np.sin(2 * np.pi * (local_h - 9) / 24) + rng.normal(0, 3, t.size)
+    day = (t - t[0]) // 86400
+    leaking = (
+        ((day == 3) & (local_h >= 12)) | ((day > 3) & (day < 6)) | ((day == 6) & (local_h < 12))
+    )
+    flow = flow + np.where(leaking, 15.0, 0.0)
+    det = SeriesDetector(DEFAULTS[("water_flow", "flow")][1:2])  # the night-flow rule
+    _, out = det.run(det.init(), t, flow)
+    raised = out.rank > 0
+    first = int(np.argmax(raised))
+    assert day[first] == 4
+    assert 4 <= local_h[first] < 4.2
+    assert raised[(day == 5) & (local_h == 12)].all()  # stays raised through the day
+    assert not raised[day < 4].any()
+    assert not raised[(day == 7) & (local_h > 5)].any()  # the first normal night clears it
