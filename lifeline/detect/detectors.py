@@ -8,9 +8,10 @@ A row's score is in [0, 1]; 0.5 and above means the detector raises at that row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from math import isnan
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -388,6 +389,21 @@ class Baseline:
         return new, (_score(rank, closeness), rank, flags)
 
 
+S = TypeVar("S")
+
+
+def _stepwise(
+    step: Callable[[S, float, float], tuple[S, Step]], name: str, state: S, ts: F64, v: F64
+) -> tuple[S, Out]:
+    """``run`` for detectors whose state is not worth vectorising (few, slow series):
+    their scalar ``step`` row by row."""
+    n = v.size
+    score, rank = np.zeros(n), np.zeros(n, np.int8)
+    for i in range(n):
+        state, (score[i], rank[i], _flags) = step(state, float(ts[i]), float(v[i]))
+    return state, Out(score, rank, {name: rank > 0})
+
+
 # -- accumulation over time windows (rainfall) ---------------------------------------------
 
 
@@ -415,11 +431,7 @@ class Accumulation:
     def run(
         self, state: tuple[tuple[float, float], ...], ts: F64, v: F64
     ) -> tuple[tuple[tuple[float, float], ...], Out]:
-        n = v.size
-        score, rank = np.zeros(n), np.zeros(n, np.int8)
-        for i in range(n):
-            state, (score[i], rank[i], _flags) = self.step(state, float(ts[i]), float(v[i]))
-        return state, Out(score, rank, {self.name: rank > 0})
+        return _stepwise(self.step, self.name, state, ts, v)
 
     def step(
         self, state: tuple[tuple[float, float], ...], t: float, x: float
@@ -476,11 +488,7 @@ class NightFlow:
         return NightFlowState()
 
     def run(self, state: NightFlowState, ts: F64, v: F64) -> tuple[NightFlowState, Out]:
-        n = v.size
-        score, rank = np.zeros(n), np.zeros(n, np.int8)
-        for i in range(n):
-            state, (score[i], rank[i], _flags) = self.step(state, float(ts[i]), float(v[i]))
-        return state, Out(score, rank, {self.name: rank > 0})
+        return _stepwise(self.step, self.name, state, ts, v)
 
     def step(self, state: NightFlowState, t: float, x: float) -> tuple[NightFlowState, Step]:
         local = t + self.utc_offset_h * 3600.0
