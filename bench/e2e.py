@@ -79,7 +79,13 @@ def _run(
         }
         app_id = f"bench-e2e-{tag}"
         for svc, argv in (
-            ("ingest", ["ingest", "--metrics-port", "0", "--client-id", f"bench-e2e-{tag}"]),
+            (
+                "ingest",
+                [
+                    *("ingest", "--metrics-port", "0"),
+                    *("--client-id", f"bench-e2e-{tag}", "--end-session"),
+                ],
+            ),
             (
                 "sink",
                 [

@@ -391,7 +391,19 @@ def onboard_cmd(  # click passes options positionally
     show_envvar=True,
     help="Extra folder of vendor mapping files (*.toml).",
 )
-def ingest_cmd(bridges: int, client_id: str, metrics_port: int, vendor_dir: Path | None) -> None:
+@click.option(
+    "--end-session/--keep-session",
+    default=False,
+    envvar="CITYOPS_INGEST_END_SESSION",
+    show_envvar=True,
+    help="On exit, end the bridges' MQTT sessions, so that their share of the subscriptions "
+    "goes to the bridges that stay (scaling down, throw-away client ids). By default a "
+    "session outlives the bridge for 7 days: a restart with the same client id picks up "
+    "what arrived meanwhile.",
+)
+def ingest_cmd(
+    bridges: int, client_id: str, metrics_port: int, vendor_dir: Path | None, end_session: bool
+) -> None:
     """Run the MQTT -> Kafka bridge for every configured city."""
     from cityops.ingest import run_bridges
 
@@ -401,6 +413,7 @@ def ingest_cmd(bridges: int, client_id: str, metrics_port: int, vendor_dir: Path
         client_id=client_id,
         metrics_port=metrics_port,
         vendor_dir=vendor_dir,
+        end_session=end_session,
     )
 
 

@@ -34,6 +34,7 @@ from psycopg import sql
 
 from cityops.errors import CityOpsError
 from cityops.settings import Settings
+from cityops.simulate import acknowledged
 from cityops.stack import Stack
 from cityops.stack.common import free_port
 
@@ -66,7 +67,10 @@ class Pipeline:
     def start(self) -> None:
         tag = secrets.token_hex(3)
         self.worker_app = f"drill-worker-{tag}"
-        self.spawn("ingest", ["ingest", "--metrics-port", "0", "--client-id", f"drill-{tag}"])
+        self.spawn(
+            "ingest",
+            ["ingest", "--metrics-port", "0", "--client-id", f"drill-{tag}", "--end-session"],
+        )
         self.spawn(
             "sink",
             [
@@ -197,7 +201,9 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = base.rsplit("/", 1)[0] + "/" + name
-    city = f"3298{secrets.randbelow(90) + 10:02d}"
+    # Codes of their own (there is no province 39), four random digits: two drill runs
+    # never share a city, so neither sees the other's devices, sessions or readings.
+    city = f"39{secrets.randbelow(9000) + 1000:04d}"
     wells = [
         Device(
             city=city,
@@ -316,20 +322,13 @@ class Publisher:
         ``timeout``: a device would still hold them and send them again."""
         deadline = time.monotonic() + timeout
         for _topic, _payload, info in self.sent.values():
-            while not _acknowledged(info) and time.monotonic() < deadline:
+            while not acknowledged(info) and time.monotonic() < deadline:
                 time.sleep(0.05)
-        return [i for i, (_t, _p, info) in self.sent.items() if not _acknowledged(info)]
+        return [i for i, (_t, _p, info) in self.sent.items() if not acknowledged(info)]
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
-    """Whether the broker acknowledged a QoS 1 message. ``is_published()`` raises for a
-    message first queued while disconnected, even once it has gone out and been
-    acknowledged, so the flag it guards is read directly."""
-    return bool(getattr(info, "_published", False))
 
 
 def _until(check: Callable[[], bool], timeout: float) -> float | None:

@@ -35,29 +35,46 @@ def run_bridges(
     client_id: str,
     metrics_port: int,
     vendor_dir: Path | None,
+    end_session: bool = False,
 ) -> None:
     if bridges <= 1:
-        asyncio.run(serve(settings, f"{client_id}-1", metrics_port, vendor_dir))
+        asyncio.run(serve(settings, f"{client_id}-1", metrics_port, vendor_dir, end_session))
         return
     run_copies(
         _child,
         [
-            (settings, f"{client_id}-{i + 1}", metrics_port + i if metrics_port else 0, vendor_dir)
+            (
+                settings,
+                f"{client_id}-{i + 1}",
+                metrics_port + i if metrics_port else 0,
+                vendor_dir,
+                end_session,
+            )
             for i in range(bridges)
         ],
         "bridge",
     )
 
 
-def _child(settings: Settings, client_id: str, metrics_port: int, vendor_dir: Path | None) -> None:
+def _child(
+    settings: Settings,
+    client_id: str,
+    metrics_port: int,
+    vendor_dir: Path | None,
+    end_session: bool,
+) -> None:
     from cityops.logs import configure
 
     configure(settings.log_level)
-    asyncio.run(serve(settings, client_id, metrics_port, vendor_dir))
+    asyncio.run(serve(settings, client_id, metrics_port, vendor_dir, end_session))
 
 
 async def serve(
-    settings: Settings, client_id: str, metrics_port: int, vendor_dir: Path | None
+    settings: Settings,
+    client_id: str,
+    metrics_port: int,
+    vendor_dir: Path | None,
+    end_session: bool = False,
 ) -> None:
     from prometheus_client import start_http_server
 
@@ -97,5 +114,5 @@ async def serve(
         await bridge.run(stop)
     finally:
         stop.set()
-        await bridge.stop()
+        await bridge.stop(keep_session=not end_session)
         await watcher

@@ -56,6 +56,13 @@ def read_credentials(path: Path, city: str) -> dict[str, Credential]:
     return creds
 
 
+def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker acknowledged a QoS 1 message. ``is_published()`` raises for a
+    message first queued while disconnected, even once it has gone out and been
+    acknowledged, so the flag it guards is read directly."""
+    return bool(getattr(info, "_published", False))
+
+
 class Publishers:
     """One MQTT connection per device, with that device's own credentials, all served by
     the calling thread over one epoll selector: a city has thousands of devices, more
@@ -173,10 +180,10 @@ class Publishers:
         """Serve the connections until the broker has acknowledged ``infos`` (QoS 1), at
         most ``timeout_s``; returns how many are still unacknowledged."""
         deadline = time.monotonic() + timeout_s
-        pending = [i for i in infos if not i.is_published()]
+        pending = [i for i in infos if not acknowledged(i)]
         while pending and time.monotonic() < deadline:
             self.pump(0.01)
-            pending = [i for i in pending if not i.is_published()]
+            pending = [i for i in pending if not acknowledged(i)]
         return len(pending)
 
     def idle(self, seconds: float, stop: threading.Event) -> bool:

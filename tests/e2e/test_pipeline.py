@@ -120,7 +120,7 @@ def services(pilot: Pilot, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     started = [
         Service(
             "ingest",
-            ["ingest", "--metrics-port", "0", "--client-id", f"e2e-{tag}"],
+            ["ingest", "--metrics-port", "0", "--client-id", f"e2e-{tag}", "--end-session"],
             env,
             logs / "ingest.log",
         ),
@@ -199,7 +199,12 @@ async def test_every_scenario_becomes_exactly_one_incident(
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
             )
-            out, _ = await asyncio.wait_for(sim.communicate(), 180)
+            try:
+                out, _ = await asyncio.wait_for(sim.communicate(), 180)
+            finally:
+                if sim.returncode is None:  # timed out or cancelled: no simulator left behind
+                    sim.kill()
+                    await sim.wait()
             assert sim.returncode == 0, out.decode()[-3000:]
             truth = [json.loads(line) for line in truth_file.read_text().splitlines()]
             assert len(truth) == 10
