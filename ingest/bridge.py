@@ -123,7 +123,10 @@ class Bridge:
         client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
         client.max_inflight_messages_set(cfg.receive_maximum)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        # Retry every second, no back-off: after a broker restart the bridge must be back
+        # before the devices, since Mosquitto 2.0 routes nothing to a persisted session
+        # until its client has reconnected (what devices publish meanwhile is dropped).
+        client.reconnect_delay_set(min_delay=1, max_delay=1)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect

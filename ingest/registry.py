@@ -48,12 +48,16 @@ async def watch(
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {DEVICES_CHANNEL}")
                 await _reload(dsn, registry, cities)
+                clock = asyncio.get_running_loop().time
+                due = clock() + refresh_s
                 while not stop.is_set():
                     changed = False
-                    async for _ in conn.notifies(timeout=refresh_s, stop_after=1):
+                    # Short waits, so that a stopping service is not held up here.
+                    async for _ in conn.notifies(timeout=1.0, stop_after=1):
                         changed = True
-                    if changed or not stop.is_set():
+                    if changed or clock() >= due:
                         await _reload(dsn, registry, cities)
+                        due = clock() + refresh_s
         except psycopg.Error as exc:
             log.warning("device registry unavailable; retrying", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
