@@ -82,7 +82,8 @@ def upsert_incidents(conn: psycopg.Connection[Any], incidents: Sequence[Incident
                 cleared_at)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (incident_id) DO UPDATE SET revision = EXCLUDED.revision,
-                type = EXCLUDED.type, severity = EXCLUDED.severity, status = EXCLUDED.status, title = EXCLUDED.title,
+                type = EXCLUDED.type, severity = EXCLUDED.severity, status = EXCLUDED.status,
+                title = EXCLUDED.title,
                 anomaly_ids = EXCLUDED.anomaly_ids, asset_ids = EXCLUDED.asset_ids,
                 grid_cells = EXCLUDED.grid_cells, lon = EXCLUDED.lon, lat = EXCLUDED.lat,
                 updated_at = EXCLUDED.updated_at, cleared_at = EXCLUDED.cleared_at
