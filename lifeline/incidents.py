@@ -36,6 +36,7 @@ BURST_WINDOW = timedelta(minutes=15)
 LEAK_PERSISTENCE = timedelta(minutes=30)
 WATERLOGGING_PERSISTENCE = timedelta(minutes=10)
 HEATING_PERSISTENCE = timedelta(minutes=10)
+CLEARED_KEPT = 256
 
 _BY_METRIC_PREFIX: tuple[tuple[str, IncidentType], ...] = (
     ("tilt", IncidentType.MANHOLE_COVER),
@@ -111,6 +112,9 @@ class PlaceState:
     #: last flow-rise time and pressure-drop time, for the burst rule
     flow_rise: datetime | None = None
     pressure_drop: datetime | None = None
+    #: the latest anomalies cleared here: a record of one of them arriving again is a
+    #: replay (at-least-once delivery after a worker died), not a new situation
+    cleared: tuple[str, ...] = ()
 
 
 def fold(
@@ -119,6 +123,10 @@ def fold(
     device_kind: str | None = None,
 ) -> tuple[PlaceState, list[Incident]]:
     """Apply one anomaly; return the new state and the incident records to publish."""
+    if a.anomaly_id in state.cleared:
+        return state, []
+    if a.state == "cleared":
+        state = replace(state, cleared=(*state.cleared, a.anomaly_id)[-CLEARED_KEPT:])
     published: list[Incident] = []
     itype = next((t for t, o in state.open.items() if a.anomaly_id in o.members), None)
     if itype is None:

@@ -39,12 +39,13 @@ def upsert_anomalies(conn: psycopg.Connection[Any], anomalies: Sequence[Anomaly]
     with conn.cursor() as cur:
         cur.executemany(
             """
-            INSERT INTO anomalies (anomaly_id, city, kind, state, device_id, camera_id, asset_id,
-                grid_cell, lon, lat, ts, detector, severity, score, evidence, message)
+            INSERT INTO anomalies AS a (anomaly_id, city, kind, state, device_id, camera_id,
+                asset_id, grid_cell, lon, lat, ts, detector, severity, score, evidence, message)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (anomaly_id) DO UPDATE SET state = EXCLUDED.state,
                 severity = EXCLUDED.severity, score = EXCLUDED.score,
                 evidence = EXCLUDED.evidence, message = EXCLUDED.message, ts = EXCLUDED.ts
+            WHERE EXCLUDED.ts >= a.ts AND a.state <> 'cleared'
             """,
             [
                 (

@@ -253,3 +253,13 @@ def test_an_inflow_rise_then_a_pressure_drop_is_one_burst_and_no_leak() -> None:
     assert len({i.incident_id for i in out}) == 1
     assert out[0].severity is Severity.ORANGE
     assert out[-1].status == "cleared"
+
+
+def test_an_anomaly_replayed_after_it_cleared_opens_nothing() -> None:
+    """After a worker dies, records of an anomaly may arrive again after its clearing
+    (at-least-once): they must not open a second incident."""
+    raised = anomaly("gw-1", "ch4", Severity.ORANGE, 0, detector="level_orange")
+    refreshed = anomaly("gw-1", "ch4", Severity.ORANGE, 5, "updated", "level_orange")
+    cleared = anomaly("gw-1", "ch4", Severity.ORANGE, 9, "cleared", "recovered")
+    out = run([(a, "gas_well") for a in (raised, refreshed, cleared, refreshed, raised)])
+    assert [(i.revision, i.status) for i in out] == [(1, "open"), (2, "cleared")]
