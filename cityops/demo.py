@@ -132,7 +132,8 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     """Onboard the demo city (layers, sensors and cameras) unless it is onboarded already."""
     from cityops.cim import load_layers
     from cityops.onboard import onboard, placer_from_files
-    from simulators.demo_city import DEMO_CITY, write_demo_city
+    from simulators.city import build_city
+    from simulators.demo_city import DEMO_CITY, demo_devices, write_demo_city
     from store.devices import existing_ids
 
     folder = settings.stack_dir / "demo"
@@ -141,7 +142,8 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
         mapped = conn.execute(
             "SELECT count(*) FROM cim_features WHERE city = %s", (DEMO_CITY,)
         ).fetchone()
-    if known and mapped and mapped[0]:
+    wanted = {row[0] for row in demo_devices(build_city(county="320102", blocks=3), DEMO_CITY)}
+    if known and mapped and mapped[0] and wanted <= set(known):
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded"
     log(f"building and onboarding the demo city {DEMO_CITY}")
     files = write_demo_city(folder)
@@ -151,7 +153,7 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
         {"grid": files.grid, "pipes": files.pipes, "assets": files.assets, "pois": files.pois},
         log,
     )
-    if known:
+    if wanted <= set(known):
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded; CIM layers stored"
     placer = placer_from_files(files.grid, [files.pipes, files.assets])
     result = onboard(
@@ -161,7 +163,9 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
         crs="EPSG:4326",
         placer=placer,
         credentials_out=folder / f"credentials-{DEMO_CITY}.csv",
-        rotate=False,
+        # A demo city from an earlier version gains its new devices, and every device
+        # fresh credentials: the simulator needs them all in one file.
+        rotate=bool(known),
         show_progress=False,
     )
     return (

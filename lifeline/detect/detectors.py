@@ -8,6 +8,7 @@ A row's score is in [0, 1]; 0.5 and above means the detector raises at that row.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from math import isnan
@@ -259,6 +260,7 @@ class BaselineState:
     neg: float = 0.0
     day_mean: tuple[float, ...] = field(default_factory=lambda: (float("nan"),) * 24)
     day_count: tuple[int, ...] = field(default_factory=lambda: (0,) * 24)
+    last_ts: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -280,15 +282,40 @@ class Baseline:
     cusum_h: float = 8.0
     min_sigma: float = 1e-6
     severity: Severity = Severity.YELLOW
+    max_gap_s: float = 3600.0
     name: str = "baseline"
 
     def init(self) -> BaselineState:
         return BaselineState()
 
     def run(self, state: BaselineState, ts: F64, v: F64) -> tuple[BaselineState, Out]:
+        """Rows after a gap of more than ``max_gap_s`` start the level and spread afresh
+        (keeping the daily profile): hours of silence, an outage, say nothing of the
+        series, and the level it comes back at is not an anomaly."""
         n = v.size
         if n == 0:
             return state, Out(np.zeros(0), np.zeros(0, np.int8), {self.name: np.zeros(0, bool)})
+        gaps = np.flatnonzero(np.diff(np.concatenate([[state.last_ts], ts])) > self.max_gap_s)
+        if gaps.size == 0:
+            return self._run(state, ts, v)
+        parts = []
+        for a, b in itertools.pairwise([0, *gaps.tolist(), n]):
+            if a == b:
+                continue
+            if a in gaps:
+                state = self._restart(state)
+            state, out = self._run(state, ts[a:b], v[a:b])
+            parts.append(out)
+        joined = {k: np.concatenate([o.flags[k] for o in parts]) for k in parts[0].flags}
+        score = np.concatenate([o.score for o in parts])
+        return state, Out(score, np.concatenate([o.rank for o in parts]), joined)
+
+    @staticmethod
+    def _restart(state: BaselineState) -> BaselineState:
+        return BaselineState(day_mean=state.day_mean, day_count=state.day_count)
+
+    def _run(self, state: BaselineState, ts: F64, v: F64) -> tuple[BaselineState, Out]:
+        n = v.size
         # EWMAs start from zero and are divided by 1 - (1-alpha)^k (k terms so far), so
         # early estimates are plain averages rather than pinned to the first sample.
         keep = 1.0 - self.alpha
@@ -339,6 +366,7 @@ class Baseline:
             0.0 if neg_last >= self.cusum_h else neg_last,
             tuple(float(x) for x in day_means),
             tuple(int(x) for x in day_counts),
+            float(ts[-1]),
         )
         flags = {
             f"{self.name}": hit & spike,
@@ -348,6 +376,8 @@ class Baseline:
         return new, Out(_scores(rank, np.where(warm, closeness, 0.0)), rank, flags)
 
     def step(self, state: BaselineState, t: float, x: float) -> tuple[BaselineState, Step]:
+        if t - state.last_ts > self.max_gap_s:
+            state = self._restart(state)
         alpha, keep, h = self.alpha, 1.0 - self.alpha, self.cusum_h
         count = state.count
         m0 = state.mean if not isnan(state.mean) else 0.0
@@ -384,6 +414,7 @@ class Baseline:
             0.0 if neg >= h else neg,
             day_mean,
             day_count,
+            t,
         )
         flags = ((self.name, hit and spike), ("drift_up", up), ("drift_down", down))
         return new, (_score(rank, closeness), rank, flags)

@@ -253,7 +253,7 @@ SERIES = [SeriesDetector((det,)) for det in DETECTORS] + [
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.floats(-5, 120, allow_nan=False), min_size=1, max_size=150),
-    st.lists(st.sampled_from([0.0, 30.0, 60.0, 61.0, 900.0, 3600.0]), min_size=1),
+    st.lists(st.sampled_from([0.0, 30.0, 60.0, 61.0, 900.0, 3600.0, 7200.0]), min_size=1),
     st.sampled_from(range(len(SERIES))),
 )
 def test_the_scalar_step_gives_what_a_one_row_batch_gives(
@@ -321,3 +321,23 @@ def test_a_background_leak_shows_in_the_minimum_night_flow_and_stays() -> None:
     assert raised[(day == 5) & (local_h == 12)].all()  # stays raised through the day
     assert not raised[day < 4].any()
     assert not raised[(day == 7) & (local_h > 5)].any()  # the first normal night clears it
+
+
+def test_the_baseline_learns_afresh_after_hours_of_silence() -> None:
+    """An outage of three hours, and the series comes back at another level (the daily
+    cycle moved on): no alarm, in one batch or reading by reading; the same jump without
+    the gap alarms."""
+    det = Baseline(alpha=0.05, z_limit=6.0, severity=Severity.ORANGE)
+    rng = np.random.default_rng(2)
+    before, after = 0.32 + rng.normal(0, 0.002, 60), 0.36 + rng.normal(0, 0.002, 60)
+    t = np.concatenate([minutes(60), minutes(60) + 60 * MIN + 3 * 3600])
+    v = np.concatenate([before, after])
+    _, out = det.run(det.init(), t, v)
+    assert not out.rank.any()
+    state, ranks = det.init(), []
+    for ts, x in zip(t.tolist(), v.tolist(), strict=True):
+        state, (_s, r, _f) = det.step(state, ts, x)
+        ranks.append(r)
+    assert not any(ranks)
+    _, jumped = det.run(det.init(), minutes(120), v)
+    assert jumped.rank.any()
