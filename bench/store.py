@@ -3,8 +3,13 @@
 * ``copy_rows_per_s`` — readings COPYed (binary, as the writer does) into a staging
   table from Python, nothing else.
 * ``sink_rows_per_s`` — readings pre-loaded into a Kafka topic, then read, parsed and
-  written by the real sink (COPY, idempotent insert, rollups, offset commit), timed
-  from start to the last row committed.
+  written by the real sink (COPY, idempotent insert, the rollup job's log, offset
+  commit; its rollup job running beside it), timed from the first batch committed to
+  the last, with ``workers`` sink processes in one group (two by default, one per core
+  here); ``single_sink_rows_per_s`` the same with one.
+* ``rollup_rows_per_s`` — readings folded into the 1-minute and 1-hour rollups by one
+  refresh of the rollup job: the rollups of the time span the sink wrote are dropped
+  and recomputed from every reading of the city in that span.
 * ``bucket_query_ms`` — 30 days of 1,000 devices at one reading a minute (43.2 M rows,
   generated once into the bench database): the median time of a bucketed 30-day series
   for one device and for one grid cell (10 devices); the larger of the two.
@@ -30,7 +35,7 @@ from tqdm import tqdm
 
 from cityops.settings import Settings, get_settings
 from cityops.sink import run_sinks
-from store import queries
+from store import queries, rollups
 from store.migrate import migrate
 from store.readings import STAGE_TYPES
 
@@ -39,14 +44,16 @@ DEVICES = 1000
 DAYS = 30
 PER_CELL = 10
 COPY_ROWS = 1_000_000
-SINK_ROWS = 300_000
+SINK_ROWS = 1_000_000
 
 
-def run(runs: int = 20, workers: int = 1) -> dict[str, Any]:
+def run(runs: int = 20, workers: int = 2) -> dict[str, Any]:
     settings = get_settings()
     dsn = _database(settings)
     copy_rate = _copy_ceiling(dsn)
-    sink_rate = asyncio.run(_sink_rate(settings, dsn, workers))
+    single_rate, _ = asyncio.run(_sink_rate(settings, dsn, 1))
+    sink_rate, prefix = asyncio.run(_sink_rate(settings, dsn, workers))
+    rollup_rate, rolled = _rollup_rate(dsn, prefix)
     end = _dataset(dsn)
     start = end - timedelta(days=DAYS)
     device_ms, cell_ms = [], []
@@ -65,7 +72,10 @@ def run(runs: int = 20, workers: int = 1) -> dict[str, Any]:
     device_q, cell_q = statistics.median(device_ms), statistics.median(cell_ms)
     return {
         "sink_rows_per_s": round(sink_rate),
+        "single_sink_rows_per_s": round(single_rate),
         "copy_rows_per_s": round(copy_rate),
+        "rollup_rows_per_s": round(rollup_rate),
+        "rollup_rows": rolled,
         "bucket_query_ms": round(max(device_q, cell_q), 1),
         "device_query_ms": round(device_q, 1),
         "cell_query_ms": round(cell_q, 1),
@@ -123,7 +133,7 @@ def _copy_ceiling(dsn: str) -> float:
         return COPY_ROWS / (time.perf_counter() - t0)
 
 
-async def _sink_rate(settings: Settings, dsn: str, workers: int) -> float:
+async def _sink_rate(settings: Settings, dsn: str, workers: int) -> tuple[float, str]:
     import json
 
     topic = f"bench.readings.{secrets.token_hex(3)}"
@@ -185,7 +195,42 @@ async def _sink_rate(settings: Settings, dsn: str, workers: int) -> float:
     if proc.pid is not None:
         os.kill(proc.pid, signal.SIGTERM)
     proc.join(timeout=30)
-    return (SINK_ROWS - first_rows) / elapsed
+    return (SINK_ROWS - first_rows) / elapsed, prefix
+
+
+def _rollup_rate(dsn: str, prefix: str) -> tuple[float, int]:
+    """(readings rolled up per second, readings rolled up) by one refresh of the sink's span."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rollups.refresh(conn)
+        # Whole hours around the sink's span: dropped, then recomputed from the readings.
+        span = conn.execute(
+            "SELECT date_trunc('hour', min(ts)), date_trunc('hour', max(ts)) + interval '1 hour'"
+            " FROM readings WHERE city = '320100' AND device_id = %s",
+            (f"{prefix}-000",),
+        ).fetchone()
+        assert span is not None  # noqa: S101  # an aggregate always returns a row
+        lo, hi = span
+        row = conn.execute(
+            "SELECT count(*) FROM readings WHERE city = '320100' AND ts >= %s AND ts < %s",
+            (lo, hi),
+        ).fetchone()
+        rolled = int(row[0]) if row else 0
+        with conn.transaction():
+            for table in ("readings_1m", "readings_1h"):
+                conn.execute(
+                    sql.SQL(
+                        "DELETE FROM {} WHERE city = '320100' AND bucket >= %s AND bucket < %s"
+                    ).format(sql.Identifier(table)),
+                    (lo, hi),
+                )
+            conn.execute(
+                "INSERT INTO rollup_pending (city, lo, hi)"
+                " VALUES ('320100', %s, %s::timestamptz - interval '1 microsecond')",
+                (lo, hi),
+            )
+        t0 = time.perf_counter()
+        rollups.refresh(conn)
+        return rolled / (time.perf_counter() - t0), rolled
 
 
 def _cell(i: int) -> str:

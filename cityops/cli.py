@@ -269,6 +269,28 @@ def db_retention(city: str | None, keep_days: int | None, default_days: int) -> 
     click.echo(f"dropped {result.dropped_partitions} day(s), deleted {result.deleted_rows} row(s)")
 
 
+@db.command("rollups")
+def db_rollups() -> None:
+    """Refresh the 1-minute and 1-hour rollups now (the sink also does, every few seconds).
+
+    On plain PostgreSQL this folds every batch logged since the last refresh into the
+    rollups up to a minute ago; on TimescaleDB continuous aggregates refresh themselves.
+    """
+    import psycopg
+
+    from store import rollups
+
+    with psycopg.connect(load_settings().db_dsn.get_secret_value(), autocommit=True) as conn:
+        done = rollups.refresh(conn)
+    if not done.ran:
+        click.echo("nothing to do: continuous aggregates, or another refresh is running")
+        return
+    click.echo(
+        f"refreshed {done.ranges} range(s): {done.minute_rows} minute and {done.hour_rows}"
+        f" hour bucket(s) written; materialized up to {done.watermark}"
+    )
+
+
 # -- ingest -------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 
 from lifeline.alerts import OPEN_STATUSES, escalation_due, next_status
 from lifeline.vocabulary import IncidentType, SensorKind, Severity
+from store import queries
 from store.events import append_feed
 
 ROLES = ("viewer", "dispatcher", "city_admin", "platform_admin")
@@ -133,7 +134,9 @@ def known_cities(conn: psycopg.Connection[Any]) -> list[str]:
 
 # --- overview ---------------------------------------------------------------------------
 
-DEVICE_SEEN_SQL = """
+# Devices with their last status and last reading; the last reading from the 1-minute
+# rollup (real-time past its watermark, see store.queries.rollup_rows).
+DEVICE_SEEN = sql.SQL("""
     SELECT d.device_id, d.family, d.kind, d.asset_id, d.owner_dept, d.lon, d.lat, d.grid_code,
            s.status AS last_status, s.ts AS status_ts, s.battery_pct, r.last_ts AS last_reading,
            (coalesce(s.status <> 'offline' AND s.ts >= %(since)s, false)
@@ -141,11 +144,15 @@ DEVICE_SEEN_SQL = """
                                                    OR r.last_ts > s.ts), false)) AS online
     FROM devices d
     LEFT JOIN device_status s ON s.city = d.city AND s.device_id = d.device_id
-    LEFT JOIN (SELECT device_id, max(last_ts) AS last_ts FROM readings_1m
-               WHERE city = %(city)s AND bucket >= date_trunc('minute', %(since)s::timestamptz)
+    LEFT JOIN (SELECT device_id, max(last_ts) AS last_ts FROM ({rows}) r1
                GROUP BY device_id) r ON r.device_id = d.device_id
     WHERE d.city = %(city)s
-"""
+""").format(rows=queries.rollup_rows("minute", sql.SQL("r.city = %(city)s")))
+
+
+def _seen_params(city: str, since: datetime) -> dict[str, Any]:
+    start = queries.floor_minute(since)
+    return {"city": city, "since": since, "start": start, "end": queries.FOREVER}
 
 
 def devices(
@@ -161,15 +168,15 @@ def devices(
 ) -> list[dict[str, Any]]:
     """Devices of a city with their status: online when seen (reading or heartbeat)
     within ``online_window`` and not reported offline since."""
-    query = f"SELECT * FROM ({DEVICE_SEEN_SQL}) x WHERE true"  # noqa: S608  # fixed text
-    params: dict[str, Any] = {"city": city, "since": now - online_window}
+    query = sql.SQL("SELECT * FROM ({}) x WHERE true").format(DEVICE_SEEN)
+    params = _seen_params(city, now - online_window)
     if kind is not None:
-        query += " AND kind = %(kind)s"
+        query += sql.SQL(" AND kind = %(kind)s")
         params["kind"] = kind
     if online is not None:
-        query += " AND online = %(online)s"
+        query += sql.SQL(" AND online = %(online)s")
         params["online"] = online
-    query += " ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s"
+    query += sql.SQL(" ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s")
     params.update(limit=max(1, min(limit, 10000)), offset=max(0, offset))
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
@@ -178,11 +185,11 @@ def devices(
 def overview(
     conn: psycopg.Connection[Any], city: str, now: datetime, online_window: timedelta
 ) -> dict[str, Any]:
-    params = {"city": city, "since": now - online_window}
     dev_rows = conn.execute(
-        f"SELECT kind, count(*), count(*) FILTER (WHERE online) FROM ({DEVICE_SEEN_SQL}) x"  # noqa: S608
-        " GROUP BY kind",
-        params,
+        sql.SQL(
+            "SELECT kind, count(*), count(*) FILTER (WHERE online) FROM ({}) x GROUP BY kind"
+        ).format(DEVICE_SEEN),
+        _seen_params(city, now - online_window),
     ).fetchall()
     open_rows = conn.execute(
         "SELECT i.type, i.severity, count(*) FROM alerts a"

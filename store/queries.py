@@ -49,34 +49,60 @@ class Point:
     count: int
 
 
-def _source(bucket: timedelta) -> tuple[str, str]:
-    """(table, time column) to aggregate a bucket of this width from."""
+def _source(bucket: timedelta) -> str | None:
+    """The rollup (``minute`` or ``hour``) to aggregate a bucket of this width from; None
+    for the readings themselves."""
     if bucket >= timedelta(hours=1):
-        return "readings_1h", "bucket"
+        return "hour"
     if bucket >= timedelta(minutes=1):
-        return "readings_1m", "bucket"
-    return "readings", "ts"
+        return "minute"
+    return None
+
+
+_ROLLUP_TABLES = {"minute": "readings_1m", "hour": "readings_1h"}
+#: Past every bucket: an open end for :func:`rollup_rows`.
+FOREVER = datetime.fromisoformat("9999-01-01T00:00:00+00:00")
+
+
+def rollup_rows(unit: str, where: sql.Composable) -> sql.Composed:
+    """A subquery (alias it) of the ``unit`` rollup's rows matching ``where`` with buckets
+    in [``%(start)s``, ``%(end)s``): the rollup table's before the materialization
+    watermark, the readings aggregated on the fly after it — complete at any moment, as
+    TimescaleDB's real-time aggregates are (there the watermark is at infinity).
+
+    ``where`` may use ``r.city``, ``r.device_id`` and ``r.metric``.
+    """
+    table = sql.Identifier(_ROLLUP_TABLES[unit])
+    mark = sql.SQL("(SELECT materialized_until FROM rollup_watermark)")
+    return sql.SQL(
+        "SELECT bucket, city, device_id, metric, min, max, sum, count, last_ts, last"
+        " FROM {table} r WHERE {where} AND r.bucket >= %(start)s AND r.bucket < %(end)s"
+        " AND r.bucket < {mark}"
+        " UNION ALL"
+        " SELECT date_trunc({unit}, r.ts), r.city, r.device_id, r.metric, min(r.value),"
+        " max(r.value), sum(r.value), count(*), max(r.ts),"
+        " (array_agg(r.value ORDER BY r.ts DESC))[1]"
+        " FROM readings r WHERE {where}"
+        " AND r.ts >= greatest({mark}, date_trunc({unit}, %(start)s::timestamptz))"
+        " AND date_trunc({unit}, r.ts) >= %(start)s AND date_trunc({unit}, r.ts) < %(end)s"
+        " GROUP BY 1, 2, 3, 4"
+    ).format(table=table, where=where, mark=mark, unit=sql.Literal(unit))
 
 
 def _series_query(bucket: timedelta, where: sql.Composable) -> sql.Composed:
-    table, col = _source(bucket)
-    select: sql.Composable
-    if table == "readings":
-        select = sql.SQL(
+    unit = _source(bucket)
+    if unit is None:
+        return sql.SQL(
             "SELECT date_bin(%(bucket)s, ts, %(origin)s) AS b, min(value), max(value),"
             " avg(value), (array_agg(value ORDER BY ts DESC))[1], count(*)"
-            " FROM readings r"
-        )
-    else:
-        select = sql.SQL(
-            "SELECT date_bin(%(bucket)s, {col}, %(origin)s) AS b, min(min), max(max),"
-            " sum(sum) / sum(count), (array_agg(last ORDER BY last_ts DESC))[1],"
-            " sum(count)::bigint FROM {table} r"
-        ).format(col=sql.Identifier(col), table=sql.Identifier(table))
-    time_col = sql.Identifier("r", col)
+            " FROM readings r WHERE {where} AND r.ts >= %(start)s AND r.ts < %(end)s"
+            " GROUP BY b ORDER BY b"
+        ).format(where=where)
     return sql.SQL(
-        "{select} WHERE {where} AND {t} >= %(start)s AND {t} < %(end)s GROUP BY b ORDER BY b"
-    ).format(select=select, where=where, t=time_col)
+        "SELECT date_bin(%(bucket)s, bucket, %(origin)s) AS b, min(min), max(max),"
+        " sum(sum) / sum(count), (array_agg(last ORDER BY last_ts DESC))[1],"
+        " sum(count)::bigint FROM ({rows}) r GROUP BY b ORDER BY b"
+    ).format(rows=rollup_rows(unit, where))
 
 
 def series(
@@ -143,12 +169,17 @@ def latest(
     conn: psycopg.Connection[Any], city: str, since: datetime
 ) -> list[tuple[str, str, datetime, float]]:
     """(device, metric, time, value) of each device's latest reading since ``since``."""
-    return conn.execute(
+    query = sql.SQL(
         "SELECT DISTINCT ON (device_id, metric) device_id, metric, last_ts, last"
-        " FROM readings_1m WHERE city = %s AND bucket >= date_trunc('minute', %s::timestamptz)"
-        " ORDER BY device_id, metric, bucket DESC",
-        (city, since),
+        " FROM ({rows}) r ORDER BY device_id, metric, bucket DESC"
+    ).format(rows=rollup_rows("minute", sql.SQL("r.city = %(city)s")))
+    return conn.execute(
+        query, {"city": city, "start": floor_minute(since), "end": FOREVER}
     ).fetchall()
+
+
+def floor_minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -226,10 +257,11 @@ def cell_rollup(
     conn: psycopg.Connection[Any], city: str, metric: str, start: datetime, end: datetime
 ) -> list[tuple[str, float, float, int]]:
     """(grid cell, mean, max, samples) of a metric per cell over a range (hourly rollup)."""
-    return conn.execute(
+    query = sql.SQL(
         "SELECT d.grid_code, sum(r.sum) / sum(r.count), max(r.max), sum(r.count)::bigint"
-        " FROM readings_1h r JOIN devices d ON d.city = r.city AND d.device_id = r.device_id"
-        " WHERE r.city = %s AND r.metric = %s AND r.bucket >= %s AND r.bucket < %s"
-        " AND d.grid_code IS NOT NULL GROUP BY d.grid_code ORDER BY d.grid_code",
-        (city, metric, start, end),
+        " FROM ({rows}) r JOIN devices d ON d.city = r.city AND d.device_id = r.device_id"
+        " WHERE d.grid_code IS NOT NULL GROUP BY d.grid_code ORDER BY d.grid_code"
+    ).format(rows=rollup_rows("hour", sql.SQL("r.city = %(city)s AND r.metric = %(metric)s")))
+    return conn.execute(
+        query, {"city": city, "metric": metric, "start": start, "end": end}
     ).fetchall()

@@ -1,10 +1,14 @@
 """Readings: bulk, idempotent writes with COPY, the same on both storage paths.
 
-Rows go through COPY into a session-local staging table and are inserted with
-``ON CONFLICT DO NOTHING``, so a batch written twice adds nothing. On plain PostgreSQL
-the same statement folds exactly the newly inserted rows into the 1-minute and 1-hour
-rollup tables, so rollups stay correct under replays too; on TimescaleDB continuous
-aggregates do that work.
+A batch is COPYed straight into the readings table; the primary key turns a reading
+already stored into an error, and then the batch goes through a session-local staging
+table and ``INSERT ... ON CONFLICT DO NOTHING`` instead, so a batch written twice adds
+nothing. After such a replay the writer stays on the staging path until a batch comes
+through without a reading it already had.
+
+The rollups are not kept by the writer: on plain PostgreSQL every batch logs the time
+range it covered per city, for the rollup job (:mod:`store.rollups`); on TimescaleDB
+continuous aggregates do that work.
 """
 
 from __future__ import annotations
@@ -26,31 +30,14 @@ CREATE TEMP TABLE IF NOT EXISTS readings_stage (
     unit text, quality text[]
 ) ON COMMIT DELETE ROWS
 """
+_COLUMNS = "(city, device_id, metric, ts, value, unit, quality)"
+_COPY_DIRECT = f"COPY readings {_COLUMNS} FROM STDIN (FORMAT BINARY)"
+_COPY_STAGE = f"COPY readings_stage {_COLUMNS} FROM STDIN (FORMAT BINARY)"
 
 # Binary COPY: several times faster than text for timestamps and floats.
 STAGE_TYPES = ["text", "text", "text", "timestamptz", "float8", "text", "text[]"]
 
-_ROLLUP = """
-INSERT INTO {table} AS r (bucket, city, device_id, metric, min, max, sum, count, last_ts, last)
-SELECT date_trunc('{unit}', ts), city, device_id, metric, min(value), max(value), sum(value),
-       count(*), max(ts), (array_agg(value ORDER BY ts DESC))[1]
-FROM new GROUP BY 1, 2, 3, 4
-ON CONFLICT (city, device_id, metric, bucket) DO UPDATE SET
-    min = least(r.min, EXCLUDED.min), max = greatest(r.max, EXCLUDED.max),
-    sum = r.sum + EXCLUDED.sum, count = r.count + EXCLUDED.count,
-    last = CASE WHEN EXCLUDED.last_ts >= r.last_ts THEN EXCLUDED.last ELSE r.last END,
-    last_ts = greatest(r.last_ts, EXCLUDED.last_ts)
-"""
-
-# Built from the fixed strings above only; no value is ever formatted into SQL.
-_INSERT_PLAIN = (
-    "WITH new AS (INSERT INTO readings SELECT * FROM readings_stage ON CONFLICT DO NOTHING"  # noqa: S608
-    " RETURNING city, device_id, metric, ts, value),"
-    " m AS (" + _ROLLUP.format(table="readings_1m", unit="minute") + "),"
-    " h AS (" + _ROLLUP.format(table="readings_1h", unit="hour") + ")"
-    " SELECT count(*) FROM new"
-)
-_INSERT_TIMESCALE = "INSERT INTO readings SELECT * FROM readings_stage ON CONFLICT DO NOTHING"
+_INSERT_NEW = "INSERT INTO readings SELECT * FROM readings_stage ON CONFLICT DO NOTHING"
 
 
 class ReadingWriter:
@@ -60,6 +47,8 @@ class ReadingWriter:
         self.conn = conn
         self.plain = backend(conn) == PLAIN
         self._days: set[date] = set()
+        #: False after a batch held readings already stored (a replay is under way).
+        self.direct = True
 
     def write(self, rows: Sequence[ReadingRow]) -> int:
         """Write one batch in one transaction; return how many rows were new."""
@@ -70,27 +59,63 @@ class ReadingWriter:
 
     def write_in_transaction(self, rows: Sequence[ReadingRow]) -> int:
         """Write inside the caller's transaction (so other tables commit with it)."""
+        if not rows:
+            return 0
         conn = self.conn
         if self.plain:
             days = {r[3].date() for r in rows} - self._days
             if days:
                 conn.execute("SELECT cityops_ensure_partitions(%s, %s)", (min(days), max(days)))
+                self._days |= days
+        inserted = self._copy_direct(rows) if self.direct else None
+        if inserted is None:
+            inserted = self._insert_new(rows)
+            self.direct = inserted == len(rows)
+        if self.plain:
+            conn.cursor().executemany(
+                "INSERT INTO rollup_pending (city, lo, hi) VALUES (%s, %s, %s)", _ranges(rows)
+            )
+        return inserted
+
+    def _copy_direct(self, rows: Sequence[ReadingRow]) -> int | None:
+        """COPY the batch into the table; None (and nothing written) if any was stored."""
+        try:
+            with (
+                self.conn.transaction(),
+                self.conn.cursor().copy(_COPY_DIRECT) as copy,
+            ):
+                copy.set_types(STAGE_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            self.direct = False
+            return None
+        return len(rows)
+
+    def _insert_new(self, rows: Sequence[ReadingRow]) -> int:
+        conn = self.conn
         conn.execute(_STAGE)
-        with conn.cursor().copy(
-            "COPY readings_stage (city, device_id, metric, ts, value, unit, quality)"
-            " FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with conn.cursor().copy(_COPY_STAGE) as copy:
             copy.set_types(STAGE_TYPES)
             for row in rows:
                 copy.write_row(row)
-        if self.plain:
-            result = conn.execute(_INSERT_PLAIN).fetchone()
-            inserted = int(result[0]) if result else 0
-            self._days |= {r[3].date() for r in rows}
-        else:
-            inserted = conn.execute(_INSERT_TIMESCALE).rowcount
+        inserted = conn.execute(_INSERT_NEW).rowcount
         conn.execute("TRUNCATE readings_stage")
         return inserted
+
+
+def _ranges(rows: Sequence[ReadingRow]) -> list[tuple[str, datetime, datetime]]:
+    """(city, earliest, latest) reading time of a batch, per city."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for city, _d, _m, ts, *_ in rows:
+        span = spans.get(city)
+        if span is None:
+            spans[city] = (ts, ts)
+        elif ts < span[0]:
+            spans[city] = (ts, span[1])
+        elif ts > span[1]:
+            spans[city] = (span[0], ts)
+    return [(city, lo, hi) for city, (lo, hi) in spans.items()]
 
 
 def rows_of(readings: Iterable[Reading]) -> list[ReadingRow]:

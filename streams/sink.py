@@ -3,7 +3,9 @@
 Each poll becomes one database transaction (readings by COPY); Kafka offsets are
 committed only after the database has committed, and every write is idempotent, so
 a crash or a replay never loses or duplicates a row. While the database is down the
-sink holds its batch, retries with back-off, and carries on when it returns.
+sink holds its batch, retries with back-off, and carries on when it returns. A sink
+that writes readings also runs the rollup job of the plain path every few seconds, on
+a connection of its own (one sink at a time does; see :mod:`store.rollups`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from prometheus_client import Counter, Gauge
 from lifeline import topics
 from lifeline.errors import RecordError
 from lifeline.records import Anomaly, DeviceStatus, Incident
+from store import rollups
 from store.events import (
     insert_deadletters,
     upsert_anomalies,
@@ -40,6 +43,13 @@ ROWS = Counter("cityops_sink_rows_total", "Rows written by the sink", ["table"])
 REJECTED = Counter("cityops_sink_rejected_total", "Records the sink could not parse", ["topic"])
 DB_RETRIES = Counter("cityops_sink_db_retries_total", "Database write retries")
 LAG_S = Gauge("cityops_sink_batch_age_seconds", "Age of the newest record written")
+ROLLUP_ROWS = Counter(
+    "cityops_rollup_rows_total", "Rollup buckets written by the rollup job", ["table"]
+)
+ROLLUP_MARK = Gauge(
+    "cityops_rollup_watermark_seconds", "Time up to which the rollups are materialized"
+)
+ROLLUP_S = 5.0
 
 #: Kafka topic → what the sink writes from it.
 SINK_TOPICS = {
@@ -142,6 +152,10 @@ def collect(
     return batch
 
 
+def _connect(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=True)
+
+
 def _b64(value: bytes) -> str:
     import base64
 
@@ -159,9 +173,11 @@ class Sink:
         kinds: dict[str, str] | None = None,
         max_records: int = 50_000,
         offset_reset: str = "earliest",
+        rollup_every_s: float | None = ROLLUP_S,
     ) -> None:
         self.dsn = dsn
         self.kinds = kinds or SINK_TOPICS
+        self.rollup_every_s = rollup_every_s if "readings" in self.kinds.values() else None
         self.max_records = max_records
         self.written = 0
         self.consumer = AIOKafkaConsumer(
@@ -189,6 +205,19 @@ class Sink:
         """Poll, parse and write until ``stop``; the next poll is parsed while the
         database writes the previous one, and offsets are committed in order, each only
         after its batch is in the database."""
+        done = asyncio.Event()
+        refresher = None
+        if self.rollup_every_s:
+            refresher = asyncio.create_task(self._refresh_rollups(done))
+        try:
+            await self._consume(stop)
+        finally:
+            # A refresh under way finishes (its thread cannot be interrupted) before the end.
+            done.set()
+            if refresher is not None:
+                await refresher
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         pending: tuple[asyncio.Task[None], Batch] | None = None
         while not stop.is_set():
             records = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
@@ -201,6 +230,33 @@ class Sink:
                 pending = (task, batch)
         if pending is not None:
             await self._finish(*pending)
+
+    async def _refresh_rollups(self, stop: asyncio.Event) -> None:
+        """Run the rollup job every ``rollup_every_s`` until ``stop``."""
+        assert self.rollup_every_s is not None  # noqa: S101  # started only then
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.rollup_every_s)
+                try:
+                    if conn is None or conn.closed:
+                        conn = await asyncio.to_thread(_connect, self.dsn)
+                    done = await asyncio.to_thread(rollups.refresh, conn)
+                except psycopg.Error as exc:
+                    log.warning("rollup refresh failed", extra={"error": str(exc).strip()[:200]})
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    continue
+                if done.ran:
+                    ROLLUP_ROWS.labels("readings_1m").inc(done.minute_rows)
+                    ROLLUP_ROWS.labels("readings_1h").inc(done.hour_rows)
+                    if done.watermark is not None:
+                        ROLLUP_MARK.set(done.watermark.timestamp())
+        finally:
+            if conn is not None:
+                conn.close()
 
     async def _finish(self, task: asyncio.Task[None], batch: Batch) -> None:
         await task
@@ -228,7 +284,7 @@ class Sink:
 
     def _write(self, batch: Batch) -> None:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, autocommit=True)
+            self._conn = _connect(self.dsn)
             self._writer = ReadingWriter(self._conn)
         conn, writer = self._conn, self._writer
         assert writer is not None  # noqa: S101  # set with the connection

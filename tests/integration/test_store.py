@@ -8,6 +8,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,7 +19,7 @@ from cityops.settings import Settings
 from cityops.stack import Stack
 from lifeline.records import Anomaly, Incident, Reading
 from lifeline.vocabulary import IncidentType, Severity
-from store import queries
+from store import queries, rollups
 from store.events import upsert_anomalies, upsert_incidents
 from store.migrate import migrate
 from store.readings import ReadingWriter, rows_of
@@ -69,7 +70,7 @@ def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str) -> None
         parts = conn.execute(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass"
         ).fetchone()
-    assert [m.version for m in first] == [1, 2, 3, 4]
+    assert [m.version for m in first] == [1, 2, 3, 4, 5]
     assert {m.variant for m in first} <= {"common", "plain"}
     assert again == []
     assert {
@@ -89,6 +90,8 @@ def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str) -> None
         "webhooks",
         "webhook_deliveries",
         "cim_features",
+        "rollup_pending",
+        "rollup_watermark",
     } <= tables
     assert parts is not None
     assert parts[0] >= 15
@@ -107,6 +110,7 @@ def test_same_batch_twice_adds_nothing_and_rollups_count_once(db_dsn: str) -> No
             )
             == 3
         )
+        assert rollups.refresh(conn).ran
         raw = conn.execute(
             "SELECT count(*), sum(value), min(value), max(value) FROM readings"
             " WHERE device_id = %s AND ts >= %s",
@@ -137,6 +141,7 @@ def test_bucketed_series_agree_across_raw_and_rollup_sources(db_dsn: str) -> Non
     readings = series_readings(device, 1080)  # six hours
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         ReadingWriter(conn).write(rows_of(readings))
+        rollups.refresh(conn)
         end = T0 + timedelta(hours=6)
         raw_10s = queries.series(conn, "320100", device, "pressure", T0, end, timedelta(seconds=10))
         by_min = queries.series(conn, "320100", device, "pressure", T0, end, timedelta(minutes=15))
@@ -346,6 +351,7 @@ def test_retention_drops_old_days_and_trims_each_city(fresh_db: str) -> None:
                 for d in (1, 5, 20)
             ]
             writer.write(rows_of(old))
+        rollups.refresh(conn)
         set_retention(conn, "320500", 3)
         result = apply_retention(conn, now, default_days=10)
         left = conn.execute(
@@ -381,9 +387,69 @@ def test_same_device_id_in_two_cities_keeps_both_series(db_dsn: str) -> None:
         ]
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         assert ReadingWriter(conn).write(rows_of(rows)) == 4
+        rollups.refresh(conn)
         per_city = conn.execute(
             "SELECT city, sum(sum)::float, sum(count)::int FROM readings_1m"
             " WHERE device_id = %s GROUP BY city ORDER BY city",
             (device,),
         ).fetchall()
     assert per_city == [("320100", 2.0, 2), ("320500", 4.0, 2)]
+
+
+def _points(conn: psycopg.Connection[Any], device: str, start: datetime, end: datetime) -> Any:
+    return [
+        queries.series(conn, "320100", device, "pressure", start, end, width)
+        for width in (timedelta(minutes=1), timedelta(minutes=15), timedelta(hours=1))
+    ]
+
+
+def _same(a: list[list[queries.Point]], b: list[list[queries.Point]]) -> None:
+    assert [[(p.bucket, p.count, p.min, p.max, p.last) for p in s] for s in a] == [
+        [(p.bucket, p.count, p.min, p.max, p.last) for p in s] for s in b
+    ]
+    for sa, sb in zip(a, b, strict=True):
+        assert [p.avg for p in sa] == pytest.approx([p.avg for p in sb])
+
+
+def test_rollup_job_folds_in_late_and_replayed_readings_and_queries_stay_whole(
+    fresh_db: str,
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, end = now - timedelta(hours=3), now + timedelta(hours=1)
+    device = "rj-1"
+    recent = series_readings(device, 360, start=now - timedelta(hours=2), step_s=20)
+    future = series_readings(device, 6, start=now + timedelta(minutes=10), step_s=20)
+    late = series_readings(device, 9, start=now - timedelta(hours=2, minutes=30), step_s=20)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrate(conn)
+        writer = ReadingWriter(conn)
+        assert writer.write(rows_of(recent + future)) == 366
+        # Nothing materialized yet: every bucket comes from the readings.
+        unmaterialized = _points(conn, device, start, end)
+        assert sum(p.count for p in unmaterialized[0]) == 366
+
+        first = rollups.refresh(conn)
+        assert first.ran
+        assert first.watermark is not None
+        assert now - timedelta(minutes=2) <= first.watermark <= now
+        assert first.minute_rows >= 110  # two hours of 1-minute buckets, less the last
+        _same(_points(conn, device, start, end), unmaterialized)
+        # The future readings lie past the watermark: still pending, still counted.
+        pending = conn.execute("SELECT min(lo), max(hi) FROM rollup_pending").fetchone()
+        assert pending == (first.watermark, future[-1].ts)
+
+        # Late readings (and a replay) are logged too and folded in by the next refresh.
+        assert writer.write(rows_of(late + recent[:50])) == 9
+        assert not writer.direct  # the replay sent the batch the careful way
+        second = rollups.refresh(conn)
+        # The minutes of the late readings are rewritten, and nothing else.
+        assert second.minute_rows == len({r.ts.replace(second=0) for r in late})
+        with_late = _points(conn, device, start, end)
+        assert sum(p.count for p in with_late[0]) == 375
+        assert sum(p.count for p in with_late[2]) == 375
+        # A refresh with nothing new changes nothing.
+        third = rollups.refresh(conn)
+        assert (third.minute_rows, third.hour_rows) == (0, 0)
+        _same(_points(conn, device, start, end), with_late)
+        assert writer.write(rows_of(series_readings(device, 3, start=now - timedelta(days=2)))) == 3
+        assert writer.direct  # no reading of that batch was stored: the next goes straight in
