@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -83,10 +86,14 @@ def create_app(
     gap is unknown; silence counted from the worker's start at the earliest) raises an
     offline anomaly, cleared by its next reading.
     """
+    # Faust keeps per-app files even with in-memory tables: not in the working directory.
+    datadir = Path(os.environ.get("CITYOPS_WORKER_DATA", tempfile.gettempdir())) / "cityops-worker"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
         store=store,
+        datadir=datadir / app_id,
         topic_partitions=topics.READINGS.partitions,
         topic_replication_factor=1,
         web_enabled=False,
