@@ -53,6 +53,7 @@ def city(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFac
     rows = [
         ("gw-1", "gas_well", "", ""),
         ("gw-2", "gas_well", "", ""),
+        ("gw-3", "gas_well", "", ""),
         ("tn-1", "tunnel_env", "o2:%vol;h2s:ppm;ch4:%LEL;temperature:°C", ""),
         ("acme-1", "gas_well", "ch4:%LEL;temperature:°C", "acme-lora"),
         (camera, "camera", "", ""),
@@ -75,7 +76,7 @@ def city(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFac
         rotate=False,
         show_progress=False,
     )
-    assert result.devices == 5
+    assert result.devices == 6
     assert result.broker_reloaded
     with out.open() as fh:
         creds = {
@@ -348,6 +349,43 @@ async def test_messages_published_while_the_bridge_is_down_arrive_after_restart(
         await task
         await second.stop(keep_session=False)
     assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
+
+
+@pytest.mark.asyncio
+async def test_forwarded_messages_are_acknowledged_and_never_delivered_again(
+    city: PilotCity, devices: dict[str, DevicePublisher]
+) -> None:
+    client_id = f"it-acked-{secrets.token_hex(3)}"
+    values = [float(i % 90) + 0.75 for i in range(3000)]
+    base = now() - timedelta(minutes=10)
+    async with TailConsumer(city.settings, "cityops.readings") as tail:
+        first = bridge_for(city, client_id)
+        await first.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(first.run(stop))
+        for i, v in enumerate(values):
+            payload = reading(city, "gw-3", v, ts=base + timedelta(milliseconds=100 * i))
+            assert (
+                await asyncio.to_thread(
+                    devices["gw-3"].publish, f"cityops/{city.code}/sensors/gw-3/up", payload
+                )
+                == 0
+            )
+        got = await tail.collect(lambda _v, k: k == b"gw-3", count=len(values))
+        stop.set()
+        await task
+        await first.stop()  # the session stays; anything unacknowledged would come again
+        second = bridge_for(city, client_id)
+        await second.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(second.run(stop))
+        again = await tail.collect(lambda _v, k: k == b"gw-3", count=1, within=3.0)
+        stop.set()
+        await task
+        await second.stop(keep_session=False)
+    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
+    assert again == []
+    assert second.forwarded == 0
 
 
 @pytest.mark.asyncio

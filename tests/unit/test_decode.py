@@ -173,7 +173,8 @@ def test_status_and_last_will_go_to_the_status_topic() -> None:
         (UP, b"{not json", "bad_json"),
         (UP, b"[" * 60_000, "bad_json"),
         (UP, canonical(value="NaN").replace(b'"NaN"', b"NaN"), "bad_json"),
-        (UP, canonical(value=1e400).replace(b"Infinity", b"1e400"), "bad_value"),
+        # A number past the double range is not one JSON parsers agree on: refused as JSON.
+        (UP, canonical(value=1e400).replace(b"Infinity", b"1e400"), "bad_json"),
         (f"cityops/{CITY}/sensors/ghost/up", canonical(device_id="ghost"), "unknown_device"),
         ("cityops/110100/sensors/gw-1/up", canonical(city="110100"), "unknown_device"),
         (UP, canonical(metric="flow", unit="m3/h"), "unknown_metric"),
