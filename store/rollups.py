@@ -28,12 +28,8 @@ LOCK_ID = 0x0C17_0B6  # advisory lock key of the refresh
 LAG = timedelta(minutes=1)
 MINUTE, HOUR = timedelta(minutes=1), timedelta(hours=1)
 
-_REFRESH_1M = """
-INSERT INTO readings_1m AS r (bucket, city, device_id, metric, min, max, sum, count, last_ts, last)
-SELECT date_trunc('minute', ts), city, device_id, metric, min(value), max(value), sum(value),
-       count(*), max(ts), (array_agg(value ORDER BY ts DESC))[1]
-FROM readings WHERE city = %(city)s AND ts >= %(lo)s AND ts < %(hi)s
-GROUP BY 1, 2, 3, 4
+# Whole buckets replace what was there; a bucket that comes out the same is not rewritten.
+_REPLACE = """
 ON CONFLICT (city, device_id, metric, bucket) DO UPDATE SET
     min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum, count = EXCLUDED.count,
     last_ts = EXCLUDED.last_ts, last = EXCLUDED.last
@@ -42,19 +38,27 @@ WHERE (r.min, r.max, r.sum, r.count, r.last_ts, r.last)
                         EXCLUDED.last_ts, EXCLUDED.last)
 """
 
-_REFRESH_1H = """
+_REFRESH_1M = (
+    """
+INSERT INTO readings_1m AS r (bucket, city, device_id, metric, min, max, sum, count, last_ts, last)
+SELECT date_trunc('minute', ts), city, device_id, metric, min(value), max(value), sum(value),
+       count(*), max(ts), (array_agg(value ORDER BY ts DESC))[1]
+FROM readings WHERE city = %(city)s AND ts >= %(lo)s AND ts < %(hi)s
+GROUP BY 1, 2, 3, 4
+"""
+    + _REPLACE
+)
+
+_REFRESH_1H = (
+    """
 INSERT INTO readings_1h AS r (bucket, city, device_id, metric, min, max, sum, count, last_ts, last)
 SELECT date_trunc('hour', bucket), city, device_id, metric, min(min), max(max), sum(sum),
        sum(count)::bigint, max(last_ts), (array_agg(last ORDER BY last_ts DESC))[1]
 FROM readings_1m WHERE city = %(city)s AND bucket >= %(lo)s AND bucket < %(hi)s
 GROUP BY 1, 2, 3, 4
-ON CONFLICT (city, device_id, metric, bucket) DO UPDATE SET
-    min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum, count = EXCLUDED.count,
-    last_ts = EXCLUDED.last_ts, last = EXCLUDED.last
-WHERE (r.min, r.max, r.sum, r.count, r.last_ts, r.last)
-      IS DISTINCT FROM (EXCLUDED.min, EXCLUDED.max, EXCLUDED.sum, EXCLUDED.count,
-                        EXCLUDED.last_ts, EXCLUDED.last)
 """
+    + _REPLACE
+)
 
 
 @dataclass(frozen=True)

@@ -415,7 +415,9 @@ def test_rollup_job_folds_in_late_and_replayed_readings_and_queries_stay_whole(
     fresh_db: str,
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    start, end = now - timedelta(hours=3), now + timedelta(hours=1)
+    # Whole hours, so that every bucket the readings fall in is inside the range.
+    start = (now - timedelta(hours=3)).replace(minute=0, second=0)
+    end = start + timedelta(hours=5)
     device = "rj-1"
     recent = series_readings(device, 360, start=now - timedelta(hours=2), step_s=20)
     future = series_readings(device, 6, start=now + timedelta(minutes=10), step_s=20)
@@ -441,14 +443,17 @@ def test_rollup_job_folds_in_late_and_replayed_readings_and_queries_stay_whole(
         # Late readings (and a replay) are logged too and folded in by the next refresh.
         assert writer.write(rows_of(late + recent[:50])) == 9
         assert not writer.direct  # the replay sent the batch the careful way
-        second = rollups.refresh(conn)
+        # A longer lag holds the watermark where it is, whatever the clock does meanwhile.
+        hold = timedelta(minutes=5)
+        second = rollups.refresh(conn, lag=hold)
         # The minutes of the late readings are rewritten, and nothing else.
+        assert second.watermark == first.watermark
         assert second.minute_rows == len({r.ts.replace(second=0) for r in late})
         with_late = _points(conn, device, start, end)
         assert sum(p.count for p in with_late[0]) == 375
         assert sum(p.count for p in with_late[2]) == 375
         # A refresh with nothing new changes nothing.
-        third = rollups.refresh(conn)
+        third = rollups.refresh(conn, lag=hold)
         assert (third.minute_rows, third.hour_rows) == (0, 0)
         _same(_points(conn, device, start, end), with_late)
         assert writer.write(rows_of(series_readings(device, 3, start=now - timedelta(days=2)))) == 3
