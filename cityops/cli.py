@@ -418,10 +418,11 @@ def onboard_cmd(  # click passes options positionally
     default=False,
     envvar="CITYOPS_INGEST_END_SESSION",
     show_envvar=True,
-    help="On exit, end the bridges' MQTT sessions, so that their share of the subscriptions "
-    "goes to the bridges that stay (scaling down, throw-away client ids). By default a "
-    "session outlives the bridge for 7 days: a restart with the same client id picks up "
-    "what arrived meanwhile.",
+    help="On exit, leave for good: unsubscribe, forward what the broker still holds for the "
+    "bridges, then end their MQTT sessions, so that their share goes to the bridges that "
+    "stay (throw-away client ids). By default a session outlives the bridge for 7 days: a "
+    "restart with the same client id picks up what arrived meanwhile, and a restart with "
+    "fewer bridges empties and ends the sessions of the ones dropped.",
 )
 def ingest_cmd(
     bridges: int, client_id: str, metrics_port: int, vendor_dir: Path | None, end_session: bool

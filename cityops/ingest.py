@@ -1,4 +1,11 @@
-"""``cityops ingest``: one or several bridge processes for the configured cities."""
+"""``cityops ingest``: one or several bridge processes for the configured cities.
+
+Bridges are numbered ``{client_id}-1`` to ``-N``, each with a persistent MQTT session in
+one shared-subscription group. The broker keeps routing a share of the traffic to the
+session of a bridge that is gone, so a run with fewer bridges than the one before first
+empties the sessions left behind (numbers N+1 on, as long as the broker holds one) and
+ends them: scaling down loses nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from pathlib import Path
 
 from cityops.processes import run_copies
 from cityops.settings import Settings
-from ingest.bridge import BridgeConfig
+from ingest.bridge import BridgeConfig, Decoder
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,9 @@ def run_bridges(
     vendor_dir: Path | None,
     end_session: bool = False,
 ) -> None:
+    drain = (client_id, bridges + 1)
     if bridges <= 1:
-        asyncio.run(serve(settings, f"{client_id}-1", metrics_port, vendor_dir, end_session))
+        asyncio.run(serve(settings, f"{client_id}-1", metrics_port, vendor_dir, end_session, drain))
         return
     run_copies(
         _child,
@@ -49,6 +57,7 @@ def run_bridges(
                 metrics_port + i if metrics_port else 0,
                 vendor_dir,
                 end_session,
+                drain if i == 0 else None,
             )
             for i in range(bridges)
         ],
@@ -62,11 +71,12 @@ def _child(
     metrics_port: int,
     vendor_dir: Path | None,
     end_session: bool,
+    drain: tuple[str, int] | None,
 ) -> None:
     from cityops.logs import configure
 
     configure(settings.log_level)
-    asyncio.run(serve(settings, client_id, metrics_port, vendor_dir, end_session))
+    asyncio.run(serve(settings, client_id, metrics_port, vendor_dir, end_session, drain))
 
 
 async def serve(
@@ -75,7 +85,10 @@ async def serve(
     metrics_port: int,
     vendor_dir: Path | None,
     end_session: bool = False,
+    drain: tuple[str, int] | None = None,
 ) -> None:
+    """Run one bridge until SIGINT/SIGTERM; ``drain`` = (client id prefix, first number):
+    meanwhile empty and end the sessions of bridges numbered from there on."""
     from prometheus_client import start_http_server
 
     from ingest import metrics
@@ -100,8 +113,14 @@ async def serve(
     metrics.REGISTRY.set(len(registry))
     vendors = load_vendors(*([vendor_dir] if vendor_dir else []))
     config = bridge_config(settings, client_id, subscriptions(settings.cities))
-    bridge = Bridge(config, Decoder(registry, vendors))
+    decoder = Decoder(registry, vendors)
+    bridge = Bridge(config, decoder)
     await bridge.start()
+    drainer = (
+        asyncio.create_task(drain_left_sessions(settings, drain[0], drain[1], decoder))
+        if drain
+        else None
+    )
     log.info(
         "ingest bridging",
         extra={
@@ -114,5 +133,35 @@ async def serve(
         await bridge.run(stop)
     finally:
         stop.set()
-        await bridge.stop(keep_session=not end_session)
+        if end_session:
+            await bridge.leave()
+        else:
+            await bridge.stop(keep_session=True)
+        if drainer is not None:
+            await drainer
         await watcher
+
+
+async def drain_left_sessions(
+    settings: Settings, prefix: str, first: int, decode: Decoder, most: int = 64
+) -> list[str]:
+    """Empty and end the sessions of bridges ``{prefix}-{first}`` on, left by an earlier
+    run with more bridges, until a number with no session; return the client ids."""
+    from ingest.bridge import Bridge, subscriptions
+
+    drained: list[str] = []
+    for number in range(first, first + most):
+        client_id = f"{prefix}-{number}"
+        config = bridge_config(settings, client_id, subscriptions(settings.cities))
+        bridge = Bridge(config, decode, subscribe=False)
+        await bridge.start()
+        if not bridge.session_present:
+            await bridge.stop(keep_session=False)  # ends the empty session just made
+            break
+        await bridge.leave()
+        log.info(
+            "drained the session of a bridge gone",
+            extra={"client_id": client_id, "messages": bridge.handled},
+        )
+        drained.append(client_id)
+    return drained

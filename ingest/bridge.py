@@ -143,12 +143,20 @@ class Bridge:
         config: BridgeConfig,
         decode: Decoder,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        subscribe: bool = True,
     ) -> None:
+        """``subscribe=False``: take over a session to empty it (see :meth:`leave`)
+        without subscribing anew."""
         self.config = config
         self.decode = decode
         self.clock = clock
         self.forwarded = 0
         self.dead_lettered = 0
+        #: MQTT messages handled (forwarded or dead-lettered) and acknowledged.
+        self.handled = 0
+        #: Whether the broker held a session for this client id at the last connect.
+        self.session_present: bool | None = None
+        self._subscribe = subscribe
         self._inbox: collections.deque[Inbound] = collections.deque()
         self._wake = asyncio.Event()
         self._wake_pending = False
@@ -192,7 +200,9 @@ class Bridge:
             self._thread_error = TransportError(f"MQTT login refused: {reason}")
             self._connected.set()
             return
-        client.subscribe([(sub, SubscribeOptions(qos=1)) for sub in self.config.subscriptions])
+        self.session_present = bool(flags.session_present)
+        if self._subscribe and self.config.subscriptions:
+            client.subscribe([(s, SubscribeOptions(qos=1)) for s in self.config.subscriptions])
         log.info("mqtt connected", extra={"session_present": flags.session_present})
         self._connected.set()
 
@@ -257,6 +267,27 @@ class Bridge:
         if self._producer is not None:
             await self._producer.stop()
 
+    async def leave(self, quiet_s: float = 1.0) -> None:
+        """Leave the share group for good and lose nothing: unsubscribe, so the broker
+        routes nothing more to this session; forward what is in flight or still queued
+        for it until nothing has come for ``quiet_s``; then end the session. (Ending a
+        session at once would discard what the broker still holds for it.)"""
+        self._subscribe = False
+        if self.config.subscriptions:
+            self._client.unsubscribe(list(self.config.subscriptions))
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.run(stop))
+        seen, quiet = -1, 0.0
+        while quiet < quiet_s:
+            await asyncio.sleep(0.1)
+            if self.handled == seen and not self._inbox:
+                quiet += 0.1
+            else:
+                seen, quiet = self.handled, 0.0
+        stop.set()
+        await task
+        await self.stop(keep_session=False)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set, then finish the batch in hand."""
         while not stop.is_set():
@@ -300,6 +331,7 @@ class Bridge:
         metrics.MESSAGES.labels("forwarded").inc(len(batch) - bad)
         metrics.MESSAGES.labels("deadlettered").inc(bad)
         self._client.ack_all([mid for _topic, _payload, mid, qos in batch if qos == 1])
+        self.handled += len(batch)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
 
     def _new_producer(self) -> AIOKafkaProducer:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from cityops.ingest import bridge_config
+from cityops.ingest import bridge_config, drain_left_sessions
 from cityops.onboard import onboard
 from cityops.settings import Settings
 from cityops.stack import Stack
@@ -386,6 +386,82 @@ async def test_forwarded_messages_are_acknowledged_and_never_delivered_again(
     assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
     assert again == []
     assert second.forwarded == 0
+
+
+async def _publish_readings(
+    city: PilotCity, device: DevicePublisher, device_id: str, values: list[float], base: datetime
+) -> None:
+    for i, v in enumerate(values):
+        payload = reading(city, device_id, v, ts=base + timedelta(milliseconds=100 * i))
+        topic = f"cityops/{city.code}/sensors/{device_id}/up"
+        assert await asyncio.to_thread(device.publish, topic, payload) == 0
+
+
+@pytest.mark.asyncio
+async def test_scaling_down_empties_and_ends_the_sessions_left_behind(
+    city: PilotCity, devices: dict[str, DevicePublisher]
+) -> None:
+    prefix = f"it-scale-{secrets.token_hex(3)}"
+    settings = city.settings.model_copy(update={"cities": (city.code,)})
+    # An earlier run had two bridges; both stopped, their sessions stay in the group.
+    for number in (1, 2):
+        earlier = bridge_for(city, f"{prefix}-{number}")
+        await earlier.start()
+        await earlier.stop()
+    first = [float(i % 90) + 0.125 for i in range(400)]
+    then = [float(i % 90) + 0.375 for i in range(100)]
+    base = now() - timedelta(minutes=8)
+    async with TailConsumer(city.settings, "cityops.readings") as tail:
+        await _publish_readings(city, devices["gw-1"], "gw-1", first, base)
+        # Now one bridge: it runs as -1 and empties the session of -2.
+        bridge = bridge_for(city, f"{prefix}-1")
+        await bridge.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(bridge.run(stop))
+        drained = await drain_left_sessions(settings, prefix, 2, bridge.decode)
+        got = await tail.collect(lambda _v, k: k == b"gw-1", count=len(first))
+        # The session of -2 is gone: everything devices publish now reaches -1.
+        await _publish_readings(city, devices["gw-1"], "gw-1", then, base + timedelta(minutes=1))
+        got_then = await tail.collect(lambda _v, k: k == b"gw-1", count=len(then))
+        stop.set()
+        await task
+        await bridge.stop(keep_session=False)
+    assert drained == [f"{prefix}-2"]
+    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(first)
+    assert sorted(Reading.from_json(v).value for _k, v in got_then) == sorted(then)
+
+
+@pytest.mark.asyncio
+async def test_a_bridge_leaving_for_good_hands_its_share_over_without_loss(
+    city: PilotCity, devices: dict[str, DevicePublisher]
+) -> None:
+    prefix = f"it-leave-{secrets.token_hex(3)}"
+    bridges = [bridge_for(city, f"{prefix}-{n}") for n in (1, 2)]
+    stops = [asyncio.Event(), asyncio.Event()]
+    for bridge in bridges:
+        await bridge.start()
+    tasks = [asyncio.create_task(b.run(s)) for b, s in zip(bridges, stops, strict=True)]
+    values = [float(i % 90) + 0.625 for i in range(1500)]
+    base = now() - timedelta(minutes=6)
+    async with TailConsumer(city.settings, "cityops.readings") as tail:
+        publishing = asyncio.create_task(
+            _publish_readings(city, devices["gw-2"], "gw-2", values, base)
+        )
+        for _ in range(3000):
+            if bridges[1].handled >= 100:
+                break
+            await asyncio.sleep(0.01)
+        # The second bridge leaves while devices go on publishing.
+        stops[1].set()
+        await tasks[1]
+        await bridges[1].leave()
+        await publishing
+        got = await tail.collect(lambda _v, k: k == b"gw-2", count=len(values))
+        stops[0].set()
+        await tasks[0]
+        await bridges[0].stop(keep_session=False)
+    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
+    assert 100 <= bridges[1].handled < len(values)
 
 
 @pytest.mark.asyncio
