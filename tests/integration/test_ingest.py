@@ -348,7 +348,7 @@ async def test_messages_published_while_the_bridge_is_down_arrive_after_restart(
         stop.set()
         await task
         await second.stop(keep_session=False)
-    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
+    assert _values(got) == sorted(values)
 
 
 @pytest.mark.asyncio
@@ -363,14 +363,7 @@ async def test_forwarded_messages_are_acknowledged_and_never_delivered_again(
         await first.start()
         stop = asyncio.Event()
         task = asyncio.create_task(first.run(stop))
-        for i, v in enumerate(values):
-            payload = reading(city, "gw-3", v, ts=base + timedelta(milliseconds=100 * i))
-            assert (
-                await asyncio.to_thread(
-                    devices["gw-3"].publish, f"cityops/{city.code}/sensors/gw-3/up", payload
-                )
-                == 0
-            )
+        await _publish_readings(city, devices["gw-3"], "gw-3", values, base)
         got = await tail.collect(lambda _v, k: k == b"gw-3", count=len(values))
         stop.set()
         await task
@@ -383,9 +376,13 @@ async def test_forwarded_messages_are_acknowledged_and_never_delivered_again(
         stop.set()
         await task
         await second.stop(keep_session=False)
-    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
+    assert _values(got) == sorted(values)
     assert again == []
     assert second.forwarded == 0
+
+
+def _values(records: list[tuple[bytes | None, bytes]]) -> list[float]:
+    return sorted(Reading.from_json(v).value for _k, v in records)
 
 
 async def _publish_readings(
@@ -427,8 +424,8 @@ async def test_scaling_down_empties_and_ends_the_sessions_left_behind(
         await task
         await bridge.stop(keep_session=False)
     assert drained == [f"{prefix}-2"]
-    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(first)
-    assert sorted(Reading.from_json(v).value for _k, v in got_then) == sorted(then)
+    assert _values(got) == sorted(first)
+    assert _values(got_then) == sorted(then)
 
 
 @pytest.mark.asyncio
@@ -460,7 +457,7 @@ async def test_a_bridge_leaving_for_good_hands_its_share_over_without_loss(
         stops[0].set()
         await tasks[0]
         await bridges[0].stop(keep_session=False)
-    assert sorted(Reading.from_json(v).value for _k, v in got) == sorted(values)
+    assert _values(got) == sorted(values)
     assert 100 <= bridges[1].handled < len(values)
 
 
