@@ -458,3 +458,29 @@ def test_rollup_job_folds_in_late_and_replayed_readings_and_queries_stay_whole(
         _same(_points(conn, device, start, end), with_late)
         assert writer.write(rows_of(series_readings(device, 3, start=now - timedelta(days=2)))) == 3
         assert writer.direct  # no reading of that batch was stored: the next goes straight in
+
+
+def test_db_rollups_command_refreshes_on_demand(fresh_db: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    device = "cli-1"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        migrate(conn)
+        ReadingWriter(conn).write(rows_of(series_readings(device, 9, step_s=20)))
+    env = {**os.environ, "CITYOPS_DB_DSN": fresh_db}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cityops.cli", "db", "rollups"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("refreshed 1 range(s): 3 minute and 1 hour bucket(s) written")
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute(
+            "SELECT sum(count) FROM readings_1m WHERE device_id = %s", (device,)
+        ).fetchone()
+    assert rows == (9,)
