@@ -540,6 +540,14 @@ def sink_cmd(group: str, metrics_port: int, workers: int, offset_reset: str) -> 
     show_envvar=True,
     help="Kafka topic of readings (another one for a separate replay pipeline).",
 )
+@click.option(
+    "--checkpoint-s",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    envvar="CITYOPS_CHECKPOINT_S",
+    show_envvar=True,
+    help="How often anomalies, then state, are made durable and the input acknowledged.",
+)
 def worker_cmd(
     app_id: str,
     offset_reset: str,
@@ -547,6 +555,7 @@ def worker_cmd(
     offline_min_s: float,
     liveness_every_s: float,
     readings_topic: str,
+    checkpoint_s: float,
 ) -> None:
     """Run the stream worker: readings -> detectors -> anomalies -> incidents, and
     offline devices."""
@@ -560,6 +569,7 @@ def worker_cmd(
         offline_min_s,
         liveness_every_s,
         readings_topic,
+        checkpoint_s,
     )
 
 

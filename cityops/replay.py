@@ -201,13 +201,12 @@ def record_kafka(
             with out.open("ab") as fh:
                 while time.monotonic() < deadline:
                     batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-                    for recs in batch.values():
+                    for tp, recs in batch.items():
                         for rec in recs:
-                            if rec.value is None or _city_of(rec.value) != city:
-                                continue
-                            fh.write(rec.value.rstrip() + b"\n")
-                            n += 1
-                            bar.update()
+                            for line in _lines(tp.topic, rec.value, city):
+                                fh.write(line + b"\n")
+                                n += 1
+                                bar.update()
         finally:
             bar.close()
             await consumer.stop()
@@ -252,6 +251,22 @@ def record_mqtt(settings: Settings, city: str, out: Path, duration: timedelta) -
         for line in lines:
             fh.write(line + b"\n")
     return len(lines)
+
+
+def _lines(topic: str, value: bytes | None, city: str) -> list[bytes]:
+    """The JSONL lines of one Kafka record of ``city``: a line per reading of a reading
+    or batch record, the record itself for a video event."""
+    from lifeline import codec, topics
+    from lifeline.errors import RecordError
+
+    if value is None:
+        return []
+    if topic == topics.READINGS.name:
+        try:
+            return [codec.encode(r) for r in codec.decode(value) if r.city == city]
+        except RecordError:
+            return []
+    return [value.rstrip()] if _city_of(value) == city else []
 
 
 def _city_of(value: bytes) -> str | None:

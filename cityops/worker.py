@@ -22,6 +22,7 @@ def run_worker(
     offline_min_s: float = 120.0,
     liveness_every_s: float = 10.0,
     readings_topic: str | None = None,
+    checkpoint_s: float = 1.0,
 ) -> None:
     from ingest.registry import Registry, load_now, watch
     from lifeline import topics
@@ -47,6 +48,7 @@ def run_worker(
         offline_min_s=offline_min_s,
         liveness_every_s=liveness_every_s,
         readings_topic=readings_topic or topics.READINGS.name,
+        checkpoint_s=checkpoint_s,
     )
 
     asyncio.run(
@@ -61,8 +63,21 @@ def run_worker(
     async def keep_registry_current() -> None:
         await watch(dsn, registry, settings.cities, asyncio.Event())
 
-    worker = _Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    # uvloop: a cheaper event loop for the worker's many producer futures and wake-ups.
+    worker = _Worker(
+        app,
+        loglevel=settings.log_level.lower(),
+        quiet=True,
+    )
     worker.execute_from_commandline()
+
+
+def _uvloop() -> asyncio.AbstractEventLoop:
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
 
 
 class _Worker(faust.Worker):

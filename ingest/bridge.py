@@ -3,6 +3,10 @@
 paho-mqtt receives on its own thread with manual acknowledgement; messages cross to
 the asyncio loop through a deque (one wake-up per burst, not per message), are
 decoded, produced to Kafka (acks=all, idempotent), and only then acknowledged to MQTT.
+Readings go to ``cityops.readings`` as batch records (:mod:`lifeline.codec`): what one
+wake-up brings is grouped by the partition each device id keys to and sent to that
+partition explicitly, so a burst of a thousand readings is a dozen records and a lone
+reading waits for nothing.
 The broker's in-flight window to the bridge is bounded by the MQTT 5 Receive Maximum,
 so while Kafka is down the bridge stops acknowledging and the broker keeps the rest in
 the persistent session; nothing is dropped.
@@ -40,7 +44,7 @@ from ingest import metrics
 from ingest.deadletter import DeadLetter
 from ingest.decode import Outgoing
 from ingest.errors import PayloadError, TransportError
-from lifeline import topics
+from lifeline import codec, topics
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,7 @@ class ReadAheadClient(mqtt.Client):
 
 
 _PUBACK = struct.Struct("!BBH")
+_READINGS = topics.READINGS.name
 #: A message as the bridge holds it: topic, payload, packet id, QoS.
 Inbound = tuple[str, bytes, int, int]
 
@@ -165,6 +170,7 @@ class Bridge:
         self._thread_error: BaseException | None = None
         self._client = self._make_client()
         self._producer: AIOKafkaProducer | None = None
+        self._readings_partitions = topics.READINGS.partitions
 
     def _make_client(self) -> ReadAheadClient:
         cfg = self.config
@@ -234,9 +240,11 @@ class Bridge:
         self._producer = self._new_producer()
         try:
             await self._producer.start()
+            parts = await self._producer.partitions_for(topics.READINGS.name)
         except KafkaError as exc:
             await self._producer.stop()
             raise TransportError(f"Kafka at {cfg.kafka_bootstrap} unreachable: {exc}") from exc
+        self._readings_partitions = len(parts)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho untyped
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = cfg.receive_maximum
@@ -325,14 +333,30 @@ class Bridge:
                 )
                 letter = DeadLetter.of(topic, payload, received_at, exc.reason, str(exc))
                 records.append(Outgoing(topics.DEADLETTER.name, topic.encode(), letter.to_json()))
-        await self._produce_until_done(records)
+        readings = sum(1 for r in records if r.topic == _READINGS)
+        await self._produce_until_done(self._batched(records))
         self.forwarded += len(records) - bad
+        metrics.READINGS.inc(readings)
         self.dead_lettered += bad
         metrics.MESSAGES.labels("forwarded").inc(len(batch) - bad)
         metrics.MESSAGES.labels("deadlettered").inc(bad)
         self._client.ack_all([mid for _topic, _payload, mid, qos in batch if qos == 1])
         self.handled += len(batch)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    def _batched(self, records: list[Outgoing]) -> list[Outgoing]:
+        """Readings joined into batch records, one partition each; the rest as they are."""
+        others = [r for r in records if r.topic != _READINGS]
+        by_partition = codec.group_by_partition(
+            ((r.key.decode(), r.value) for r in records if r.topic == _READINGS),
+            self._readings_partitions,
+        )
+        batched = [
+            Outgoing(_READINGS, b"", record, partition)
+            for partition, encoded in by_partition.items()
+            for record in codec.batches(encoded)
+        ]
+        return batched + others
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -366,7 +390,10 @@ class Bridge:
         while True:
             try:
                 futures = [
-                    await self._producer.send(r.topic, value=r.value, key=r.key) for r in records
+                    await self._producer.send(
+                        r.topic, value=r.value, key=r.key or None, partition=r.partition
+                    )
+                    for r in records
                 ]
                 await asyncio.gather(*futures)
                 for r in records:

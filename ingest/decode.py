@@ -19,7 +19,7 @@ from ingest import adapters
 from ingest.adapters import VendorMapping, parse_time
 from ingest.errors import PayloadError
 from ingest.registry import Registry
-from lifeline import topics
+from lifeline import codec, topics
 from lifeline.devices import Device
 from lifeline.errors import RecordError
 from lifeline.records import DeviceStatus, VideoEvent
@@ -31,11 +31,12 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One record bound for Kafka."""
+    """One record bound for Kafka; ``partition`` None: the key's partition."""
 
     topic: str
     key: bytes
     value: bytes
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,18 +157,10 @@ class Decoder:
                     f"[{low:g}, {high:g}]; check the sensor or its unit",
                 )
             self._check_time(s.ts, received_at)
-            body = {
-                "v": 1,
-                "city": device.city,
-                "device_id": device.device_id,
-                "ts": s.ts.isoformat(),
-                "metric": s.metric,
-                "value": value,
-                "unit": canonical,
-            }
-            if s.quality:
-                body["quality"] = list(s.quality)
-            out.append(Outgoing(topics.READINGS.name, key, _dumps(body)))
+            encoded = codec.encode_reading(
+                device.city, device.device_id, s.ts, s.metric, value, canonical, s.quality
+            )
+            out.append(Outgoing(topics.READINGS.name, key, encoded))
         return out
 
     def _check_time(self, ts: datetime, received_at: datetime) -> None:
@@ -268,7 +261,3 @@ def _from_gb28181(data: dict[str, Any], device: Device) -> dict[str, Any]:
 
 
 _CST = timezone(timedelta(hours=8))
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    return orjson.dumps(body)

@@ -19,3 +19,6 @@ BATCH_SECONDS = Histogram(
     "Decode + produce + ack time of one batch",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+READINGS = Counter(
+    "cityops_ingest_readings_total", "Readings produced to cityops.readings (in batch records)"
+)

@@ -32,7 +32,7 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
-CityCode = Annotated[str, Field(pattern=r"^\d{6}$", description="GB/T 2260 city code")]
+CityCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="GB/T 2260 city code")]
 DeviceId = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="device id")
 ]
@@ -95,6 +95,15 @@ class Reading(Record):
         if not math.isfinite(value):
             raise ValueError("value must be a finite number")
         return value
+
+
+class ReadingBatch(Record):
+    """Readings of one ``cityops.readings`` partition in one record (see
+    :mod:`lifeline.codec`, which encodes and decodes both versions)."""
+
+    schema_name: ClassVar[str] = "cityops.reading_batch"
+    v: Literal[2] = 2
+    readings: tuple[Reading, ...] = Field(min_length=1, max_length=500)
 
 
 class VideoEvent(Record):
@@ -186,7 +195,14 @@ class DeviceStatus(Record):
     rssi_dbm: float | None = Field(None, ge=-200, le=0)
 
 
-WIRE_RECORDS: tuple[type[Record], ...] = (Reading, VideoEvent, Anomaly, Incident, DeviceStatus)
+WIRE_RECORDS: tuple[type[Record], ...] = (
+    Reading,
+    ReadingBatch,
+    VideoEvent,
+    Anomaly,
+    Incident,
+    DeviceStatus,
+)
 
 
 def export_schemas(folder: Path) -> list[Path]:
@@ -195,9 +211,10 @@ def export_schemas(folder: Path) -> list[Path]:
     written = []
     for rec in WIRE_RECORDS:
         schema = rec.model_json_schema(mode="serialization")
-        schema["$id"] = f"urn:cityops:schema:{rec.schema_name}:v1"
+        version = rec.model_fields["v"].default if "v" in rec.model_fields else 1
+        schema["$id"] = f"urn:cityops:schema:{rec.schema_name}:v{version}"
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        path = folder / f"{rec.schema_name}.v1.schema.json"
+        path = folder / f"{rec.schema_name}.v{version}.schema.json"
         path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
         written.append(path)
     return written

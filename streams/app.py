@@ -2,13 +2,17 @@
 table) → ``cityops.anomalies``; ``cityops.video`` → anomalies too; anomalies (keyed by
 grid cell) → correlate (per-place state in a second table) → ``cityops.incidents``.
 
-Readings are keyed by device id, so each device's series live on one partition and its
-state in the same partition of the table; a restarted or rebalanced worker rebuilds the
-state from the table's changelog topic. A reading not newer than the last one applied to
-its series is not applied again, so readings processed twice after a crash (the changelog
-runs ahead of the committed offsets) leave the state as it was; anomaly and incident ids
-are deterministic, so a record re-emitted after a crash is the same anomaly or incident
-again, never a new one.
+Readings arrive in batch records (:mod:`lifeline.codec`), all of one partition: the
+partition each device id keys to, so each device's series live on one partition and its
+state in the same partition of the table. Detect and correlate keep their state as
+objects in memory for the partitions they own and fold a whole record with no awaits;
+a :class:`streams.checkpoint.Checkpoint` makes outputs, then state, durable before it
+acknowledges the input, about once a second. A restarted or rebalanced worker rebuilds
+the state from the tables' changelogs. A reading not newer than the last one applied to
+its series is not applied again, so readings processed twice after a crash (the
+changelog runs ahead of the committed offsets) leave the state as it was; anomaly and
+incident ids are deterministic, so a record re-emitted after a crash is the same anomaly
+or incident again, never a new one.
 """
 
 from __future__ import annotations
@@ -19,31 +23,34 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from prometheus_client import Counter
 
 from ingest.registry import Registry
-from lifeline import topics
+from lifeline import codec, topics
 from lifeline.detect.rules import RuleBook
 from lifeline.errors import RecordError
 from lifeline.incidents import PlaceState
 from lifeline.incidents import fold as correlate_fold
 from lifeline.records import Anomaly, VideoEvent
+from streams.checkpoint import Checkpoint, FaultPlan, Out, Publish, kafka_publisher
 from streams.detection import DetectionFold, SeriesState, offline_anomaly, video_anomaly
 
 log = logging.getLogger(__name__)
 
 PROCESSED = Counter("cityops_detect_readings_total", "Readings through the detect agent")
+RECORDS = Counter("cityops_detect_records_total", "Reading records (v1 or batch) consumed")
 EMITTED = Counter("cityops_detect_anomalies_total", "Anomaly records emitted", ["state"])
 UNKNOWN = Counter(
     "cityops_detect_unknown_devices_total", "Readings and video events of unknown devices"
+)
+UNREADABLE = Counter(
+    "cityops_detect_unreadable_records_total", "Records the worker could not decode", ["topic"]
 )
 STALE = Counter(
     "cityops_detect_stale_readings_total",
@@ -52,15 +59,21 @@ STALE = Counter(
 INCIDENTS = Counter("cityops_correlate_incidents_total", "Incident records emitted", ["status"])
 
 
-Emit = Callable[[str, bytes, bytes], Awaitable[Any]]
-
-
 @dataclass(frozen=True)
 class Agents:
     detect: Any
     video: Any
     correlate: Any
     liveness: Any
+    checkpoint: Any
+
+
+def anomaly_out(anomaly: Anomaly) -> Out:
+    """An anomaly keyed by city and grid cell: anomalies of one place meet in one
+    correlate partition, and places of different cities never share correlation state."""
+    EMITTED.labels(anomaly.state).inc()
+    where = anomaly.grid_cell or anomaly.asset_id or anomaly.device_id or anomaly.anomaly_id
+    return Out(topics.ANOMALIES.name, f"{anomaly.city}:{where}".encode(), anomaly.to_json())
 
 
 def create_app(
@@ -69,22 +82,27 @@ def create_app(
     *,
     app_id: str = "cityops-streams",
     store: str = "memory://",
-    emit: Emit | None = None,
-    loop: asyncio.AbstractEventLoop | None = None,
+    publish: Publish | None = None,
     offset_reset: str = "earliest",
     rules: RuleBook | None = None,
     liveness_every_s: float = 10.0,
     offline_min_s: float = 120.0,
     offline_default_s: float = 900.0,
     readings_topic: str = topics.READINGS.name,
+    checkpoint_s: float = 1.0,
+    checkpoint_events: int = 2000,
+    replication_factor: int = 1,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[faust.App, Agents]:
     """The app and its agents (returned for tests).
 
-    ``emit(topic, key, value)`` publishes a record; by default to Kafka. ``rules``
-    overrides the default thresholds per city or device. A device silent for five of
-    its usual reporting gaps (at least ``offline_min_s``; ``offline_default_s`` while its
-    gap is unknown; silence counted from the worker's start at the earliest) raises an
-    offline anomaly, cleared by its next reading.
+    ``publish(records)`` produces records and returns once they are durable; by default
+    Faust's producer with acks=all. ``rules`` overrides the default thresholds per city
+    or device. A checkpoint runs every ``checkpoint_s`` or after ``checkpoint_events``
+    consumed records. A device silent for five of its usual reporting gaps (at least
+    ``offline_min_s``; ``offline_default_s`` while its gap is unknown; silence counted
+    from the worker's start at the earliest) raises an offline anomaly, cleared by its
+    next reading.
     """
     # Faust keeps per-app files even with in-memory tables: not in the working directory.
     datadir = Path(os.environ.get("CITYOPS_WORKER_DATA", tempfile.gettempdir())) / "cityops-worker"
@@ -95,19 +113,19 @@ def create_app(
         store=store,
         datadir=datadir / app_id,
         topic_partitions=topics.READINGS.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=replication_factor,
         web_enabled=False,
         producer_acks=-1,
         # Table changelogs and anomalies go out in batches rather than one request each.
-        producer_linger_ms=10,
+        producer_linger_ms=5,
         producer_max_batch_size=1 << 20,
         key_serializer="raw",
         value_serializer="raw",
-        loop=loop,
         # A worker that dies is noticed within seconds, so its partitions move quickly.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
         consumer_auto_offset_reset=offset_reset,
+        loop=loop,
     )
 
     def raw_topic(name: str, partitions: int | None = None) -> Any:
@@ -116,7 +134,6 @@ def create_app(
     readings = raw_topic(readings_topic, topics.READINGS.partitions)
     video = raw_topic(topics.VIDEO.name, topics.VIDEO.partitions)
     anomalies = raw_topic(topics.ANOMALIES.name, topics.ANOMALIES.partitions)
-    outputs = {t.name: raw_topic(t.name) for t in (topics.ANOMALIES, topics.INCIDENTS)}
     series_state = app.Table(
         "detect-state",
         default=None,
@@ -131,7 +148,12 @@ def create_app(
         key_type=str,
         value_type=bytes,
     )
+    out: Publish = publish or kafka_publisher(lambda: app.producer)
+    fault = FaultPlan.from_env()
     fold = DetectionFold(rules)
+    # Series states of the active partitions as objects; a miss reads the table.
+    series: dict[str, SeriesState] = {}
+    places: dict[str, tuple[int, PlaceState]] = {}
     # Liveness per device of the active partitions: (last arrival, timeout, last event
     # time, partition); filled by the detect agent and, after a start or a rebalance,
     # from the table. Devices reported offline, by the event time of their last reading.
@@ -139,61 +161,97 @@ def create_app(
     offline: dict[tuple[str, str], float] = {}
     scanned: set[int] = set()
     started = time.time()
+    checkpoints: list[Checkpoint[Any]] = []
 
-    async def send(topic: str, key: bytes, value: bytes) -> Any:
-        return await outputs[topic].send(key=key, value=value)
-
-    publish: Emit = emit or send
-
-    async def publish_anomaly(anomaly: Anomaly) -> None:
-        EMITTED.labels(anomaly.state).inc()
-        # Keyed by city and grid cell: anomalies of one place meet in one correlate
-        # partition, and places of different cities never share correlation state.
-        where = anomaly.grid_cell or anomaly.asset_id or anomaly.device_id or anomaly.anomaly_id
-        await publish(topics.ANOMALIES.name, f"{anomaly.city}:{where}".encode(), anomaly.to_json())
+    def checkpoint(name: str, table: Any, dumps: Any, stream: Any) -> Checkpoint[Any]:
+        cp: Checkpoint[Any] = Checkpoint(
+            agent=name,
+            publish=out,
+            changelog_topic=table.changelog_topic.get_topic_name(),
+            store=table.data,
+            dumps=dumps,
+            ack=stream.ack,
+            changelog_key=lambda key: (
+                app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
+                or b""
+            ),
+            interval_s=checkpoint_s,
+            max_events=checkpoint_events,
+            fault=fault,
+        )
+        checkpoints.append(cp)
+        return cp
 
     @app.agent(readings)
     async def detect(stream: Any) -> None:
-        async for event in stream.events():
-            PROCESSED.inc()
+        cp = checkpoint("detect", series_state, SeriesState.dumps, stream)
+        async for event in stream.noack().events():
+            partition = event.message.partition
             try:
-                d = orjson.loads(event.value)
-                device = registry.get(d["city"], d["device_id"])
-                ts = datetime.fromisoformat(d["ts"])
-                metric, reading, unit = d["metric"], float(d["value"]), d["unit"]
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("unreadable reading skipped", extra={"error": str(exc)})
-                continue
-            if device is None:
-                UNKNOWN.inc()
-                continue
-            key = f"{device.city}|{device.device_id}|{metric}"
-            previous = series_state.get(key)
-            st = SeriesState.loads(previous) if previous else None
-            if st is not None and st.last_ts and ts.timestamp() <= st.last_ts:
-                # Already applied (a replay after a restart: the table's changelog runs
-                # ahead of the committed offsets), or a duplicate or late reading. The
-                # sink stores it; the detectors see each moment of a series once.
-                STALE.inc()
-                continue
-            new, anomaly = fold.step(device, metric, ts, reading, unit, st)
+                batch = codec.decode(event.value)
+            except RecordError as exc:
+                # The sink dead-letters the record; detection has nothing to apply.
+                UNREADABLE.labels(readings_topic).inc()
+                log.warning("unreadable reading record skipped", extra={"error": str(exc)})
+                batch = []
+            RECORDS.inc()
+            PROCESSED.inc(len(batch))
             wall = time.time()
-            new = new.arrived(wall, ts.timestamp(), event.message.partition)
-            series_state[key] = new.dumps()
-            if anomaly is not None:
-                await publish_anomaly(anomaly)
-            who = (device.city, device.device_id)
-            seen[who] = (
-                wall,
-                new.timeout_s(offline_min_s, offline_default_s),
-                new.last_ts,
-                new.partition,
-            )
-            went = offline.pop(who, None)
-            if went is not None:
-                silent = wall - (st.seen if st else wall)
-                now = datetime.fromtimestamp(wall, UTC)
-                await publish_anomaly(offline_anomaly(device, went, silent, "cleared", now))
+            for r in batch:
+                device = registry.get(r.city, r.device_id)
+                if device is None:
+                    UNKNOWN.inc()
+                    continue
+                key = f"{r.city}|{r.device_id}|{r.metric}"
+                st = series.get(key)
+                if st is None:
+                    raw = series_state.data.get(key)
+                    st = SeriesState.loads(raw) if raw else None
+                epoch = r.ts.timestamp()
+                if st is not None and st.last_ts and epoch <= st.last_ts:
+                    # Already applied (a replay after a restart: the table's changelog
+                    # runs ahead of the committed offsets), or a duplicate or late
+                    # reading. The sink stores it; the detectors see each moment once.
+                    STALE.inc()
+                    continue
+                new, anomaly = fold.step(device, r.metric, r.ts, r.value, r.unit, st)
+                new = new.arrived(wall, epoch, partition)
+                series[key] = new
+                cp.changed(key, partition, new)
+                if anomaly is not None:
+                    cp.output(partition, anomaly_out(anomaly))
+                who = (r.city, r.device_id)
+                seen[who] = (
+                    wall,
+                    new.timeout_s(offline_min_s, offline_default_s),
+                    new.last_ts,
+                    partition,
+                )
+                went = offline.pop(who, None) if offline else None
+                if went is not None:
+                    silent = wall - (st.seen if st else wall)
+                    now = datetime.fromtimestamp(wall, UTC)
+                    cleared = offline_anomaly(device, went, silent, "cleared", now)
+                    cp.output(partition, anomaly_out(cleared))
+            cp.consumed(partition, event)
+            await cp.maybe_flush()
+
+    @app.timer(interval=checkpoint_s)  # type: ignore[untyped-decorator]  # faust is untyped
+    async def flush_checkpoints() -> None:
+        """Checkpoint agents that have gone quiet with work pending."""
+        for cp in checkpoints:
+            await cp.flush()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrow
+    async def on_revoked(_app: Any, revoked: set[Any], **_kwargs: Any) -> None:
+        lost = {tp.partition for tp in revoked if tp.topic == readings_topic}
+        for key in [k for k, st in series.items() if st.partition in lost]:
+            del series[key]
+        lost_places = {tp.partition for tp in revoked if tp.topic == topics.ANOMALIES.name}
+        for key in [k for k, (p, _s) in places.items() if p in lost_places]:
+            del places[key]
+        for cp in checkpoints:
+            cp.revoke(lost if cp.agent == "detect" else lost_places)
 
     @app.timer(interval=liveness_every_s)  # type: ignore[untyped-decorator]  # faust is untyped
     async def liveness() -> None:
@@ -201,8 +259,8 @@ def create_app(
         active = {tp.partition for tp in app.consumer.assignment() if tp.topic == readings_topic}
         fresh = active - scanned
         if fresh:
-            for key, raw in list(series_state.items()):
-                st = SeriesState.loads(raw)
+            for key, raw in list(series_state.data.items()):
+                st = series.get(key) or SeriesState.loads(raw)
                 if st.partition not in fresh:
                     continue
                 city, device_id, _metric = key.split("|", 2)
@@ -213,6 +271,7 @@ def create_app(
         scanned.clear()
         scanned.update(active)
         wall = time.time()
+        raised = []
         for who, (last, timeout, last_ts, partition) in list(seen.items()):
             if partition not in active:
                 seen.pop(who, None)
@@ -228,40 +287,63 @@ def create_app(
                 continue
             offline[who] = last_ts
             now = datetime.fromtimestamp(wall, UTC)
-            await publish_anomaly(offline_anomaly(device, last_ts, silent, "raised", now))
+            raised.append(anomaly_out(offline_anomaly(device, last_ts, silent, "raised", now)))
+        if raised:
+            await out(raised)
 
     @app.agent(video)
     async def video_events(stream: Any) -> None:
+        # Few and far between: each event's anomaly is durable before the event is acked.
         async for value in stream:
             try:
                 event = VideoEvent.from_json(value)
             except RecordError as exc:
+                UNREADABLE.labels(topics.VIDEO.name).inc()
                 log.warning("unreadable video event skipped", extra={"error": str(exc)})
                 continue
             camera = registry.get(event.city, event.camera_id)
             if camera is None:
                 UNKNOWN.inc()  # a camera of a city this worker does not serve
                 continue
-            await publish_anomaly(video_anomaly(event, camera))
+            await out([anomaly_out(video_anomaly(event, camera))])
+
+    def dump_place(state: PlaceState) -> bytes:
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @app.agent(anomalies)
     async def correlate(stream: Any) -> None:
-        async for event in stream.events():
+        cp = checkpoint("correlate", place_state, dump_place, stream)
+        async for event in stream.noack().events():
+            partition = event.message.partition
             try:
                 anomaly = Anomaly.from_json(event.value)
             except RecordError as exc:
+                UNREADABLE.labels(topics.ANOMALIES.name).inc()
                 log.warning("unreadable anomaly skipped", extra={"error": str(exc)})
-                continue
-            key = (event.key or b"").decode()
-            previous = place_state.get(key)
-            state = pickle.loads(previous) if previous else PlaceState()  # noqa: S301  # own table
-            device = registry.get(anomaly.city, anomaly.device_id or "")
-            state, incidents = correlate_fold(state, anomaly, device.kind if device else None)
-            place_state[key] = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-            for incident in incidents:
-                INCIDENTS.labels(incident.status).inc()
-                await publish(
-                    topics.INCIDENTS.name, incident.incident_id.encode(), incident.to_json()
-                )
+                anomaly = None
+            if anomaly is not None:
+                key = (event.key or b"").decode()
+                held = places.get(key)
+                if held is not None:
+                    state = held[1]
+                else:
+                    raw = place_state.data.get(key)
+                    state = pickle.loads(raw) if raw else PlaceState()  # noqa: S301  # own table
+                device = registry.get(anomaly.city, anomaly.device_id or "")
+                state, incidents = correlate_fold(state, anomaly, device.kind if device else None)
+                places[key] = (partition, state)
+                cp.changed(key, partition, state)
+                for incident in incidents:
+                    INCIDENTS.labels(incident.status).inc()
+                    cp.output(
+                        partition,
+                        Out(
+                            topics.INCIDENTS.name,
+                            incident.incident_id.encode(),
+                            incident.to_json(),
+                        ),
+                    )
+            cp.consumed(partition, event)
+            await cp.maybe_flush()
 
-    return app, Agents(detect, video_events, correlate, liveness)
+    return app, Agents(detect, video_events, correlate, liveness, checkpoints)

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge
 
-from lifeline import topics
+from lifeline import codec, topics
 from lifeline.errors import RecordError
 from lifeline.records import Anomaly, DeviceStatus, Incident
 from store import rollups
@@ -81,21 +80,12 @@ class Batch:
         )
 
 
-def parse_reading(value: bytes) -> ReadingRow:
-    """A reading from the wire into a row; the bridge already validated it."""
-    d = orjson.loads(value)
-    ts = datetime.fromisoformat(d["ts"].replace("Z", "+00:00"))
-    if ts.tzinfo is None or not isinstance(d["value"], int | float):
-        raise ValueError("reading without a zone or a number")
-    return (
-        d["city"],
-        d["device_id"],
-        d["metric"],
-        ts,
-        float(d["value"]),
-        d["unit"],
-        list(d.get("quality", ())),
-    )
+def parse_readings(value: bytes) -> list[ReadingRow]:
+    """The readings of one record (a reading or a batch) as rows."""
+    return [
+        (r.city, r.device_id, r.metric, r.ts, r.value, r.unit, list(r.quality))
+        for r in codec.decode(value)
+    ]
 
 
 def collect(
@@ -115,7 +105,7 @@ def collect(
                 continue
             try:
                 if kind == "readings":
-                    batch.readings.append(parse_reading(value))
+                    batch.readings.extend(parse_readings(value))
                 elif kind == "anomalies":
                     a = Anomaly.from_json(value)
                     batch.anomalies[a.anomaly_id] = a

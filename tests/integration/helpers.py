@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cityops.settings import Settings
+from lifeline import codec, topics
 
 
 def mqtt_publish(
@@ -45,6 +46,7 @@ class TailConsumer:
 
     def __init__(self, settings: Settings, topic: str, **kw: object) -> None:
         self.topic = topic
+        self.records = []
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **kw
         )
@@ -68,16 +70,40 @@ class TailConsumer:
     async def collect(
         self, want: Callable[[bytes, bytes | None], bool], count: int, within: float = 30.0
     ) -> list[tuple[bytes | None, bytes]]:
-        """Records (key, value) matching ``want`` until ``count`` arrive or time runs out."""
+        """Records (key, value) matching ``want`` until ``count`` arrive or time runs out.
+
+        On the readings topic every reading of a record is one (device id, v1 reading)
+        pair, and every record is checked to hold only readings of its own partition."""
         found: list[tuple[bytes | None, bytes]] = []
         deadline = asyncio.get_running_loop().time() + within
         while len(found) < count and asyncio.get_running_loop().time() < deadline:
             batches = await self.consumer.getmany(timeout_ms=500)
-            for records in batches.values():
+            for tp, records in batches.items():
                 for rec in records:
-                    if rec.value is not None and want(rec.value, rec.key):
-                        found.append((rec.key, rec.value))
+                    if rec.value is None:
+                        continue
+                    for key, value in self._items(tp, rec.key, rec.value):
+                        if want(value, key):
+                            found.append((key, value))
         return found
+
+    def _items(
+        self, tp: TopicPartition, key: bytes | None, value: bytes
+    ) -> list[tuple[bytes | None, bytes]]:
+        if self.topic != topics.READINGS.name:
+            return [(key, value)]
+        self.records.append((tp.partition, value))
+        parts = len(self.consumer.assignment())
+        items = []
+        for r in codec.decode(value):
+            assert codec.partition_for(r.device_id, parts) == tp.partition, (
+                f"reading of {r.device_id} on partition {tp.partition}"
+            )
+            items.append((r.device_id.encode(), codec.encode(r)))
+        return items
+
+    #: the raw records of the readings topic seen by :meth:`collect` (partition, value)
+    records: list[tuple[int, bytes]]
 
 
 def run_in_thread(fn: Callable[[], None]) -> threading.Thread:

@@ -321,14 +321,19 @@ def _count(dsn: str, device: str, distinct: bool = False) -> int:
         return 0
 
 
-def test_reading_json_round_trips_through_the_sink_parser() -> None:
-    from streams.sink import parse_reading
+def test_readings_and_batches_round_trip_through_the_sink_parser() -> None:
+    from lifeline import codec
+    from lifeline.errors import RecordError
+    from streams.sink import parse_readings
 
-    [r] = series_readings("x-1", 1)
-    row = parse_reading(r.to_json())
-    assert row == ("320100", "x-1", "pressure", r.ts, r.value, "MPa", [])
-    with pytest.raises((ValueError, KeyError)):
-        parse_reading(json.dumps({"ts": "2026-01-01T00:00:00"}).encode())
+    readings = series_readings("x-1", 3)
+    assert parse_readings(readings[0].to_json()) == [
+        ("320100", "x-1", "pressure", readings[0].ts, readings[0].value, "MPa", [])
+    ]
+    batch = codec.batch([r.to_json() for r in readings])
+    assert [row[3] for row in parse_readings(batch)] == [r.ts for r in readings]
+    with pytest.raises(RecordError, match="missing"):
+        parse_readings(json.dumps({"v": 1, "ts": "2026-01-01T00:00:00"}).encode())
 
 
 def test_retention_drops_old_days_and_trims_each_city(fresh_db: str) -> None:

@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest.registry import Registry
+from lifeline import codec
 from lifeline.devices import Device
 from lifeline.records import Anomaly
 from streams.app import create_app
+from streams.checkpoint import Out
 from streams.detection import DetectionFold, SeriesState
 
 T0 = datetime(2026, 7, 1, 2, 0, tzinfo=UTC)
@@ -68,30 +70,36 @@ def test_state_survives_a_pickle_round_trip() -> None:
 @pytest.mark.asyncio
 async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
     sent: list[tuple[bytes, bytes]] = []
+    changelog: list[Out] = []
 
-    async def emit(topic: str, key: bytes, value: bytes) -> None:
-        assert topic == "cityops.anomalies"
-        sent.append((key, value))
+    async def publish(records: list[Out]) -> None:
+        for r in records:
+            if r.topic == "cityops.anomalies":
+                sent.append((r.key, r.value))
+            else:
+                changelog.append(r)
 
     app, agents = create_app(
         "127.0.0.1:1",
         Registry([WELL]),
         app_id="test-detect",
-        emit=emit,
+        publish=publish,
         loop=asyncio.get_running_loop(),
+        checkpoint_events=1,
     )
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
     values = [0, 30, 30, 30, 2, 2, 2]
     async with agents.detect.test_context() as agent:
-        for i, v in enumerate(values):
-            await agent.put(reading(i, v))
-        await agent.put(reading(0, 40, device="unknown"))
+        for i, v in enumerate(values[:3]):
+            await agent.put(reading(i, v))  # v1 records, one reading each
+        # A batch record (v2) of the rest, with a reading of an unknown device inside.
+        rest = [reading(i, v) for i, v in enumerate(values) if i >= 3]
+        await agent.put(codec.batch([*rest, reading(0, 40, device="unknown")]))
         # Redelivered after a restart (offsets committed behind the table's changelog):
         # already applied, so neither raised nor cleared again.
-        for i, v in enumerate(values[1:], start=1):
-            await agent.put(reading(i, v))
+        await agent.put(codec.batch([reading(i, v) for i, v in enumerate(values) if i]))
     # Iterating a stream makes Faust create its consumer thread's own event loop even in
     # test mode, where that thread never starts; close it so nothing leaks.
     thread = getattr(app._consumer, "_thread", None)
@@ -102,6 +110,10 @@ async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
     assert {k for k, _v in sent} == {b"320100:320102001001001"}  # city and cell
     assert anomalies[0].anomaly_id == anomalies[1].anomaly_id
     assert anomalies[0].grid_cell == "320102001001001"
+    # The series' state went to the table's changelog, on the reading's partition.
+    assert {(r.topic, r.key) for r in changelog} == {
+        ("test-detect-detect-state-changelog", b'"320100|gw-1|ch4"')
+    }
 
 
 @pytest.mark.asyncio
@@ -111,16 +123,17 @@ async def test_correlate_agent_turns_anomalies_of_two_wells_into_one_incident() 
 
     sent: list[tuple[str, bytes, bytes]] = []
 
-    async def emit(topic: str, key: bytes, value: bytes) -> None:
-        sent.append((topic, key, value))
+    async def publish(records: list[Out]) -> None:
+        sent.extend((r.topic, r.key, r.value) for r in records)
 
     other = WELL.model_copy(update={"device_id": "gw-2", "asset_id": "GW-0002"})
     app, agents = create_app(
         "127.0.0.1:1",
         Registry([WELL, other]),
         app_id="test-correlate",
-        emit=emit,
+        publish=publish,
         loop=asyncio.get_running_loop(),
+        checkpoint_events=1,
     )
     app.finalize()
     app.conf.store = "memory://"

@@ -23,7 +23,7 @@ T0 = datetime(2026, 7, 1, 2, 30, tzinfo=UTC)
 
 readings = st.builds(
     Reading,
-    city=st.from_regex(r"\A\d{6}\Z"),
+    city=st.from_regex(r"\A[0-9]{6}\Z"),
     device_id=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z"),
     ts=st.datetimes(
         min_value=datetime(2000, 1, 1),  # noqa: DTZ001  # hypothesis wants naive bounds
@@ -173,7 +173,10 @@ def test_schema_export_writes_one_json_schema_per_record(tmp_path: object) -> No
         "cityops.device_status.v1.schema.json",
         "cityops.incident.v1.schema.json",
         "cityops.reading.v1.schema.json",
+        "cityops.reading_batch.v2.schema.json",
         "cityops.video_event.v1.schema.json",
     ]
+    batch_schema = json.loads((folder / "cityops.reading_batch.v2.schema.json").read_text())
+    assert batch_schema["properties"]["readings"]["maxItems"] == 500
     reading_schema = json.loads((folder / "cityops.reading.v1.schema.json").read_text())
     assert set(reading_schema["required"]) >= {"city", "device_id", "ts", "metric", "value"}
