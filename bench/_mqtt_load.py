@@ -167,6 +167,12 @@ class _Reader:
         return out
 
 
+def _iso_us(epoch_us: int) -> bytes:
+    """``epoch_us`` as an ISO 8601 UTC time with microseconds."""
+    seconds, us = divmod(epoch_us, 1_000_000)
+    return b"%s.%06dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode(), us)
+
+
 def publisher(
     host: str,
     port: int,
@@ -182,7 +188,9 @@ def publisher(
 ) -> None:
     """Publish ``count`` single-reading messages, round-robin over ``devices``, as fast as
     the broker takes them or at ``rate`` a second; at QoS 1 with at most ``WINDOW``
-    unacknowledged, and done when every PUBACK is in."""
+    unacknowledged, and done when every PUBACK is in. Every reading has a key of its own
+    (device, metric, time): readings are stamped with the time they are built, to the
+    microsecond, one microsecond apart at least, so no two share a time."""
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     reader = _Reader(sock)
@@ -197,6 +205,7 @@ def publisher(
     heads = [f'{{"v":1,"city":"{city}","device_id":"{d}","ts":"'.encode() for d in devices]
     tail = b'","metric":"ch4","unit":"%LEL","value":'
     n_dev = len(devices)
+    last_us = 0
     go.wait()
     t0 = time.time()
     sent = acked = 0
@@ -205,10 +214,11 @@ def publisher(
         allowed = count if not rate else min(count, int((time.time() - t0) * rate) + 1)
         room = min(window - (sent - acked), allowed - sent, 500)
         if room > 0:
-            ts = datetime.now(UTC).isoformat().encode()
             chunk = []
             for i in range(sent, sent + room):
                 k = i % n_dev
+                last_us = max(int(time.time() * 1e6), last_us + 1)
+                ts = _iso_us(last_us)
                 payload = b"%s%s%s%d.0}" % (heads[k], ts, tail, i % 20)
                 if qos:
                     var = topics[k] + ((i % 65535) + 1).to_bytes(2, "big") + b"\x00"

@@ -9,11 +9,15 @@ The kernel figure is the default detectors of every kind run over batches of one
 series, on one core, timed alone.
 
 The worker figure is the real ``cityops worker`` process on the real broker: readings
-of 2,000 registered gas wells are loaded into a topic of their own first, then the
-worker is started on it; the rate is taken between its offset commits (anomalies,
-changelog and all) from a tenth of the run to the end. In the same run, on the same
-topic: ``faust_ceiling_per_s``, a Faust agent that only iterates the events (what Faust
-alone allows here), and ``step_readings_per_s``, the worker's detection fold alone.
+of 2,000 registered gas wells are loaded into a topic of their own first, as batch
+records of one partition each, as the bridge sends them; then the worker is started on
+it; the rate, in readings, is taken between its offset commits (anomalies, changelog and
+all) from a tenth of the run to the end, with the CPU of the worker and of Kafka over
+the same span. The headline run is ``worker_readings`` readings in records of 200 with a
+checkpoint every second; ``sweep`` repeats it over records of 1, 10, 50 and 200 readings
+and checkpoints every 0.5, 1 and 2 s. In the same run: ``faust_ceiling_records_per_s``,
+a Faust agent that only iterates the records of the batch-of-one topic (what Faust alone
+allows here per record), and ``step_readings_per_s``, the worker's detection fold alone.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def run(
     series_per_kind: int = 60,
     length: int = 2000,
     kernel_batch: int = 1000,
-    worker_readings: int = 100_000,
+    worker_readings: int = 1_000_000,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(2026)
     tp = fp = fn = 0
@@ -107,23 +111,16 @@ def run(
 
 WORKER_CITY = "329990"
 WORKER_DEVICES = 2000
+PARTITIONS = 12
+SWEEP_BATCHES = (1, 10, 50, 200)
+SWEEP_CHECKPOINTS = (0.5, 1.0, 2.0)
 
 
-def _worker_rate(n: int) -> dict[str, Any]:
-    import asyncio
-    import os
-    import secrets
-    import signal
-    import subprocess
-    import sys
-    import tempfile
-    from datetime import UTC, datetime, timedelta
-    from pathlib import Path
-
-    import orjson
+def _worker_rate(n: int, sweep_readings: int = 200_000) -> dict[str, Any]:
+    """The headline run (``n`` readings in batches of 200, checkpoint every second), the
+    sweep over batch sizes and checkpoint intervals (``sweep_readings`` each), and
+    Faust's own ceiling on the batch-of-one topic."""
     import psycopg
-    from aiokafka import AIOKafkaProducer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from cityops.settings import get_settings
     from lifeline.devices import Device
@@ -149,15 +146,93 @@ def _worker_rate(n: int) -> dict[str, Any]:
         upsert_devices(
             conn, wells, {w.device_id: (f"{WORKER_CITY}.{w.device_id}", "x") for w in wells}
         )
+    headline = _worker_run(settings, n, batch=200, checkpoint_s=1.0)
+    sweep = []
+    ceiling_topic = None
+    for batch in SWEEP_BATCHES:
+        run = _worker_run(settings, sweep_readings, batch=batch, checkpoint_s=1.0)
+        sweep.append(run)
+        if batch == 1:
+            ceiling_topic = run.pop("topic")
+    for checkpoint_s in SWEEP_CHECKPOINTS:
+        if checkpoint_s != 1.0:
+            sweep.append(
+                _worker_run(settings, sweep_readings, batch=200, checkpoint_s=checkpoint_s)
+            )
+    for run in sweep:
+        run.pop("topic", None)
+    headline.pop("topic")
+    ceiling = None
+    if ceiling_topic is not None:
+        import subprocess
+        import sys
+
+        import orjson
+
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench._faust_ceiling",
+                settings.kafka_bootstrap,
+                ceiling_topic,
+                str(sweep_readings),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        ceiling = next(
+            orjson.loads(line)["per_s"]
+            for line in out.stdout.splitlines()
+            if line.startswith('{"per_s"')
+        )
+    return {
+        "worker_readings_per_s": headline["readings_per_s"],
+        "worker_readings": n,
+        "worker_batch": 200,
+        "worker_checkpoint_s": 1.0,
+        "worker_cpu_pct": headline["worker_cpu_pct"],
+        "kafka_cpu_pct": headline["kafka_cpu_pct"],
+        "sweep": sweep,
+        "faust_ceiling_records_per_s": ceiling,
+        "step_readings_per_s": _step_rate(),
+    }
+
+
+def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[str, Any]:
+    """Load ``n`` readings into a topic of their own as records of ``batch`` readings,
+    then time a ``cityops worker`` over them: readings per second between its offset
+    commits, from a tenth of the run to the end, and the CPU of the worker and Kafka."""
+    import asyncio
+    import os
+    import secrets
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+
+    from aiokafka import AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from bench.e2e import _proc_sample
+    from cityops.stack import Stack
+    from lifeline import codec
+
     topic = f"bench.readings.{secrets.token_hex(3)}"
     app_id = f"bench-worker-{secrets.token_hex(3)}"
     rng = np.random.default_rng(7)
+    # readings[p][k]: readings in the first k records of partition p
+    readings_before: list[list[int]] = [[0] for _ in range(PARTITIONS)]
 
     async def load() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(topic, 12, 1)])
+            await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
         finally:
             await admin.close()
         producer = AIOKafkaProducer(
@@ -165,27 +240,31 @@ def _worker_rate(n: int) -> dict[str, Any]:
         )
         await producer.start()
         start = datetime.now(UTC) - timedelta(days=2)
+        held: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
+        pending = []
+
+        async def send(p: int, encoded: list[bytes]) -> None:
+            record = codec.batch(encoded) if batch > 1 else encoded[0]
+            pending.append(await producer.send(topic, record, partition=p))
+            readings_before[p].append(readings_before[p][-1] + len(encoded))
+
         try:
-            pending = []
-            for i in tqdm(range(n), desc="load readings", unit="reading", mininterval=1):
+            for i in tqdm(range(n), desc=f"load x{batch}", unit="reading", mininterval=1):
                 dev = f"bw-{i % WORKER_DEVICES:05d}"
                 step = i // WORKER_DEVICES
                 value = float(rng.normal(2, 0.3)) + (30.0 if 40 <= step % 100 < 45 else 0.0)
-                body = orjson.dumps(
-                    {
-                        "v": 1,
-                        "city": WORKER_CITY,
-                        "device_id": dev,
-                        "metric": "ch4",
-                        "value": value,
-                        "unit": "%LEL",
-                        "ts": (start + timedelta(minutes=step)).isoformat(),
-                    }
-                )
-                pending.append(await producer.send(topic, body, key=dev.encode()))
+                ts = start + timedelta(minutes=step)
+                p = codec.partition_for(dev, PARTITIONS)
+                held[p].append(codec.encode_reading(WORKER_CITY, dev, ts, "ch4", value, "%LEL"))
+                if len(held[p]) >= batch:
+                    await send(p, held[p])
+                    held[p] = []
                 if len(pending) >= 5000:
                     await asyncio.gather(*pending)
                     pending.clear()
+            for p, rest in enumerate(held):
+                if rest:
+                    await send(p, rest)
             await asyncio.gather(*pending)
         finally:
             await producer.stop()
@@ -195,13 +274,18 @@ def _worker_rate(n: int) -> dict[str, Any]:
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(
-                app_id, partitions=[TopicPartition(topic, p) for p in range(12)]
+                app_id, partitions=[TopicPartition(topic, p) for p in range(PARTITIONS)]
             )
         finally:
             await admin.close()
-        return sum(max(0, m.offset) for m in offsets.values())
+        return sum(
+            readings_before[m.partition][max(0, o.offset)]
+            for m, o in offsets.items()
+            if o.offset >= 0
+        )
 
     asyncio.run(load())
+    kafka_pid = Stack.from_settings(settings).kafka.status().pid or 0
     env = {**os.environ, "CITYOPS_CITIES": WORKER_CITY, "CITYOPS_LOG_LEVEL": "WARNING"}
     with tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(
@@ -216,22 +300,25 @@ def _worker_rate(n: int) -> dict[str, Any]:
                 "earliest",
                 "--readings-topic",
                 topic,
+                "--checkpoint-s",
+                str(checkpoint_s),
             ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        samples: list[tuple[float, int]] = []
-        bar = tqdm(total=n, desc="worker", unit="reading")
+        samples: list[tuple[float, int, float, float]] = []
+        bar = tqdm(total=n, desc=f"worker x{batch} ckpt {checkpoint_s:g}s", unit="reading")
         try:
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 900
             done = 0
             while done < n and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.25)
                 now_done = asyncio.run(committed())
                 if now_done != done:
-                    samples.append((time.monotonic(), now_done))
+                    cpu = (_proc_sample(proc.pid)[0], _proc_sample(kafka_pid)[0])
+                    samples.append((time.monotonic(), now_done, *cpu))
                     bar.update(now_done - done)
                     done = now_done
         finally:
@@ -248,24 +335,17 @@ def _worker_rate(n: int) -> dict[str, Any]:
     Path(log.name).unlink()
     # Sustained rate: from the first commit past a tenth of the run (partitions assigned,
     # fetching under way) to the last.
-    (t0, c0) = next((t, c) for t, c in samples if c >= n // 10)
-    (t1, c1) = samples[-1]
-    ceiling = subprocess.run(
-        [sys.executable, "-m", "bench._faust_ceiling", settings.kafka_bootstrap, topic, str(n)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+    (t0, c0, w0, k0) = next(s for s in samples if s[1] >= n // 10)
+    (t1, c1, w1, k1) = samples[-1]
+    wall = t1 - t0
     return {
-        "worker_readings_per_s": round((c1 - c0) / (t1 - t0)) if t1 > t0 else None,
-        "worker_readings": n,
-        "faust_ceiling_per_s": next(
-            orjson.loads(line)["per_s"]
-            for line in ceiling.stdout.splitlines()
-            if line.startswith('{"per_s"')
-        ),
-        "step_readings_per_s": _step_rate(),
+        "batch": batch,
+        "checkpoint_s": checkpoint_s,
+        "readings": n,
+        "readings_per_s": round((c1 - c0) / wall) if wall > 0 else None,
+        "worker_cpu_pct": round(100 * (w1 - w0) / wall, 1) if wall > 0 else None,
+        "kafka_cpu_pct": round(100 * (k1 - k0) / wall, 1) if wall > 0 else None,
+        "topic": topic,
     }
 
 

@@ -66,12 +66,21 @@ def city(live_stack: Settings, db_dsn: str) -> tuple[Settings, str]:
 
 
 class Worker:
-    def __init__(self, settings: Settings, city: str, app_id: str, log: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        city: str,
+        app_id: str,
+        log: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         env = {
             **os.environ,
             "CITYOPS_DB_DSN": settings.db_dsn.get_secret_value(),
             "CITYOPS_CITIES": city,
             "CITYOPS_LOG_LEVEL": "INFO",
+            **(env or {}),
         }
         self.log = log
         with log.open("ab") as fh:
