@@ -3,11 +3,15 @@
 * ``readings_per_s`` — ``messages`` readings published over MQTT (QoS 1, two publisher
   processes) as fast as they go; timed from the first publish until every reading is in
   the store and the worker has consumed them all (its committed offsets at the topic's
-  end). ``lost`` counts readings that never reached the store.
-* ``p50_ms`` / ``p99_ms`` — with background readings paced at ``rate`` a second, a gas
+  end). Every generated reading has a key of its own (device, metric, time to the
+  microsecond), so the store keeps each; ``lost`` counts readings that never reached
+  it. The wait ends when all are in, or when the store has gained nothing for
+  ``STALL_S`` seconds (what is missing then is lost, not late).
+* ``latency`` — for each background rate of ``rates`` (readings a second, paced), a gas
   leak (two wells of one cell) is published every few seconds; latency runs from the
   last of its readings being acknowledged by MQTT to its incident arriving on the cockpit
-  WebSocket.
+  WebSocket: ``p50_ms`` / ``p99_ms`` at the first rate, and per rate under ``latency``.
+* ``bridges`` bridge processes and ``sinks`` sink processes, one worker, one API.
 * ``cpu_pct`` / ``rss_mb`` per process (ingest, sink, worker, api, kafka, mosquitto)
   over the throughput phase, from /proc.
 """
@@ -48,20 +52,35 @@ from store.migrate import migrate
 CITY = "329900"
 WELLS = 400
 PROBES = 12
+STALL_S = 30.0
+MAX_RATES = 4
 
 
 def run(
-    runs: int = 1, messages: int = 40_000, rate: float = 5000.0, seconds: float = 30.0
+    runs: int = 1,
+    messages: int = 200_000,
+    rates: tuple[float, ...] = (5000.0, 10000.0),
+    seconds: float = 30.0,
+    bridges: int = 2,
+    sinks: int = 1,
 ) -> dict[str, Any]:
     global CITY  # noqa: PLW0603  # one fresh city per run: no earlier run's traffic counts
     CITY = f"3299{secrets.randbelow(90) + 10:02d}"
+    if len(rates) > MAX_RATES:
+        raise ValueError(f"at most {MAX_RATES} background rates")
     settings = get_settings()
     with scratch_database(settings, "cityops_bench_e2e") as dsn:
-        return _run(settings, dsn, messages, rate, seconds)
+        return _run(settings, dsn, messages, rates, seconds, bridges, sinks)
 
 
 def _run(
-    settings: Settings, dsn: str, messages: int, rate: float, seconds: float
+    settings: Settings,
+    dsn: str,
+    messages: int,
+    rates: tuple[float, ...],
+    seconds: float,
+    bridges: int,
+    sinks: int,
 ) -> dict[str, Any]:
     services: dict[str, subprocess.Popen[bytes]] = {}
     logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -82,7 +101,7 @@ def _run(
             (
                 "ingest",
                 [
-                    *("ingest", "--metrics-port", "0"),
+                    *("ingest", "--metrics-port", "0", "--bridges", str(bridges)),
                     *("--client-id", f"bench-e2e-{tag}", "--end-session"),
                 ],
             ),
@@ -96,6 +115,8 @@ def _run(
                     f"bench-e2e-sink-{tag}",
                     "--offset-reset",
                     "latest",
+                    "--workers",
+                    str(sinks),
                 ],
             ),
             ("worker", ["worker", "--app-id", app_id, "--offset-reset", "latest"]),
@@ -123,7 +144,12 @@ def _run(
             if pid is not None:
                 procs[svc] = pid
         throughput = _throughput(settings, dsn, app_id, messages, procs)
-        latency = asyncio.run(_latency(settings, f"http://127.0.0.1:{port}", token, rate, seconds))
+        latency = {
+            f"{rate:g}": asyncio.run(
+                _latency(settings, f"http://127.0.0.1:{port}", token, rate, seconds, k)
+            )
+            for k, rate in enumerate(rates)
+        }
     finally:
         for proc in services.values():
             with contextlib.suppress(ProcessLookupError):
@@ -134,7 +160,17 @@ def _run(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-    return {**throughput, **latency, "rate": rate, "logs": str(logs)}
+    first = latency[f"{rates[0]:g}"]
+    return {
+        **throughput,
+        "p50_ms": first["p50_ms"],
+        "p99_ms": first["p99_ms"],
+        "rate": rates[0],
+        "latency": latency,
+        "bridges": bridges,
+        "sinks": sinks,
+        "logs": str(logs),
+    }
 
 
 def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -164,7 +200,7 @@ def _wells() -> list[Device]:
         )
         for i in range(WELLS)
     ]
-    for k in range(PROBES):
+    for k in range(PROBES * MAX_RATES):
         for side in "ab":
             wells.append(
                 Device(
@@ -273,12 +309,14 @@ def _throughput(
     stored = 0
     peak_rss = {k: s[1] for k, s in before.items()}
     bar = tqdm(total=total, desc="stored", unit="reading")
-    deadline = time.monotonic() + 600
+    progress = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() < deadline:
+        while time.monotonic() - progress < STALL_S:
             row = conn.execute("SELECT count(*) FROM readings WHERE city = %s", (CITY,)).fetchone()
             now_stored = int(row[0]) if row else 0
             bar.update(now_stored - stored)
+            if now_stored != stored:
+                progress = time.monotonic()
             stored = now_stored
             for k, pid in procs.items():
                 peak_rss[k] = max(peak_rss[k], _proc_sample(pid)[1])
@@ -301,7 +339,7 @@ def _throughput(
 
 
 async def _latency(
-    settings: Settings, api: str, token: str, rate: float, seconds: float
+    settings: Settings, api: str, token: str, rate: float, seconds: float, round_: int
 ) -> dict[str, Any]:
     import aiohttp
     import paho.mqtt.client as mqtt
@@ -349,11 +387,13 @@ async def _latency(
         go.set()
         await asyncio.sleep(2)
         probes = min(PROBES, max(1, int(seconds // 3)))
-        for k in tqdm(range(probes), desc="leaks", unit="leak"):
+        for k in tqdm(range(probes), desc=f"leaks at {rate:g}/s", unit="leak"):
             now = datetime.now(UTC).replace(microsecond=0)
             infos = []
+            # Each rate has probe wells of its own: a leak per well pair, never cleared.
+            probe = k + PROBES * round_
             for side in "ab":
-                dev = f"probe-{k}-{side}"
+                dev = f"probe-{probe}-{side}"
                 for i in range(4):
                     body = {
                         "v": 1,
@@ -369,7 +409,7 @@ async def _latency(
                     )
             for info in infos:
                 await asyncio.to_thread(info.wait_for_publish, 10)
-            sent[f"{CITY}002002{k:03d}"] = time.time()
+            sent[f"{CITY}002002{probe:03d}"] = time.time()
             await asyncio.sleep(max(1.0, (seconds - 4) / probes))
         for _ in range(120):
             if not sent:

@@ -124,6 +124,8 @@ def create_app(
         # A worker that dies is noticed within seconds, so its partitions move quickly.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        # Offsets acknowledged by a checkpoint are committed at the next one.
+        broker_commit_interval=checkpoint_s,
         consumer_auto_offset_reset=offset_reset,
         loop=loop,
     )
