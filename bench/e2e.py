@@ -58,7 +58,7 @@ MAX_RATES = 4
 
 def run(
     runs: int = 1,
-    messages: int = 200_000,
+    messages: int = 400_000,
     rates: tuple[float, ...] = (5000.0, 10000.0),
     seconds: float = 30.0,
     bridges: int = 2,
@@ -234,6 +234,19 @@ def _prepare(settings: Settings, dsn: str) -> str:
     return token
 
 
+def _tree_sample(pid: int) -> tuple[float, float]:
+    """(cpu seconds, rss MB) of a process and its children (``ingest --bridges N``)."""
+    cpu, rss = _proc_sample(pid)
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        c_cpu, c_rss = _proc_sample(int(child))
+        cpu, rss = cpu + c_cpu, rss + c_rss
+    return cpu, rss
+
+
 def _proc_sample(pid: int) -> tuple[float, float]:
     """(cpu seconds, rss MB) of a process."""
     try:
@@ -298,7 +311,7 @@ def _throughput(
     for p in pubs:
         p.start()
     time.sleep(1.0)
-    before = {k: _proc_sample(pid) for k, pid in procs.items()}
+    before = {k: _tree_sample(pid) for k, pid in procs.items()}
     wall0 = time.monotonic()
     go.set()
     starts = [results.get(timeout=600)[1] for _ in pubs]
@@ -319,14 +332,14 @@ def _throughput(
                 progress = time.monotonic()
             stored = now_stored
             for k, pid in procs.items():
-                peak_rss[k] = max(peak_rss[k], _proc_sample(pid)[1])
+                peak_rss[k] = max(peak_rss[k], _tree_sample(pid)[1])
             if stored >= total and _lag_done(settings, app_id):
                 break
             time.sleep(0.5)
     bar.close()
     t_done = time.time()
     wall = time.monotonic() - wall0
-    after = {k: _proc_sample(pid) for k, pid in procs.items()}
+    after = {k: _tree_sample(pid) for k, pid in procs.items()}
     cpu = {k: round(100 * (after[k][0] - before[k][0]) / wall, 1) for k in procs}
     return {
         "readings_per_s": round(total / (t_done - t_first)),

@@ -96,10 +96,14 @@ class ReadAheadClient(mqtt.Client):
       callbacks, which a bridge does not use.
     * :meth:`ack_all` acknowledges a batch with one write, where ``ack`` queues, wakes
       the network thread and sends once per message.
+    * A QoS-1 PUBLISH under MQTT 5 goes straight to ``on_inbound(topic, payload, mid,
+      qos)`` when that is set: its properties are skipped, not parsed into objects (the
+      bridge uses none), and no message object is built.
     """
 
     _ahead = b""
     _at = 0
+    on_inbound: Callable[[bytes, bytes, int, int], None] | None = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._at >= len(self._ahead):
@@ -120,6 +124,28 @@ class ReadAheadClient(mqtt.Client):
     def _sock_close(self) -> None:
         self._ahead, self._at = b"", 0  # bytes of a closed connection mean nothing
         super()._sock_close()
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        inbound = self.on_inbound
+        header = self._in_packet["command"]
+        if inbound is None or (header & 0x06) != 0x02 or self._protocol != mqtt.MQTTv5:
+            return super()._handle_publish()
+        data = bytes(self._in_packet["packet"])
+        at = 2 + (data[0] << 8 | data[1])
+        topic = data[2:at]
+        mid = data[at] << 8 | data[at + 1]
+        at += 2
+        # The properties: a variable byte integer length, then that many bytes.
+        length = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        inbound(topic, data[at + length :], mid, 1)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         on_message = self.on_message
@@ -189,6 +215,7 @@ class Bridge:
         client.reconnect_delay_set(min_delay=1, max_delay=1)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_inbound = self._on_inbound
         client.on_disconnect = self._on_disconnect
         return client
 
@@ -221,6 +248,16 @@ class Bridge:
         props: Properties | None,
     ) -> None:
         log.warning("mqtt disconnected", extra={"reason": str(reason)})
+
+    def _on_inbound(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        try:
+            text = topic.decode()
+        except UnicodeDecodeError:
+            text = "(a topic not in UTF-8)"  # decoding refuses it as a bad topic
+        self._inbox.append((text, payload, mid, qos))
+        if not self._wake_pending and self._loop is not None:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:

@@ -91,6 +91,7 @@ def create_app(
     readings_topic: str = topics.READINGS.name,
     checkpoint_s: float = 1.0,
     checkpoint_events: int = 2000,
+    output_delay_s: float = 0.05,
     replication_factor: int = 1,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[faust.App, Agents]:
@@ -98,8 +99,9 @@ def create_app(
 
     ``publish(records)`` produces records and returns once they are durable; by default
     Faust's producer with acks=all. ``rules`` overrides the default thresholds per city
-    or device. A checkpoint runs every ``checkpoint_s`` or after ``checkpoint_events``
-    consumed records. A device silent for five of its usual reporting gaps (at least
+    or device. A checkpoint runs every ``checkpoint_s``, after ``checkpoint_events``
+    consumed records, or ``output_delay_s`` after an anomaly or incident was produced.
+    A device silent for five of its usual reporting gaps (at least
     ``offline_min_s``; ``offline_default_s`` while its gap is unknown; silence counted
     from the worker's start at the earliest) raises an offline anomaly, cleared by its
     next reading.
@@ -179,6 +181,7 @@ def create_app(
             ),
             interval_s=checkpoint_s,
             max_events=checkpoint_events,
+            output_delay_s=output_delay_s,
             fault=fault,
         )
         checkpoints.append(cp)
@@ -216,8 +219,9 @@ def create_app(
                     # reading. The sink stores it; the detectors see each moment once.
                     STALE.inc()
                     continue
-                new, anomaly = fold.step(device, r.metric, r.ts, r.value, r.unit, st)
-                new = new.arrived(wall, epoch, partition)
+                new, anomaly = fold.step(
+                    device, r.metric, r.ts, r.value, r.unit, st, (wall, partition)
+                )
                 series[key] = new
                 cp.changed(key, partition, new)
                 if anomaly is not None:
@@ -238,11 +242,11 @@ def create_app(
             cp.consumed(partition, event)
             await cp.maybe_flush()
 
-    @app.timer(interval=checkpoint_s)  # type: ignore[untyped-decorator]  # faust is untyped
+    @app.timer(interval=min(checkpoint_s, output_delay_s))  # type: ignore[untyped-decorator]
     async def flush_checkpoints() -> None:
-        """Checkpoint agents that have gone quiet with work pending."""
+        """Checkpoint agents that have gone quiet with work due."""
         for cp in checkpoints:
-            await cp.flush()
+            await cp.maybe_flush()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrow
     async def on_revoked(_app: Any, revoked: set[Any], **_kwargs: Any) -> None:

@@ -4,7 +4,9 @@ An agent folds its input with no awaits, keeping each key's state as an object i
 memory (the table is its durable copy and the source after a restart or a rebalance),
 and hands what the fold produced to a :class:`Checkpoint`: the output records, the keys
 whose state changed, the events consumed. A flush, every ``interval_s`` or after
-``max_events`` events, does in this order and waits for each step to be durable:
+``max_events`` events, or ``output_delay_s`` after the fold produced an output (an
+anomaly or an incident waits no longer than that for its checkpoint), does in this order
+and waits for each step to be durable:
 
 1. the output records (anomalies, incidents) are in Kafka;
 2. the changelog records of the changed keys are in Kafka (and in the table's store);
@@ -104,6 +106,7 @@ class Checkpoint(Generic[S]):
     changelog_key: Callable[[str], bytes] = str.encode
     interval_s: float = 1.0
     max_events: int = 2000
+    output_delay_s: float = 0.05
     fault: FaultPlan | None = None
     outputs: list[tuple[int, Out]] = field(default_factory=list)
     dirty: dict[str, tuple[int, S]] = field(default_factory=dict)
@@ -121,8 +124,13 @@ class Checkpoint(Generic[S]):
         self.events.append((partition, event))
 
     def due(self) -> bool:
-        return bool(self.events) and (
-            len(self.events) >= self.max_events or time.monotonic() - self.last >= self.interval_s
+        if not self.events:
+            return False
+        elapsed = time.monotonic() - self.last
+        return (
+            len(self.events) >= self.max_events
+            or elapsed >= self.interval_s
+            or (bool(self.outputs) and elapsed >= self.output_delay_s)
         )
 
     async def maybe_flush(self) -> None:

@@ -96,7 +96,11 @@ class DetectionFold:
         value: float,
         unit: str,
         state: SeriesState | None,
+        arrival: tuple[float, int] | None = None,
     ) -> tuple[SeriesState, Anomaly | None]:
+        """The state after one reading, and the anomaly record it raised, updated or
+        cleared if any. With ``arrival`` (wall-clock time, partition) the state is also
+        :meth:`SeriesState.arrived` (one object built instead of two: the worker's path)."""
         det = self.detector(device.kind, metric, device.city, device.device_id)
         st = state
         if st is None or len(st.detectors) != len(det.detectors):
@@ -104,16 +108,25 @@ class DetectionFold:
             st = SeriesState(det.init(), seen=st.seen if st else 0.0, gap_s=st.gap_s if st else 0.0)
         epoch = ts.timestamp()
         inner, (score, rank, flags) = det.step(st.detectors, epoch, value)
+        seen, gap, last_ts, partition = st.seen, st.gap_s, st.last_ts, st.partition
+        if arrival is not None:
+            wall, partition = arrival
+            if seen:
+                step = max(0.0, wall - seen)
+                gap = step if gap == 0.0 else 0.8 * gap + 0.2 * step
+            seen, last_ts = wall, epoch
         if rank == st.rank and not (rank and epoch - st.reported >= REFRESH_S):
-            return replace(st, detectors=inner), None
+            return SeriesState(
+                inner, st.rank, st.since, seen, gap, last_ts, partition, st.reported
+            ), None
         # A change of rank, or an anomaly still open REFRESH_S after it was last
         # reported: re-reported as updated, so that rules waiting for persistence (a
         # leak, a lone gas well) see it last and incidents show its latest value.
         since = epoch if st.rank == 0 else st.since
         names = [name for name, _ in flags]
         anomaly = _anomaly(device, metric, ts, value, unit, score, names, rank, st.rank, since)
-        return replace(
-            st, detectors=inner, rank=rank, since=since if rank else 0.0, reported=epoch
+        return SeriesState(
+            inner, rank, since if rank else 0.0, seen, gap, last_ts, partition, epoch
         ), anomaly
 
 

@@ -268,3 +268,23 @@ def test_topic_parts() -> None:
         CAMERA,
         "event",
     )
+
+
+def test_the_bridge_client_reads_a_qos1_publish_past_its_properties() -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from ingest.bridge import ReadAheadClient
+
+    got: list[tuple[bytes, bytes, int, int]] = []
+    client = ReadAheadClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_inbound = lambda *message: got.append(message)
+    topic = b"cityops/320100/sensors/gw-1/up"
+    # Payload format indicator (0x01) and a user property (0x26 "k" "v").
+    props = b"\x01\x01" + b"\x26\x00\x01k\x00\x01v"
+    payload = b'{"ts": "2026-07-01T00:00:00Z", "values": {"ch4": 1}}'
+    body = len(topic).to_bytes(2, "big") + topic + (513).to_bytes(2, "big")
+    body += bytes([len(props)]) + props + payload
+    client._in_packet = {"command": 0x32, "packet": bytearray(body)}
+    client._handle_publish()
+    assert got == [(topic, payload, 513, 1)]

@@ -163,3 +163,16 @@ async def test_correlate_agent_turns_anomalies_of_two_wells_into_one_incident() 
     assert [(i.type.value, i.severity.value, i.revision) for i in incidents] == [
         ("gas_leak", "orange", 1)
     ]
+
+
+def test_a_step_with_its_arrival_is_the_step_then_the_arrival() -> None:
+    fold = DetectionFold()
+    joined = parted = None
+    for i, v in enumerate([0, 30, 30, 30, 60, 2, 2, 2, 2]):
+        ts = T0 + timedelta(minutes=i)
+        wall = 1_000.0 + 7 * i
+        joined, a1 = fold.step(WELL, "ch4", ts, v, "%LEL", joined, (wall, 5))
+        parted, a2 = fold.step(WELL, "ch4", ts, v, "%LEL", parted)
+        parted = parted.arrived(wall, ts.timestamp(), 5)
+        assert joined == parted
+        assert a1 == a2
