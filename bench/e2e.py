@@ -407,7 +407,6 @@ async def _latency(
         probes = min(PROBES, max(1, int(seconds // 3)))
         for k in tqdm(range(probes), desc=f"leaks at {rate:g}/s", unit="leak"):
             now = datetime.now(UTC).replace(microsecond=0)
-            infos = []
             # Each rate has probe wells of its own: a leak per well pair, never cleared.
             probe = k + PROBES * round_
             for side in "ab":
@@ -422,11 +421,13 @@ async def _latency(
                         "value": 32.0,
                         "ts": (now - timedelta(minutes=3 - i)).isoformat(),
                     }
-                    infos.append(
-                        client.publish(f"cityops/{CITY}/sensors/{dev}/up", json.dumps(body), qos=1)
+                    # One at a time, as a device reports: with several bridges sharing the
+                    # subscription, readings of one device sent together may be forwarded
+                    # out of order, and a reading older than one already applied is not.
+                    info = client.publish(
+                        f"cityops/{CITY}/sensors/{dev}/up", json.dumps(body), qos=1
                     )
-            for info in infos:
-                await asyncio.to_thread(info.wait_for_publish, 10)
+                    await asyncio.to_thread(info.wait_for_publish, 10)
             sent[f"{CITY}002002{probe:03d}"] = time.time()
             await asyncio.sleep(max(1.0, (seconds - 4) / probes))
         for _ in range(120):
