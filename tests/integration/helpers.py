@@ -106,6 +106,28 @@ class TailConsumer:
     records: list[tuple[int, bytes]]
 
 
+async def start_group_at_end(settings: Settings, group: str, names: list[str]) -> None:
+    """Commit ``group``'s offsets at the current end of the topics ``names``, so a worker
+    of that group reads none of their history (other tests' anomalies, say)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = []
+        for name in names:
+            parts = consumer.partitions_for_topic(name)
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(name) or set()
+            tps += [TopicPartition(name, p) for p in sorted(parts)]
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
+
+
 def run_in_thread(fn: Callable[[], None]) -> threading.Thread:
     t = threading.Thread(target=fn, daemon=True)
     t.start()

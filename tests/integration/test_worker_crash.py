@@ -25,7 +25,7 @@ from lifeline import codec
 from lifeline.devices import Device
 from lifeline.records import Anomaly, Incident
 from store.devices import upsert_devices
-from tests.integration.helpers import TailConsumer
+from tests.integration.helpers import TailConsumer, start_group_at_end
 from tests.integration.test_worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -116,6 +116,8 @@ async def run(
     finally:
         await admin.close()
     app_id = f"it-crash-{secrets.token_hex(3)}"
+    # Its own readings from the start; of the anomalies, only those it raises itself.
+    await start_group_at_end(settings, app_id, ["cityops.anomalies", "cityops.video"])
     log = tmp / f"{app_id}.log"
     args = ("--readings-topic", topic, "--checkpoint-s", "0.1", "--offset-reset", "earliest")
     env = {"CITYOPS_FAULT": fault} if fault else {}
@@ -134,13 +136,19 @@ async def run(
             quiet = 0
             deadline = asyncio.get_running_loop().time() + 150
             while quiet < 6:
-                assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+                assert asyncio.get_running_loop().time() < deadline, (
+                    f"{fault}: not done in time (restarted: {restarted}); worker log:\n"
+                    + log.read_text()[-3000:]
+                )
                 found_a = await a_tail.collect(lambda v, _k: mine in v, count=10**6, within=0.5)
                 found_i = await i_tail.collect(lambda v, _k: mine in v, count=10**6, within=0.5)
                 anomalies += [Anomaly.from_json(v) for _k, v in found_a]
                 incidents += [Incident.from_json(v) for _k, v in found_i]
                 if fault and not restarted and worker.proc.poll() is not None:
-                    assert worker.proc.returncode == 137, log.read_text()[-2000:]
+                    assert worker.proc.returncode == 137, (
+                        f"{fault}: the worker exited with {worker.proc.returncode}; its log:\n"
+                        + log.read_text()[-2000:]
+                    )
                     worker = Worker(settings, city, app_id, log, *args)
                     worker.starts = 2
                     await asyncio.to_thread(worker.wait_ready)
