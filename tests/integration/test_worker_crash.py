@@ -133,9 +133,11 @@ async def run(
         try:
             await asyncio.to_thread(worker.wait_ready)
             feeding = asyncio.create_task(feed(settings, topic, city))
-            quiet = 0
+            quiet = settled = 0
             deadline = asyncio.get_running_loop().time() + 150
-            while quiet < 6:
+            # Done once nothing new has come for 6 polls with the worker's committed
+            # offsets at the end of the readings, or for 12 polls whatever they say.
+            while quiet < 6 and settled < 12:
                 assert asyncio.get_running_loop().time() < deadline, (
                     f"{fault}: not done in time (restarted: {restarted}); worker log:\n"
                     + log.read_text()[-3000:]
@@ -153,7 +155,8 @@ async def run(
                     worker.starts = 2
                     await asyncio.to_thread(worker.wait_ready)
                     restarted = True
-                busy = found_a or found_i or not feeding.done()
+                busy = found_a or found_i or not feeding.done() or (fault and not restarted)
+                settled = 0 if busy else settled + 1
                 done = not busy and await caught_up(settings, app_id, topic)
                 quiet = quiet + 1 if done else 0
             await feeding
