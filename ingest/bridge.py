@@ -260,14 +260,8 @@ class Bridge:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = "(a topic not in UTF-8)"  # decoding refuses it as a bad topic
-        self._inbox.append((topic, bytes(msg.payload), msg.mid, msg.qos))
-        if not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._wake.set)
+        # The packets ``on_inbound`` does not take (QoS 0 and 2, MQTT 3.1.1).
+        self._on_inbound(msg._topic, bytes(msg.payload), msg.mid, msg.qos)
 
     # -- asyncio side ----------------------------------------------------------------
 

@@ -36,10 +36,7 @@ class SeriesState:
 
     def arrived(self, wall: float, ts: float, partition: int) -> SeriesState:
         """This state after a reading arrived at ``wall`` (event time ``ts``)."""
-        gap = self.gap_s
-        if self.seen:
-            step = max(0.0, wall - self.seen)
-            gap = step if gap == 0.0 else 0.8 * gap + 0.2 * step
+        gap = smoothed_gap(self.seen, self.gap_s, wall)
         return replace(self, seen=wall, gap_s=gap, last_ts=ts, partition=partition)
 
     def silent_for(self, wall: float) -> float:
@@ -59,6 +56,14 @@ class SeriesState:
         if not isinstance(state, SeriesState):
             raise TypeError("not a series state")
         return state
+
+
+def smoothed_gap(seen: float, gap: float, wall: float) -> float:
+    """The smoothed gap between arrivals after one at ``wall`` (last one at ``seen``)."""
+    if not seen:
+        return gap
+    step = max(0.0, wall - seen)
+    return step if gap == 0.0 else 0.8 * gap + 0.2 * step
 
 
 #: seconds of event time after which an open anomaly is reported again
@@ -111,10 +116,7 @@ class DetectionFold:
         seen, gap, last_ts, partition = st.seen, st.gap_s, st.last_ts, st.partition
         if arrival is not None:
             wall, partition = arrival
-            if seen:
-                step = max(0.0, wall - seen)
-                gap = step if gap == 0.0 else 0.8 * gap + 0.2 * step
-            seen, last_ts = wall, epoch
+            seen, gap, last_ts = wall, smoothed_gap(seen, gap, wall), epoch
         if rank == st.rank and not (rank and epoch - st.reported >= REFRESH_S):
             return SeriesState(
                 inner, st.rank, st.since, seen, gap, last_ts, partition, st.reported
