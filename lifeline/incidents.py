@@ -262,12 +262,21 @@ def _worst(active: dict[str, tuple[str, Severity, datetime, bool]]) -> Severity:
     return Severity.from_level(min(sev.level for _w, sev, _t, _a in active.values()))
 
 
+def _severity(
+    itype: IncidentType, active: dict[str, tuple[str, Severity, datetime, bool]]
+) -> Severity:
+    """The worst active member; a gas leak confirmed by neighbouring wells one level up,
+    whether they alarmed together or one joined a leak its neighbour's persistence made."""
+    severity = _worst(active)
+    if itype is IncidentType.GAS_LEAK and len({w for w, *_ in active.values()}) >= 2:
+        severity = Severity.from_level(max(1, severity.level - 1))
+    return severity
+
+
 def _new_incident(
     a: Anomaly, itype: IncidentType, active: dict[str, tuple[str, Severity, datetime, bool]]
 ) -> Incident:
-    severity = _worst(active)
-    if itype is IncidentType.GAS_LEAK and len({w for w, *_ in active.values()}) >= 2:
-        severity = Severity.from_level(max(1, severity.level - 1))  # confirmed by neighbours
+    severity = _severity(itype, active)
     # The place as the correlation key has it: the grid cell, else (a device placed off
     # the grid) its asset or the device itself, so that such places never share an id.
     where = a.grid_cell or a.asset_id or a.device_id or a.camera_id or a.anomaly_id
@@ -303,7 +312,7 @@ def _update(
                 "cleared_at": a.ts,
             }
         )
-    severity = min(_worst(active), incident.severity, key=lambda s: s.level)
+    severity = min(_severity(incident.type, active), incident.severity, key=lambda s: s.level)
     ids = tuple(sorted(set(incident.anomaly_ids) | set(active)))
     assets = tuple(sorted(set(incident.asset_ids) | ({a.asset_id} if a.asset_id else set())))
     if (severity, ids, assets) == (incident.severity, incident.anomaly_ids, incident.asset_ids):

@@ -5,14 +5,15 @@ grid cell) → correlate (per-place state in a second table) → ``cityops.incid
 Readings arrive in batch records (:mod:`lifeline.codec`), all of one partition: the
 partition each device id keys to, so each device's series live on one partition and its
 state in the same partition of the table. Detect and correlate keep their state as
-objects in memory for the partitions they own and fold a whole record with no awaits;
-a :class:`streams.checkpoint.Checkpoint` makes outputs, then state, durable before it
-acknowledges the input, about once a second. A restarted or rebalanced worker rebuilds
-the state from the tables' changelogs. A reading not newer than the last one applied to
-its series is not applied again, so readings processed twice after a crash (the
-changelog runs ahead of the committed offsets) leave the state as it was; anomaly and
-incident ids are deterministic, so a record re-emitted after a crash is the same anomaly
-or incident again, never a new one.
+objects in memory for the partitions they own and fold a whole record with no awaits; a
+:class:`streams.checkpoint.Checkpoint` makes outputs, then state, durable before it
+commits the input's offsets, about once a second; the agents keep those offsets
+themselves and fold each record once and in order (:mod:`streams.offsets`). A restarted
+or rebalanced worker rebuilds the state from the tables' changelogs. A reading not newer
+than the last one applied to its series is not applied again, so readings processed
+twice after a crash (the changelog runs ahead of the committed offsets) leave the state
+as it was; anomaly and incident ids are deterministic, so a record re-emitted after a
+crash is the same anomaly or incident again, never a new one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import pickle
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,7 @@ from lifeline.incidents import fold as correlate_fold
 from lifeline.records import Anomaly, VideoEvent
 from streams.checkpoint import Checkpoint, FaultPlan, Out, Publish, kafka_publisher
 from streams.detection import DetectionFold, SeriesState, offline_anomaly, video_anomaly
+from streams.offsets import FaustOffsets, Offsets, Position
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class Agents:
     correlate: Any
     liveness: Any
     checkpoint: Any
+    offsets: Offsets
 
 
 def anomaly_out(anomaly: Anomaly) -> Out:
@@ -83,6 +87,7 @@ def create_app(
     app_id: str = "cityops-streams",
     store: str = "memory://",
     publish: Publish | None = None,
+    offsets: Offsets | None = None,
     offset_reset: str = "earliest",
     rules: RuleBook | None = None,
     liveness_every_s: float = 10.0,
@@ -98,9 +103,11 @@ def create_app(
     """The app and its agents (returned for tests).
 
     ``publish(records)`` produces records and returns once they are durable; by default
-    Faust's producer with acks=all. ``rules`` overrides the default thresholds per city
-    or device. A checkpoint runs every ``checkpoint_s``, after ``checkpoint_events``
-    consumed records, or ``output_delay_s`` after an anomaly or incident was produced.
+    Faust's producer with acks=all. ``offsets`` holds the consumer group's offsets of
+    the checkpointed agents' input; by default the app's own group in Kafka. ``rules``
+    overrides the default thresholds per city or device. A checkpoint runs every
+    ``checkpoint_s``, after ``checkpoint_events`` consumed records, or
+    ``output_delay_s`` after an anomaly or incident was produced.
     A device silent for five of its usual reporting gaps (at least
     ``offline_min_s``; ``offline_default_s`` while its gap is unknown; silence counted
     from the worker's start at the earliest) raises an offline anomaly, cleared by its
@@ -126,18 +133,18 @@ def create_app(
         # A worker that dies is noticed within seconds, so its partitions move quickly.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
-        # Offsets acknowledged by a checkpoint are committed at the next one.
-        broker_commit_interval=checkpoint_s,
         consumer_auto_offset_reset=offset_reset,
         loop=loop,
     )
 
-    def raw_topic(name: str, partitions: int | None = None) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions)
+    def raw_topic(name: str, partitions: int | None = None, *, acks: bool = True) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=partitions, acks=acks)
 
-    readings = raw_topic(readings_topic, topics.READINGS.partitions)
-    video = raw_topic(topics.VIDEO.name, topics.VIDEO.partitions)
-    anomalies = raw_topic(topics.ANOMALIES.name, topics.ANOMALIES.partitions)
+    # The agents keep and commit their own positions (streams.offsets): Faust neither
+    # acknowledges nor commits their topics.
+    readings = raw_topic(readings_topic, topics.READINGS.partitions, acks=False)
+    video = raw_topic(topics.VIDEO.name, topics.VIDEO.partitions, acks=False)
+    anomalies = raw_topic(topics.ANOMALIES.name, topics.ANOMALIES.partitions, acks=False)
     series_state = app.Table(
         "detect-state",
         default=None,
@@ -153,6 +160,10 @@ def create_app(
         value_type=bytes,
     )
     out: Publish = publish or kafka_publisher(lambda: app.producer)
+    group = offsets or FaustOffsets(app, bootstrap, app_id)
+    reading_positions = Position(readings_topic, group)
+    anomaly_positions = Position(topics.ANOMALIES.name, group)
+    video_positions = Position(topics.VIDEO.name, group)
     fault = FaultPlan.from_env()
     fold = DetectionFold(rules)
     # Series states of the active partitions as objects; a miss reads the table.
@@ -167,14 +178,17 @@ def create_app(
     started = time.time()
     checkpoints: list[Checkpoint[Any]] = []
 
-    def checkpoint(name: str, table: Any, dumps: Any, stream: Any) -> Checkpoint[Any]:
+    def checkpoint(name: str, table: Any, dumps: Any, position: Position) -> Checkpoint[Any]:
+        async def commit(upto: Mapping[int, int]) -> None:
+            await position.offsets.commit(position.topic, upto)
+
         cp: Checkpoint[Any] = Checkpoint(
             agent=name,
             publish=out,
             changelog_topic=table.changelog_topic.get_topic_name(),
             store=table.data,
             dumps=dumps,
-            ack=stream.ack,
+            commit=commit,
             changelog_key=lambda key: (
                 app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
                 or b""
@@ -189,9 +203,12 @@ def create_app(
 
     @app.agent(readings)
     async def detect(stream: Any) -> None:
-        cp = checkpoint("detect", series_state, SeriesState.dumps, stream)
+        cp = checkpoint("detect", series_state, SeriesState.dumps, reading_positions)
         async for event in stream.noack().events():
             partition = event.message.partition
+            offset = event.message.offset
+            if not await reading_positions.admit(partition, offset):
+                continue
             try:
                 batch = codec.decode(event.value)
             except RecordError as exc:
@@ -239,14 +256,17 @@ def create_app(
                     now = datetime.fromtimestamp(wall, UTC)
                     cleared = offline_anomaly(device, went, silent, "cleared", now)
                     cp.output(partition, anomaly_out(cleared))
-            cp.consumed(partition, event)
+            cp.consumed(partition, offset)
             await cp.maybe_flush()
 
     @app.timer(interval=min(checkpoint_s, output_delay_s))  # type: ignore[untyped-decorator]
     async def flush_checkpoints() -> None:
-        """Checkpoint agents that have gone quiet with work due."""
+        """Checkpoint agents that have gone quiet with work due; seek again partitions
+        whose fetcher has not yet come back with the records it skipped."""
         for cp in checkpoints:
             await cp.maybe_flush()
+        for position in (reading_positions, anomaly_positions, video_positions):
+            await position.watch()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's signal type is narrow
     async def on_revoked(_app: Any, revoked: set[Any], **_kwargs: Any) -> None:
@@ -258,6 +278,9 @@ def create_app(
             del places[key]
         for cp in checkpoints:
             cp.revoke(lost if cp.agent == "detect" else lost_places)
+        reading_positions.forget(lost)
+        anomaly_positions.forget(lost_places)
+        video_positions.forget(tp.partition for tp in revoked if tp.topic == topics.VIDEO.name)
 
     @app.timer(interval=liveness_every_s)  # type: ignore[untyped-decorator]  # faust is untyped
     async def liveness() -> None:
@@ -299,28 +322,38 @@ def create_app(
 
     @app.agent(video)
     async def video_events(stream: Any) -> None:
-        # Few and far between: each event's anomaly is durable before the event is acked.
-        async for value in stream:
+        # Few and far between: each event's anomaly is durable before its offset is
+        # committed, one event at a time.
+        async for event in stream.noack().events():
+            partition = event.message.partition
+            offset = event.message.offset
+            if not await video_positions.admit(partition, offset):
+                continue
             try:
-                event = VideoEvent.from_json(value)
+                seen_event = VideoEvent.from_json(event.value)
             except RecordError as exc:
                 UNREADABLE.labels(topics.VIDEO.name).inc()
                 log.warning("unreadable video event skipped", extra={"error": str(exc)})
-                continue
-            camera = registry.get(event.city, event.camera_id)
-            if camera is None:
-                UNKNOWN.inc()  # a camera of a city this worker does not serve
-                continue
-            await out([anomaly_out(video_anomaly(event, camera))])
+                seen_event = None
+            if seen_event is not None:
+                camera = registry.get(seen_event.city, seen_event.camera_id)
+                if camera is None:
+                    UNKNOWN.inc()  # a camera of a city this worker does not serve
+                else:
+                    await out([anomaly_out(video_anomaly(seen_event, camera))])
+            await group.commit(topics.VIDEO.name, {partition: offset + 1})
 
     def dump_place(state: PlaceState) -> bytes:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @app.agent(anomalies)
     async def correlate(stream: Any) -> None:
-        cp = checkpoint("correlate", place_state, dump_place, stream)
+        cp = checkpoint("correlate", place_state, dump_place, anomaly_positions)
         async for event in stream.noack().events():
             partition = event.message.partition
+            offset = event.message.offset
+            if not await anomaly_positions.admit(partition, offset):
+                continue
             try:
                 anomaly = Anomaly.from_json(event.value)
             except RecordError as exc:
@@ -349,7 +382,7 @@ def create_app(
                             incident.to_json(),
                         ),
                     )
-            cp.consumed(partition, event)
+            cp.consumed(partition, offset)
             await cp.maybe_flush()
 
-    return app, Agents(detect, video_events, correlate, liveness, checkpoints)
+    return app, Agents(detect, video_events, correlate, liveness, checkpoints, group)

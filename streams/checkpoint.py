@@ -10,11 +10,12 @@ and waits for each step to be durable:
 
 1. the output records (anomalies, incidents) are in Kafka;
 2. the changelog records of the changed keys are in Kafka (and in the table's store);
-3. the consumed events are acknowledged, so the committed offset moves past them.
+3. the offsets past the consumed records are committed (the agent's own positions,
+   :mod:`streams.offsets`).
 
 A crash between any two steps is safe on replay: outputs have deterministic ids, so a
 record sent again is the same record; a state already written makes the replayed input
-stale, which the agents skip; the committed offset never passes an event whose state or
+stale, which the agents skip; the committed offset never passes a record whose state or
 outputs are not durable. Revoked partitions drop their pending work; the new owner
 redoes it from the committed offsets and the changelog.
 """
@@ -25,7 +26,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -57,7 +58,7 @@ class Out(NamedTuple):
 Publish = Callable[[list[Out]], Awaitable[None]]
 
 #: Steps after which a fault plan may end the process (see :class:`FaultPlan`).
-STEPS = ("outputs", "state", "acks")
+STEPS = ("outputs", "state", "offsets")
 
 
 @dataclass
@@ -101,7 +102,8 @@ class Checkpoint(Generic[S]):
     changelog_topic: str
     store: Any  # the table's store: a mapping of key → serialized state
     dumps: Callable[[S], bytes]
-    ack: Callable[[Any], Awaitable[Any]]
+    #: commits ``partition → next offset`` of the agent's input
+    commit: Callable[[Mapping[int, int]], Awaitable[None]]
     #: a key as the table's changelog holds it (the table's key serializer)
     changelog_key: Callable[[str], bytes] = str.encode
     interval_s: float = 1.0
@@ -110,7 +112,9 @@ class Checkpoint(Generic[S]):
     fault: FaultPlan | None = None
     outputs: list[tuple[int, Out]] = field(default_factory=list)
     dirty: dict[str, tuple[int, S]] = field(default_factory=dict)
-    events: list[tuple[int, Any]] = field(default_factory=list)
+    #: the next offset of each partition past the records folded since the last flush
+    upto: dict[int, int] = field(default_factory=dict)
+    events: int = 0
     last: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -120,15 +124,16 @@ class Checkpoint(Generic[S]):
     def changed(self, key: str, partition: int, state: S) -> None:
         self.dirty[key] = (partition, state)
 
-    def consumed(self, partition: int, event: Any) -> None:
-        self.events.append((partition, event))
+    def consumed(self, partition: int, offset: int) -> None:
+        self.upto[partition] = offset + 1
+        self.events += 1
 
     def due(self) -> bool:
         if not self.events:
             return False
         elapsed = time.monotonic() - self.last
         return (
-            len(self.events) >= self.max_events
+            self.events >= self.max_events
             or elapsed >= self.interval_s
             or (bool(self.outputs) and elapsed >= self.output_delay_s)
         )
@@ -141,10 +146,10 @@ class Checkpoint(Generic[S]):
         """Make what is pending durable, in order; one flush at a time."""
         async with self.lock:
             self.last = time.monotonic()
-            outputs, dirty, events = self.outputs, self.dirty, self.events
-            if not (outputs or dirty or events):
+            outputs, dirty, upto = self.outputs, self.dirty, self.upto
+            if not (outputs or dirty or upto):
                 return
-            self.outputs, self.dirty, self.events = [], {}, []
+            self.outputs, self.dirty, self.upto, self.events = [], {}, {}, 0
             t0 = time.perf_counter()
             # Serialized now: the objects go on changing while the flush waits.
             changelog = [
@@ -164,9 +169,9 @@ class Checkpoint(Generic[S]):
                 for key, _partition, value in changelog:
                     self.store[key] = value
             self._fault("state", had_outputs)
-            for _partition, event in events:
-                await self.ack(event)
-            self._fault("acks", had_outputs)
+            if upto:
+                await self.commit(upto)
+            self._fault("offsets", had_outputs)
             FLUSHES.labels(self.agent).inc()
             FLUSH_SECONDS.labels(self.agent).observe(time.perf_counter() - t0)
 
@@ -177,7 +182,7 @@ class Checkpoint(Generic[S]):
             return
         self.outputs = [(p, o) for p, o in self.outputs if p not in gone]
         self.dirty = {k: (p, s) for k, (p, s) in self.dirty.items() if p not in gone}
-        self.events = [(p, e) for p, e in self.events if p not in gone]
+        self.upto = {p: o for p, o in self.upto.items() if p not in gone}
 
     def _fault(self, step: str, had_outputs: bool) -> None:
         if self.fault is not None:

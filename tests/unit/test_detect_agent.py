@@ -16,6 +16,7 @@ from lifeline.records import Anomaly
 from streams.app import create_app
 from streams.checkpoint import Out
 from streams.detection import DetectionFold, SeriesState
+from streams.offsets import MemoryOffsets
 
 T0 = datetime(2026, 7, 1, 2, 0, tzinfo=UTC)
 WELL = Device(
@@ -84,6 +85,7 @@ async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
         Registry([WELL]),
         app_id="test-detect",
         publish=publish,
+        offsets=MemoryOffsets(),
         loop=asyncio.get_running_loop(),
         checkpoint_events=1,
     )
@@ -132,6 +134,7 @@ async def test_correlate_agent_turns_anomalies_of_two_wells_into_one_incident() 
         Registry([WELL, other]),
         app_id="test-correlate",
         publish=publish,
+        offsets=MemoryOffsets(),
         loop=asyncio.get_running_loop(),
         checkpoint_events=1,
     )

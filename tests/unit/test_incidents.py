@@ -156,6 +156,33 @@ def test_replaying_the_same_anomalies_gives_the_same_incident_ids() -> None:
     assert run(events)[0].incident_id == run(events)[0].incident_id
 
 
+def test_anomaly_records_re_emitted_by_a_restarted_detector_change_nothing() -> None:
+    """A detector restarted after a crash emits again what it had emitted since its last
+    checkpoint, after records correlate has already applied: the incidents are those of
+    the records without the replays."""
+    raised = (anomaly("gw-1", "ch4", Severity.YELLOW, 0), "gas_well")
+    orange = (anomaly("gw-1", "ch4", Severity.ORANGE, 2, state="updated"), "gas_well")
+    second = (anomaly("gw-2", "ch4", Severity.YELLOW, 3), "gas_well")
+    cleared = (anomaly("gw-1", "ch4", Severity.ORANGE, 9, state="cleared"), "gas_well")
+    clean = run([raised, orange, second, cleared])
+    replayed = run([raised, orange, raised, orange, second, raised, second, cleared, orange])
+    assert [i.to_json() for i in replayed] == [i.to_json() for i in clean]
+    assert clean[-1].severity is Severity.RED  # an orange well confirmed by a neighbour
+
+
+def test_a_neighbour_joining_a_leak_made_by_persistence_escalates_it_too() -> None:
+    """The same wells give the same incident severity whichever reached correlation
+    first: a neighbour that joins a one-well leak confirms it as much as one alarming
+    with it (after a worker restart one well's anomalies can arrive well ahead)."""
+    first = anomaly("gw-1", "ch4", Severity.YELLOW, 0)
+    lasting = anomaly("gw-1", "ch4", Severity.YELLOW, 45, state="updated")
+    neighbour = anomaly("gw-2", "ch4", Severity.YELLOW, 1)
+    together = run([(first, "gas_well"), (neighbour, "gas_well"), (lasting, "gas_well")])
+    apart = run([(first, "gas_well"), (lasting, "gas_well"), (neighbour, "gas_well")])
+    assert apart[0].severity is Severity.YELLOW  # one well, by persistence
+    assert together[-1].severity is apart[-1].severity is Severity.ORANGE
+
+
 def test_wells_off_the_grid_that_alarm_together_are_separate_incidents() -> None:
     """Devices without a grid cell correlate per device (or asset): two of them raising
     at the same moment are two incidents with two ids, not one."""
