@@ -416,38 +416,53 @@ def transition(
 
 
 def escalate(conn: psycopg.Connection[Any], now: datetime, limit: int = 200) -> list[str]:
-    """Escalate unacknowledged alerts past their severity's deadline; the ids escalated."""
+    """Escalate unacknowledged alerts past their severity's deadline; the ids escalated.
+
+    Every open alert is looked at, ``limit`` at a time (oldest first, one transaction
+    each): alerts whose deadline has not come never hold back those whose has."""
     done: list[str] = []
-    with conn.transaction():
-        rows = conn.execute(
-            "SELECT a.alert_id, a.city, i.severity, a.created_at, a.escalation_level"
-            " FROM alerts a JOIN incidents i ON i.incident_id = a.alert_id"
-            " WHERE a.status = 'new' AND a.escalation_level < 3"
-            " ORDER BY a.created_at LIMIT %s FOR UPDATE OF a SKIP LOCKED",
-            (limit,),
-        ).fetchall()
-        feed = []
-        for alert_id, city, sev, created, level in rows:
-            due = escalation_due(Severity(sev), "new", now - created, level)
-            if due is None:
-                continue
-            conn.execute(
-                "UPDATE alerts SET escalation_level = %s, updated_at = now() WHERE alert_id = %s",
-                (due, alert_id),
-            )
-            conn.execute(
-                "INSERT INTO alert_audit (alert_id, from_status, to_status, actor, note)"
-                " VALUES (%s, 'new', 'new', 'platform', %s)",
-                (
-                    alert_id,
-                    f"escalated to level {due}: not acknowledged within "
-                    f"{int((now - created).total_seconds() // 60)} min",
-                ),
-            )
-            feed.append((city, alert_id, "alert", 0))
-            done.append(alert_id)
-        append_feed(conn, feed)
-    return done
+    after: tuple[datetime, str] | None = None
+    while True:
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT a.alert_id, a.city, i.severity, a.created_at, a.escalation_level"
+                " FROM alerts a JOIN incidents i ON i.incident_id = a.alert_id"
+                " WHERE a.status = 'new' AND a.escalation_level < 3"
+                " AND (%(after)s::timestamptz IS NULL"
+                "      OR (a.created_at, a.alert_id) > (%(after)s, %(after_id)s))"
+                " ORDER BY a.created_at, a.alert_id LIMIT %(limit)s"
+                " FOR UPDATE OF a SKIP LOCKED",
+                {
+                    "after": after[0] if after else None,
+                    "after_id": after[1] if after else "",
+                    "limit": limit,
+                },
+            ).fetchall()
+            feed = []
+            for alert_id, city, sev, created, level in rows:
+                due = escalation_due(Severity(sev), "new", now - created, level)
+                if due is None:
+                    continue
+                conn.execute(
+                    "UPDATE alerts SET escalation_level = %s, updated_at = now()"
+                    " WHERE alert_id = %s",
+                    (due, alert_id),
+                )
+                conn.execute(
+                    "INSERT INTO alert_audit (alert_id, from_status, to_status, actor, note)"
+                    " VALUES (%s, 'new', 'new', 'platform', %s)",
+                    (
+                        alert_id,
+                        f"escalated to level {due}: not acknowledged within "
+                        f"{int((now - created).total_seconds() // 60)} min",
+                    ),
+                )
+                feed.append((city, alert_id, "alert", 0))
+                done.append(alert_id)
+            append_feed(conn, feed)
+        if len(rows) < limit:
+            return done
+        after = (rows[-1][3], rows[-1][0])
 
 
 # --- feed -------------------------------------------------------------------------------

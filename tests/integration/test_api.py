@@ -475,6 +475,39 @@ def test_unacknowledged_alert_is_escalated(
     assert detail["alert_status"] == "new"
 
 
+def test_alerts_not_yet_due_never_hold_back_one_that_is(
+    db_dsn: str, cities: tuple[str, str]
+) -> None:
+    from store.cockpit import escalate
+
+    a, _ = cities
+    now = datetime.now(UTC)
+    # Five blue alerts from an hour ago minus a minute (not due for 60 min) are older
+    # than an orange one of 20 minutes (due at 10): with two looked at a time, the
+    # orange one still escalates.
+    waiting = [incident(a, severity=Severity.BLUE) for _ in range(5)]
+    due = incident(a)
+    store_incidents(db_dsn, [*waiting, due])
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        for old in waiting:
+            conn.execute(
+                "UPDATE alerts SET created_at = %s WHERE alert_id = %s",
+                (now - timedelta(minutes=59), old.incident_id),
+            )
+        conn.execute(
+            "UPDATE alerts SET created_at = %s WHERE alert_id = %s",
+            (now - timedelta(minutes=20), due.incident_id),
+        )
+        escalate(conn, now, limit=2)
+        levels = dict(
+            conn.execute(
+                "SELECT alert_id, escalation_level FROM alerts WHERE alert_id = ANY(%s)",
+                ([i.incident_id for i in [*waiting, due]],),
+            ).fetchall()
+        )
+    assert levels == {**{w.incident_id: 0 for w in waiting}, due.incident_id: 2}
+
+
 def test_rate_limit_answers_429_with_retry_after(
     db_dsn: str, cities: tuple[str, str], live_stack: Settings
 ) -> None:

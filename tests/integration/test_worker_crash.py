@@ -175,10 +175,7 @@ async def run(
     for i in incidents:
         if i.incident_id not in final or i.revision >= final[i.incident_id].revision:
             final[i.incident_id] = i
-    got_i = {
-        (i.incident_id.replace(strip, ""), i.type.value, i.status)
-        for i in final.values()
-    }
+    got_i = {(i.incident_id.replace(strip, ""), i.type.value, i.status) for i in final.values()}
     return got_a, got_i, log.read_text()
 
 
