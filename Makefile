@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# Always run: it keeps an existing env file and adds only the secrets it lacks.
+.PHONY: .env
 .env: | $(VENV)/.installed
-	$(BIN)/cityops secrets init --env-file .env
+	@$(BIN)/cityops secrets init --env-file .env
 
 stack: $(VENV)/.installed .env
 	$(BIN)/cityops stack up

@@ -7,6 +7,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 from datetime import UTC, datetime
@@ -185,14 +186,18 @@ def publisher(
     go: Event,
     results: Queue[Any],
     rate: float = 0.0,
+    ca_file: str | None = None,
 ) -> None:
     """Publish ``count`` single-reading messages, round-robin over ``devices``, as fast as
     the broker takes them or at ``rate`` a second; at QoS 1 with at most ``WINDOW``
     unacknowledged, and done when every PUBACK is in. Every reading has a key of its own
     (device, metric, time): readings are stamped with the time they are built, to the
-    microsecond, one microsecond apart at least, so no two share a time."""
+    microsecond, one microsecond apart at least, so no two share a time. With ``ca_file``
+    the connection is TLS, the broker verified against that CA, as a device's would be."""
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if ca_file:
+        sock = ssl.create_default_context(cafile=ca_file).wrap_socket(sock, server_hostname=host)
     reader = _Reader(sock)
     sock.sendall(_connect_packet(f"bench-pub-{os.getpid()}", user, password))
     packets: list[tuple[int, bytes]] = []
@@ -234,9 +239,12 @@ def publisher(
                 continue
         if sent > acked:
             # Wait for PUBACKs; when paced, no longer than until the next message is due.
-            ready, _, _ = select.select([sock], [], [], 0.002 if rate else None)
-            if not ready:
-                continue
+            # TLS may hold decrypted bytes that select() cannot see.
+            pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            if not pending:
+                ready, _, _ = select.select([sock], [], [], 0.002 if rate else None)
+                if not ready:
+                    continue
             for kind, body in reader.packets():
                 if kind == 4:  # PUBACK: packet id, then a reason code unless it is success
                     if len(body) > 2 and body[2] >= 0x80:

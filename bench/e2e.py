@@ -40,11 +40,11 @@ from tqdm import tqdm
 
 from bench._mqtt_load import paced_publisher, publisher
 from bench._support import free_port, scratch_database
-from cityops.onboard import sync_broker_accounts
+from cityops.onboard import put_device_accounts
 from cityops.settings import Settings, get_settings
 from cityops.stack import Stack
 from cityops.stack.common import read_pid
-from ingest.mqtt_auth import device_username, password_hash
+from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline.devices import Device
 from store.cockpit import create_key
 from store.devices import upsert_devices
@@ -226,16 +226,17 @@ def _wells() -> list[Device]:
 
 def _prepare(settings: Settings, dsn: str) -> str:
     wells = _wells()
-    pw = password_hash(os.urandom(16).hex())
+    password = os.urandom(16).hex()
+    pw = password_hash(password)
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate(conn)
         upsert_devices(
             conn, wells, {w.device_id: (device_username(CITY, w.device_id), pw) for w in wells}
         )
         _, token = create_key(conn, "bench", "viewer", [CITY])
-    bench_settings = settings.model_copy(update={"db_dsn": type(settings.db_dsn)(dsn)})
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        sync_broker_accounts(bench_settings, conn, CITY)
+    put_device_accounts(
+        settings, [(DeviceAccount(CITY, w.device_id, w.family), password) for w in wells]
+    )
     return token
 
 

@@ -11,12 +11,15 @@ steady ``latency_rate`` well inside their capacity (under saturation a latency m
 only the broker's queue). A phase's rate is messages / (first publish → last record in
 Kafka), the readings of each record counted, not parsed.
 Latency is the Kafka record's create time (set by the bridge's producer) minus the
-reading's publish time.
+reading's publish time. Phases (1)-(3) run with the publishers on loopback plaintext and
+on the devices' TLS listener (the bridges always on loopback plaintext, as deployed), and
+again with 100,000 more device accounts on the broker, each with a role of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import multiprocessing
 import os
@@ -24,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -37,9 +40,9 @@ from psycopg import sql
 from tqdm import tqdm
 
 from bench._mqtt_load import publisher, raw_subscriber
-from cityops.onboard import sync_broker_accounts
+from cityops.onboard import delete_device_accounts, put_device_accounts
 from cityops.settings import Settings, get_settings
-from ingest.mqtt_auth import device_username, password_hash
+from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline import codec
 from lifeline.devices import Device
 from lifeline.topics import READINGS
@@ -47,7 +50,15 @@ from store.devices import upsert_devices
 from store.migrate import migrate
 
 CITY = "329990"
+#: City of the extra device accounts that make the broker hold a city's worth.
+ACCOUNTS_CITY = "329991"
 BENCH_DB = "cityops_bench"
+
+
+class Tls(NamedTuple):
+    host: str
+    port: int
+    ca_file: str
 
 
 def run(
@@ -59,21 +70,43 @@ def run(
     qos: int = 1,
     latency_rate: float = 10_000.0,
     latency_s: float = 6.0,
+    accounts: int = 100_000,
 ) -> dict[str, Any]:
+    """Each throughput figure over loopback plaintext and over the devices' TLS listener,
+    first with the broker holding only the bench's accounts, then with ``accounts`` more
+    device accounts (a city's worth) onboarded, which are removed afterwards."""
     settings = get_settings()
     dsn = _bench_db(settings)
     bench_settings = settings.model_copy(update={"db_dsn": type(settings.db_dsn)(dsn)})
     names = [f"bench-{i:04d}" for i in range(devices)]
     _onboard(bench_settings, names)
     ctx = multiprocessing.get_context("spawn")
-    bar = tqdm(total=4, desc="bench ingest", unit="phase")
+    tls = _tls_endpoint(settings)
+    transports: list[tuple[str, Tls | None]] = [("plain", None)]
+    if tls is not None:
+        transports.append(("tls", tls))
+    bar = tqdm(total=1 + 3 * len(transports) * (2 if accounts else 1), desc="bench ingest")
 
-    raw_rate = _raw_phase(ctx, settings, names, messages, publishers, qos)
-    bar.update()
-    single = _bridge_phase(ctx, bench_settings, names, messages, publishers, qos, 1, "single")
-    bar.update()
-    scaled = _bridge_phase(ctx, bench_settings, names, messages, publishers, qos, bridges, "scaled")
-    bar.update()
+    def throughput(tls: Tls | None) -> dict[str, float]:
+        raw = _raw_phase(ctx, settings, names, messages, publishers, qos, tls)
+        bar.update()
+        single = _bridge_phase(
+            ctx, bench_settings, names, messages, publishers, qos, 1, "single", tls=tls
+        )
+        bar.update()
+        scaled = _bridge_phase(
+            ctx, bench_settings, names, messages, publishers, qos, bridges, "scaled", tls=tls
+        )
+        bar.update()
+        return {
+            "readings_per_s": round(scaled["rate"]),
+            "single_bridge_per_s": round(single["rate"]),
+            "raw_mqtt_per_s": round(raw),
+            "ratio": round(single["rate"] / raw, 3) if raw else 0.0,
+            "lost": scaled["lost"] + single["lost"],
+        }
+
+    empty = {label: throughput(t) for label, t in transports}
     paced = _bridge_phase(
         ctx,
         bench_settings,
@@ -86,22 +119,67 @@ def run(
         rate=latency_rate,
     )
     bar.update()
+    crowded: dict[str, dict[str, float]] = {}
+    onboard_s = remove_s = 0.0
+    if accounts:
+        extra = [
+            (DeviceAccount(ACCOUNTS_CITY, f"acct-{i:06d}", "sensors"), os.urandom(9).hex())
+            for i in range(accounts)
+        ]
+        t0 = time.monotonic()
+        put_device_accounts(settings, extra)
+        onboard_s = time.monotonic() - t0
+        try:
+            crowded = {label: throughput(t) for label, t in transports}
+        finally:
+            t0 = time.monotonic()
+            delete_device_accounts(settings, [a for a, _pw in extra])
+            remove_s = time.monotonic() - t0
     bar.close()
+    plain = empty["plain"]
     return {
-        "readings_per_s": round(scaled["rate"]),
-        "single_bridge_per_s": round(single["rate"]),
-        "raw_mqtt_per_s": round(raw_rate),
-        "ratio": round(single["rate"] / raw_rate, 3) if raw_rate else None,
+        "readings_per_s": plain["readings_per_s"],
+        "single_bridge_per_s": plain["single_bridge_per_s"],
+        "raw_mqtt_per_s": plain["raw_mqtt_per_s"],
+        "ratio": plain["ratio"],
+        "tls": empty.get("tls"),
+        "accounts": accounts,
+        "with_accounts": crowded or None,
+        "accounts_onboard_s": round(onboard_s, 1),
+        "accounts_remove_s": round(remove_s, 1),
         "p50_ms": round(paced["p50_ms"], 1),
         "p99_ms": round(paced["p99_ms"], 1),
         "latency_rate_per_s": latency_rate,
         "paced_readings_per_s": round(paced["rate"]),
+        "broker_flush_period_s": settings.mqtt_flush_period_s,
         "qos": qos,
         "bridges": bridges,
         "messages": messages,
         "publishers": publishers,
-        "lost": scaled["lost"] + single["lost"] + paced["lost"],
+        "lost": int(
+            paced["lost"]
+            + sum(r["lost"] for r in empty.values())
+            + sum(r["lost"] for r in crowded.values())
+        ),
     }
+
+
+def _tls_endpoint(settings: Settings) -> Tls | None:
+    """Where devices reach the broker over TLS (host, port, CA file), if it listens so."""
+    if not settings.mqtt_tls_listen:
+        return None
+    host, port = settings.mqtt_tls_listen.rsplit(":", 1)
+    if _is_ip(host) and ipaddress.ip_address(host).is_unspecified:
+        host = "127.0.0.1"
+    return Tls(host, int(port), str(settings.tls_dir / "ca.crt"))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _bench_db(settings: Settings) -> str:
@@ -130,11 +208,12 @@ def _onboard(settings: Settings, names: list[str]) -> None:
         )
         for n in names
     ]
-    pw = password_hash(os.urandom(16).hex())
+    password = os.urandom(16).hex()
+    pw = password_hash(password)
     creds = {n: (device_username(CITY, n), pw) for n in names}
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         upsert_devices(conn, devices, creds)
-        sync_broker_accounts(settings, conn, CITY)
+    put_device_accounts(settings, [(DeviceAccount(CITY, n, "sensors"), password) for n in names])
 
 
 def _publish(
@@ -145,6 +224,7 @@ def _publish(
     publishers: int,
     qos: int,
     rate: float = 0.0,
+    tls: Tls | None = None,
 ) -> tuple[float, float]:
     go = ctx.Event()
     results = ctx.Queue()
@@ -153,8 +233,8 @@ def _publish(
         ctx.Process(
             target=publisher,
             args=(
-                settings.mqtt_host,
-                settings.mqtt_port,
+                tls.host if tls else settings.mqtt_host,
+                tls.port if tls else settings.mqtt_port,
                 settings.mqtt_username,
                 settings.mqtt_password.get_secret_value(),
                 CITY,
@@ -164,6 +244,7 @@ def _publish(
                 go,
                 results,
                 rate / publishers,
+                tls.ca_file if tls else None,
             ),
         )
         for i in range(publishers)
@@ -183,7 +264,13 @@ def _publish(
 
 
 def _raw_phase(
-    ctx: Any, settings: Settings, names: list[str], messages: int, publishers: int, qos: int
+    ctx: Any,
+    settings: Settings,
+    names: list[str],
+    messages: int,
+    publishers: int,
+    qos: int,
+    tls: Tls | None = None,
 ) -> float:
     ready = ctx.Event()
     results = ctx.Queue()
@@ -204,7 +291,7 @@ def _raw_phase(
     )
     sub.start()
     ready.wait(timeout=30)
-    t_start, _ = _publish(ctx, settings, names, messages, publishers, qos)
+    t_start, _ = _publish(ctx, settings, names, messages, publishers, qos, tls=tls)
     _kind, _first, last, n = results.get(timeout=600)
     sub.join()
     return float(n / (last - t_start)) if last > t_start else 0.0
@@ -220,6 +307,7 @@ def _bridge_phase(
     bridges: int,
     label: str,
     rate: float = 0.0,
+    tls: Tls | None = None,
 ) -> dict[str, float]:
     client_prefix = f"bench-{label}-{os.getpid()}"
     env = {
@@ -248,7 +336,7 @@ def _bridge_phase(
     try:
         start_offsets = asyncio.run(_wait_bridge_ready(settings, names[0]))
         expect = (messages // publishers) * publishers
-        t_start, _ = _publish(ctx, settings, names, messages, publishers, qos, rate)
+        t_start, _ = _publish(ctx, settings, names, messages, publishers, qos, rate, tls)
         landed, t_done = asyncio.run(_wait_landed(settings, start_offsets, expect))
         latencies = asyncio.run(_latencies(settings, start_offsets))
     finally:

@@ -99,9 +99,23 @@ def secrets() -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def secrets_init(env_file: Path, force: bool) -> None:
-    """Write an env file with fresh random secrets (kept if it already exists)."""
+    """Write an env file with fresh random secrets (kept if it already exists; secrets it
+    lacks are added)."""
     if env_file.exists() and not force:
-        click.echo(f"{env_file} exists; keeping it (use --force to replace)")
+        text = env_file.read_text()
+        present = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line}
+        missing = [
+            line
+            for line in fresh_env_lines()
+            if "=" in line and line.split("=", 1)[0] not in present
+        ]
+        if not missing:
+            click.echo(f"{env_file} exists; keeping it (use --force to replace)")
+            return
+        with env_file.open("a") as fh:
+            fh.write(("" if text.endswith("\n") or not text else "\n") + "\n".join(missing) + "\n")
+        names = ", ".join(line.split("=", 1)[0] for line in missing)
+        click.echo(f"{env_file} exists; added {names}")
         return
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -154,6 +168,61 @@ def stack_status(as_json: bool) -> None:
         click.echo(json.dumps({name: st.as_json() for name, st in statuses.items()}))
     if not all(st.ok for st in statuses.values()):
         sys.exit(1)
+
+
+# -- broker ------------------------------------------------------------------------------
+
+
+@main.group(context_settings=CONTEXT)
+def broker() -> None:
+    """The device broker's accounts and certificates (Mosquitto dynamic security)."""
+
+
+@broker.command("init")
+@click.argument("dynsec_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also create a device CA and the broker's certificate here (if absent).",
+)
+@click.option("--host", "hosts", multiple=True, help="Name the broker's certificate is for.")
+def broker_init(dynsec_file: Path, tls_dir: Path | None, hosts: tuple[str, ...]) -> None:
+    """Write a new broker's dynamic-security file (admin and platform accounts and roles,
+    everything else denied) unless it exists; e.g. for a container's first start."""
+    from ingest.broker_accounts import initial_config
+    from ingest.pki import ensure_ca, ensure_server_cert
+
+    settings = load_settings()
+    try:
+        admin = settings.mqtt_admin()
+    except ValueError as exc:
+        raise CityOpsError(str(exc)) from exc
+    if dynsec_file.exists():
+        click.echo(f"{dynsec_file} exists; keeping it (accounts change through the broker)")
+    else:
+        dynsec_file.parent.mkdir(parents=True, exist_ok=True)
+        config = initial_config(
+            admin, (settings.mqtt_username, settings.mqtt_password.get_secret_value())
+        )
+        fd = os.open(dynsec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(config, fh, indent=2)
+        click.echo(f"wrote {dynsec_file}")
+    if tls_dir is not None:
+        ensure_server_cert(ensure_ca(tls_dir), tls_dir, list(hosts))
+        click.echo(f"CA and broker certificate in {tls_dir}")
+
+
+@broker.command("accounts")
+@click.option("--city", default="", help="Only the devices of this city.")
+def broker_accounts(city: str) -> None:
+    """Count the accounts the broker holds (devices of a city with --city)."""
+    from cityops.onboard import broker_admin
+
+    with broker_admin(load_settings()) as admin:
+        names = admin.usernames(f"{city}." if city else "")
+    click.echo(json.dumps({"accounts": len(names), "city": city or None}))
 
 
 # -- demo --------------------------------------------------------------------------------
@@ -335,6 +404,12 @@ def db_rollups() -> None:
 @click.option(
     "--rotate-credentials", is_flag=True, help="Issue new passwords to devices onboarded before."
 )
+@click.option(
+    "--client-certs",
+    is_flag=True,
+    help="Also issue each new device an X.509 client certificate (CN = its MQTT user) for "
+    "the broker's certificate listener, beside the CSV with the CA.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def onboard_cmd(  # click passes options positionally
     file: Path,
@@ -344,6 +419,7 @@ def onboard_cmd(  # click passes options positionally
     asset_files: tuple[Path, ...],
     credentials_out: Path | None,
     rotate_credentials: bool,
+    client_certs: bool,
     quiet: bool,
 ) -> None:
     """Onboard a city's devices and cameras from GeoJSON or CSV (all rows or none)."""
@@ -368,6 +444,7 @@ def onboard_cmd(  # click passes options positionally
             placer=placer,
             credentials_out=out,
             rotate=rotate_credentials,
+            client_certs=client_certs,
             show_progress=not quiet,
         )
     except OnboardingError as exc:
@@ -377,8 +454,8 @@ def onboard_cmd(  # click passes options positionally
         f"{result.new_credentials} new credential(s)"
         + (f" written to {result.credentials_file}" if result.credentials_file else "")
     )
-    if not result.broker_reloaded:
-        click.echo("note: the local Mosquitto is not running; accounts apply at its next start")
+    if result.tls_bundle is not None:
+        click.echo(f"the broker's CA certificate and client certificates: {result.tls_bundle}")
 
 
 @main.command("ingest", context_settings=CONTEXT)
@@ -925,17 +1002,20 @@ def record_cmd(city: str, source: str, out: Path, duration: str, from_beginning:
 @main.command("drill", context_settings=CONTEXT)
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (last line).")
-def drill_cmd(names: tuple[str, ...], as_json: bool) -> None:
-    """Run drills (security, hostile, mosquitto, kafka, postgres, worker, workers, or all)
-    on the real services."""
+@click.option(
+    "--short", is_flag=True, help="The shorter variants the test suite runs (e.g. bridge: 10 s)."
+)
+def drill_cmd(names: tuple[str, ...], as_json: bool, short: bool) -> None:
+    """Run drills (security, hostile, mosquitto, mosquitto-crash, bridge, kafka, postgres,
+    worker, workers, or all) on the real services."""
     from cityops.drills import DRILLS, run_drills
 
     chosen = list(DRILLS) if "all" in names else list(names)
-    result = run_drills(load_settings(), chosen)
+    result = run_drills(load_settings(), chosen, short=short)
     if not as_json:
         for row in result["table"]:
             click.echo(
-                f"{row['name']:<10} {'ok' if row['ok'] else 'FAILED':<7} sent {row['sent']:>6}"
+                f"{row['name']:<16} {'ok' if row['ok'] else 'FAILED':<7} sent {row['sent']:>6}"
                 f"  stored {row['stored']:>6}  lost {row['lost']}  duplicated {row['duplicated']}"
                 f"  recovery {row['recovery_s']} s"
             )

@@ -1,22 +1,22 @@
-"""``cityops onboard``: validate, place, store, issue MQTT credentials, reload the broker."""
+"""``cityops onboard``: validate, place, issue MQTT accounts on the live broker, store."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from tqdm import tqdm
 
+from cityops.errors import CityOpsError
 from cityops.settings import Settings
-from cityops.stack.mosquitto import Mosquitto
 from geo.placement import Placer
 from ingest.adapters import load_vendors
-from ingest.mqtt_auth import DEVICES_FRAGMENT, DeviceAccount, device_fragments
+from ingest.broker_accounts import BrokerAccountError, BrokerAdmin, DeviceAccount
 from ingest.onboarding import Plan, export_credentials, hashed, plan
-from store.devices import existing_ids, load_credentials, upsert_devices
+from store.devices import existing_ids, upsert_devices
 from store.migrate import migrate
 
 
@@ -25,7 +25,8 @@ class OnboardResult:
     devices: int
     new_credentials: int
     credentials_file: Path | None
-    broker_reloaded: bool
+    broker_accounts: int
+    tls_bundle: Path | None = None
 
 
 def onboard(
@@ -37,10 +38,11 @@ def onboard(
     placer: Placer | None,
     credentials_out: Path,
     rotate: bool,
+    client_certs: bool = False,
     show_progress: bool = True,
 ) -> OnboardResult:
     dsn = settings.db_dsn.get_secret_value()
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn, broker_admin(settings) as broker:
         migrate(conn)
         existing = existing_ids(conn, city)
         with tqdm(desc="validate", unit="row", disable=not show_progress) as bar:
@@ -61,37 +63,98 @@ def onboard(
             disable=not show_progress,
         ) as bar:
             creds = hashed(validated, progress=bar.update)
+        family = {d.device_id: d.family for d in validated.devices}
+        accounts = [
+            (DeviceAccount(city, dev_id, family[dev_id]), password)
+            for dev_id, (_user, password) in validated.new_credentials.items()
+        ]
+        with tqdm(
+            total=len(accounts), desc="broker accounts", unit="device", disable=not show_progress
+        ) as bar:
+            try:
+                broker.put_devices(accounts, progress=bar.update)
+            except BrokerAccountError as exc:
+                raise CityOpsError(
+                    f"the MQTT broker did not take the device accounts: {exc}; no device "
+                    "was stored, onboard the file again"
+                ) from exc
         written = upsert_devices(conn, validated.devices, creds)
-        exported = None
+        exported = bundle = None
         if validated.new_credentials:
             export_credentials(validated, credentials_out)
             exported = credentials_out
-        reloaded = sync_broker_accounts(settings, conn, city)
-    return OnboardResult(written, len(validated.new_credentials), exported, reloaded)
+            bundle = write_tls_bundle(
+                settings,
+                credentials_out,
+                [a.username for a, _pw in accounts] if client_certs else [],
+                show_progress,
+            )
+    return OnboardResult(written, len(validated.new_credentials), exported, len(accounts), bundle)
 
 
-def sync_broker_accounts(settings: Settings, conn: psycopg.Connection[Any], city: str) -> bool:
-    """Rewrite the local Mosquitto's accounts of ``city`` from the store; reload (SIGHUP)."""
-    broker = Mosquitto(
-        settings.stack_dir,
-        settings.mqtt_host,
-        settings.mqtt_port,
-        settings.mqtt_username,
-        settings.mqtt_password.get_secret_value(),
-    )
-    accounts = [
-        DeviceAccount(c.city, c.device_id, c.family, c.password_hash)
-        for c in load_credentials(conn, city)
-    ]
-    broker.auth.write_fragment(f"{DEVICES_FRAGMENT}-{city}", *device_fragments(accounts))
-    broker.auth.render(owner="mosquitto" if _root() else None)
-    return broker.reload()
+def write_tls_bundle(
+    settings: Settings, credentials_out: Path, usernames: Sequence[str], show_progress: bool
+) -> Path | None:
+    """Beside the credentials CSV, a folder with the broker's CA certificate (devices
+    verify the broker with it) and, for ``usernames``, client certificates and keys."""
+    import shutil
+
+    from ingest.pki import Authority, issue_client_cert
+
+    ca_cert = settings.tls_dir / "ca.crt"
+    if not ca_cert.exists():
+        if usernames:
+            raise CityOpsError(
+                f"no CA certificate in {settings.tls_dir}: start the stack once "
+                "(`cityops stack up`) or set CITYOPS_MQTT_TLS_DIR, then onboard again"
+            )
+        return None
+    bundle = credentials_out.with_name(f"{credentials_out.stem}-tls")
+    bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.copyfile(ca_cert, bundle / "ca.crt")
+    if usernames:
+        authority = Authority(ca_cert, settings.tls_dir / "ca.key")
+        if not authority.key_file.exists():
+            raise CityOpsError(
+                f"client certificates need the CA key {authority.key_file}; it is not there"
+            )
+        for username in tqdm(usernames, desc="certificates", disable=not show_progress):
+            cert, key = issue_client_cert(authority, username)
+            (bundle / f"{username}.crt").write_bytes(cert)
+            fd = os.open(bundle / f"{username}.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+    return bundle
 
 
-def _root() -> bool:
-    import os
+def broker_admin(settings: Settings) -> BrokerAdmin:
+    """The broker's admin connection (dynamic security); raises ``CityOpsError`` with what
+    to do when it cannot be opened."""
+    try:
+        admin = settings.mqtt_admin()
+    except ValueError as exc:
+        raise CityOpsError(str(exc)) from exc
+    return _Admin(settings.mqtt_host, settings.mqtt_port, *admin)
 
-    return os.geteuid() == 0
+
+class _Admin(BrokerAdmin):
+    def open(self) -> None:
+        try:
+            super().open()
+        except BrokerAccountError as exc:
+            raise CityOpsError(f"{exc}; nothing was changed") from exc
+
+
+def put_device_accounts(settings: Settings, accounts: Sequence[tuple[DeviceAccount, str]]) -> int:
+    """Create or update device accounts on the live broker; return how many were new."""
+    with broker_admin(settings) as broker:
+        return broker.put_devices(accounts)
+
+
+def delete_device_accounts(settings: Settings, accounts: Sequence[DeviceAccount]) -> None:
+    """Remove device accounts from the live broker (connected devices are cut off)."""
+    with broker_admin(settings) as broker:
+        broker.delete_devices(accounts)
 
 
 def placer_from_files(grid_file: Path | None, asset_files: Sequence[Path]) -> Placer | None:

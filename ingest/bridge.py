@@ -209,11 +209,11 @@ class Bridge:
         client.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
         client.max_inflight_messages_set(cfg.receive_maximum)
         client.max_queued_messages_set(0)
-        # Retry every second, no back-off: after a broker restart the bridge must be back
-        # before the devices, since Mosquitto 2.0 routes nothing to a persisted session
-        # until its client has reconnected (what devices publish meanwhile is dropped).
+        # Retry every second, no back-off: the readings the broker queued for this
+        # session while it was away flow again as soon as it is back.
         client.reconnect_delay_set(min_delay=1, max_delay=1)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_inbound = self._on_inbound
         client.on_disconnect = self._on_disconnect
@@ -234,10 +234,35 @@ class Bridge:
             self._connected.set()
             return
         self.session_present = bool(flags.session_present)
+        # Subscribe on every connect, also when the broker kept the session: a broker that
+        # lost a subscription (a restored session without it) gets it back at once.
         if self._subscribe and self.config.subscriptions:
             client.subscribe([(s, SubscribeOptions(qos=1)) for s in self.config.subscriptions])
         log.info("mqtt connected", extra={"session_present": flags.session_present})
         self._connected.set()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        props: Properties | None,
+    ) -> None:
+        refused = [
+            f"{topic} ({reason})"
+            for topic, reason in zip(self.config.subscriptions, reasons, strict=False)
+            if reason.is_failure
+        ]
+        if refused:
+            # Nothing would ever arrive on these filters: stop with the reason.
+            log.error("mqtt subscription refused", extra={"refused": refused})
+            self._thread_error = TransportError(
+                f"the MQTT broker refused the subscription(s) {', '.join(refused)}; check "
+                "the platform account's role (cityops-platform)"
+            )
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._wake.set)
 
     def _on_disconnect(
         self,
@@ -330,6 +355,8 @@ class Bridge:
     async def run(self, stop: asyncio.Event) -> None:
         """Forward until ``stop`` is set, then finish the batch in hand."""
         while not stop.is_set():
+            if self._thread_error is not None:
+                raise self._thread_error
             if not self._inbox:
                 self._wake_pending = False
                 if not self._inbox:

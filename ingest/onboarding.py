@@ -22,7 +22,7 @@ import numpy as np
 
 from geo.chinese import in_china, to_wgs84
 from geo.placement import Placer
-from ingest.mqtt_auth import device_username, password_hash
+from ingest.broker_accounts import device_username, password_hash
 from lifeline.devices import Device
 from lifeline.units import UnitError, converter
 from lifeline.vocabulary import KIND_ASSET_CLASSES, KIND_METRICS, METRIC_UNITS, SensorKind

@@ -38,6 +38,16 @@ class Stack:
                 settings.mqtt_port,
                 settings.mqtt_username,
                 settings.mqtt_password.get_secret_value(),
+                admin=(
+                    (settings.mqtt_admin_username, settings.mqtt_admin_password.get_secret_value())
+                    if settings.mqtt_admin_password is not None
+                    else None
+                ),
+                flush_period_s=settings.mqtt_flush_period_s,
+                cache_dir=default_cache_dir(),
+                tls_listen=settings.mqtt_tls_listen,
+                cert_listen=settings.mqtt_cert_listen,
+                tls_dir=settings.tls_dir,
             ),
             postgres=Postgres(stack_dir, settings.db_parts()),
         )

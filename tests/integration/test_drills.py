@@ -1,5 +1,6 @@
-"""Drills on the real services: hostile traffic, a Kafka restart, a PostgreSQL outage and
-workers killed mid-run lose and duplicate nothing; the security probes find nothing."""
+"""Drills on the real services: hostile traffic, Mosquitto restarted and killed, a bridge
+kept away, a Kafka restart, a PostgreSQL outage and workers killed mid-run lose and
+duplicate nothing; the security probes find nothing."""
 
 from __future__ import annotations
 
@@ -34,6 +35,22 @@ def test_hostile_traffic_and_broker_and_database_outages_lose_nothing(
     }
     assert table["postgres"]["stored"] == table["postgres"]["sent"]
     assert table["kafka"]["recovery_s"] is not None
+
+
+def test_the_device_broker_restarted_or_killed_and_a_bridge_kept_away_lose_nothing(
+    live_stack: Settings,
+) -> None:
+    """Readings the broker acknowledged survive its restart and its kill -9; a bridge
+    killed -9 finds its share of the readings queued when it returns."""
+    result = run_drills(live_stack, ["mosquitto", "mosquitto-crash", "bridge"], short=True)
+    table = {row["name"]: row for row in result["table"]}
+    assert result["failed"] == 0, result
+    assert result["lost"] == 0
+    assert result["duplicated"] == 0
+    for name in ("mosquitto", "mosquitto-crash", "bridge"):
+        assert table[name]["stored"] == table[name]["sent"] > 0
+        assert table[name]["recovery_s"] is not None
+    assert table["bridge"]["detail"]["away_s"] == 10.0
 
 
 def test_a_killed_worker_and_a_lost_group_member_lose_and_repeat_nothing(

@@ -78,7 +78,7 @@ def city(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFac
         show_progress=False,
     )
     assert result.devices == 6
-    assert result.broker_reloaded
+    assert result.broker_accounts == 6
     with out.open() as fh:
         creds = {
             r["device_id"]: (r["mqtt_username"], r["mqtt_password"]) for r in csv.DictReader(fh)

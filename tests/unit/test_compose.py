@@ -39,7 +39,7 @@ def test_platform_services_wait_for_healthy_dependencies_and_use_one_image() -> 
 
 def test_secrets_are_required_from_the_environment() -> None:
     text = COMPOSE.read_text()
-    for var in ("CITYOPS_DB_PASSWORD", "CITYOPS_MQTT_PASSWORD"):
+    for var in ("CITYOPS_DB_PASSWORD", "CITYOPS_MQTT_PASSWORD", "CITYOPS_MQTT_ADMIN_PASSWORD"):
         uses = re.findall(r"\$\{" + var + r"([^}]*)\}", text)
         assert uses, var
         assert all(u.startswith(":?") for u in uses), f"{var} has a default: {uses}"
@@ -60,3 +60,19 @@ def test_the_cockpit_api_is_a_service_with_a_health_check() -> None:
     assert api["environment"]["CITYOPS_DB_DSN"].startswith("postgresql://")
     assert api["ports"] == ["127.0.0.1:8400:8400"]
     assert "/health" in " ".join(api["healthcheck"]["test"])
+
+
+def test_the_broker_is_mosquitto_2_1_configured_like_the_local_stack() -> None:
+    from cityops.stack.mosquitto import MAX_INFLIGHT, MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
+
+    compose = load()
+    assert compose["services"]["mosquitto"]["image"] == "eclipse-mosquitto:2.1"
+    conf = compose["configs"]["mosquitto_conf"]["content"].splitlines()
+    assert "plugin /usr/lib/mosquitto_persist_sqlite.so" in conf
+    assert "plugin /usr/lib/mosquitto_dynamic_security.so" in conf
+    assert "plugin_opt_flush_period 0" in conf
+    assert f"max_queued_messages {MAX_QUEUED_MESSAGES}" in conf
+    assert f"max_queued_bytes {MAX_QUEUED_BYTES}" in conf
+    assert f"max_inflight_messages {MAX_INFLIGHT}" in conf
+    assert not any(line.startswith(("password_file", "acl_file")) for line in conf)
+    assert "use_identity_as_username true" in conf

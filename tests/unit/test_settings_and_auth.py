@@ -4,13 +4,14 @@ import pytest
 from pydantic import ValidationError
 
 from cityops.settings import Settings, fresh_env_lines
-from ingest.mqtt_auth import (
-    AuthFiles,
+from ingest.broker_accounts import (
+    ADMIN_ROLE,
+    PLATFORM_ROLE,
     DeviceAccount,
     check_identifier,
-    device_fragments,
+    chunks,
+    initial_config,
     password_hash,
-    platform_fragments,
     verify_password,
 )
 
@@ -78,31 +79,49 @@ def test_mosquitto_password_hash_verifies_only_the_right_password() -> None:
 
 
 def test_device_acl_allows_only_its_own_topics() -> None:
-    account = DeviceAccount("320100", "gw-7", "sensors", password_hash("x"))
-    passwd, acl = device_fragments([account])
-    assert passwd.startswith("320100.gw-7:$7$")
-    assert "topic write cityops/320100/sensors/gw-7/up" in acl
-    assert "topic write cityops/320100/sensors/gw-7/status" in acl
-    assert "#" not in acl.replace("cmd/#", "")
+    account = DeviceAccount("320100", "gw-7", "sensors")
+    assert account.username == "320100.gw-7"
+    assert account.role == "device.320100.gw-7"
+    acls = {(a["acltype"], a["topic"]) for a in account.acls()}
+    assert acls == {
+        ("publishClientSend", "cityops/320100/sensors/gw-7/up"),
+        ("publishClientSend", "cityops/320100/sensors/gw-7/status"),
+        ("subscribePattern", "cityops/320100/sensors/gw-7/cmd/#"),
+    }
+    camera = DeviceAccount("320100", "cam-1", "cameras")
+    assert ("publishClientSend", "cityops/320100/cameras/cam-1/event") in {
+        (a["acltype"], a["topic"]) for a in camera.acls()
+    }
+
+
+def test_a_new_broker_holds_only_the_admin_and_platform_accounts_and_denies_the_rest() -> None:
+    config = initial_config(("cityops-admin", "a-pw"), ("cityops-platform", "p-pw"))
+    assert config["defaultACLAccess"]["publishClientSend"] is False
+    assert config["defaultACLAccess"]["subscribe"] is False
+    clients = {c["username"]: c for c in config["clients"]}
+    assert set(clients) == {"cityops-admin", "cityops-platform"}
+    assert verify_password("a-pw", clients["cityops-admin"]["encoded_password"])
+    assert verify_password("p-pw", clients["cityops-platform"]["encoded_password"])
+    assert clients["cityops-admin"]["roles"] == [{"rolename": ADMIN_ROLE}]
+    roles = {r["rolename"]: r["acls"] for r in config["roles"]}
+    admin_topics = {a["topic"] for a in roles[ADMIN_ROLE]}
+    assert not any(t.startswith("cityops") for t in admin_topics)
+    assert {a["topic"] for a in roles[PLATFORM_ROLE]} >= {"cityops/#"}
+
+
+def test_control_commands_are_split_into_messages_under_the_size_limit() -> None:
+    commands = [
+        {"command": "createClient", "username": f"u{i}", "password": "x" * 50} for i in range(1000)
+    ]
+    parts = list(chunks(commands, limit=4096))
+    assert [c for part in parts for c in part] == commands
+    import json
+
+    assert all(len(json.dumps({"commands": part})) <= 4096 + 64 for part in parts)
+    assert len(parts) > 1
 
 
 @pytest.mark.parametrize("bad", ["a/b", "+", "#", "x y", "", "a\nuser admin"])
 def test_identifiers_that_could_escape_a_topic_or_acl_line_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="must be"):
         check_identifier(bad, "device id")
-
-
-def test_auth_files_render_every_fragment(tmp_path: object) -> None:
-    from pathlib import Path
-
-    files = AuthFiles(Path(str(tmp_path)))
-    files.write_fragment("platform", *platform_fragments("cityops-platform", "pw"))
-    files.write_fragment(
-        "devices", *device_fragments([DeviceAccount("320100", "d1", "sensors", "h")])
-    )
-    files.render()
-    assert files.passwd.read_text().count("\n") == 2
-    acl = files.acl.read_text()
-    assert "user cityops-platform" in acl
-    assert "user 320100.d1" in acl
-    assert oct(files.passwd.stat().st_mode)[-3:] == "600"
