@@ -39,8 +39,10 @@ DEVICE_ROLE_PREFIX = "device."
 
 #: Iterations mosquitto_passwd itself uses for its PBKDF2-SHA512 ``$7$`` hashes.
 PBKDF2_ITERATIONS = 101
-#: Bytes of JSON per control message; the broker's ``max_packet_size`` is larger.
-MAX_CONTROL_BYTES = 512 * 1024
+#: Bytes of JSON per control message; the broker's ``max_packet_size`` is larger. The
+#: plugin rewrites its whole file after each message (about 1.5 s with 100,000 accounts),
+#: so fewer, larger messages onboard a city faster.
+MAX_CONTROL_BYTES = 1_900_000
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -183,17 +185,23 @@ class Tls:
         )
 
 
+#: What tagging a command with its message's correlation data adds to its JSON.
+_TAG_BYTES = len(', "correlationData": ""') + len(uuid.uuid4().hex)
+_ENVELOPE_BYTES = len('{"commands": []}')
+
+
 def chunks(
     commands: Sequence[dict[str, Any]], limit: int = MAX_CONTROL_BYTES
 ) -> Iterator[list[dict[str, Any]]]:
-    """Split commands into messages of at most ``limit`` bytes of JSON each."""
+    """Split commands into messages of at most ``limit`` bytes of JSON each, counting the
+    correlation data every command is sent with."""
     batch: list[dict[str, Any]] = []
-    size = 0
+    size = _ENVELOPE_BYTES
     for command in commands:
-        n = len(json.dumps(command)) + 2
+        n = len(json.dumps(command)) + _TAG_BYTES + 2
         if batch and size + n > limit:
             yield batch
-            batch, size = [], 0
+            batch, size = [], _ENVELOPE_BYTES
         batch.append(command)
         size += n
     if batch:
@@ -229,6 +237,8 @@ class BrokerAdmin:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
+        self._lost: str | None = None
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._connect_rc: int | None = None
@@ -269,6 +279,7 @@ class BrokerAdmin:
             raise BrokerAccountError("the MQTT broker did not confirm the control subscription")
 
     def close(self) -> None:
+        self._connected.clear()
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -293,6 +304,21 @@ class BrokerAdmin:
     ) -> None:
         if all(int(r.value) < 0x80 for r in reasons):
             self._subscribed.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if self._connected.is_set():
+            self._lost = str(reason)
+            with self._lock:
+                waiting = list(self._waiting.values())
+            for event in waiting:
+                event.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -334,7 +360,13 @@ class BrokerAdmin:
                     f"{self.timeout:.0f} s"
                 )
             with self._lock:
-                responses = self._responses.pop(tag)
+                responses = self._responses.pop(tag, None)
+                self._waiting.pop(tag, None)
+            if responses is None:
+                raise BrokerAccountError(
+                    f"the MQTT broker dropped the admin connection ({self._lost}) while "
+                    f"{len(batch)} account commands were under way"
+                )
             if len(responses) != len(batch):
                 raise BrokerAccountError(
                     f"the MQTT broker answered {len(responses)} of {len(batch)} account commands"
@@ -358,7 +390,7 @@ class BrokerAdmin:
         self,
         accounts: Sequence[tuple[DeviceAccount, str]],
         progress: Callable[[int], object] | None = None,
-        group: int = 1000,
+        group: int = 5000,
     ) -> int:
         """Create or update device accounts with their passwords and their own role, a
         group of devices per control message. Returns how many accounts were new."""

@@ -97,7 +97,9 @@ class Mosquitto:
             # broker announces; a client's own, e.g. a bridge's, applies to what it
             # receives). 2.1.2 warns on every message at 0 and at 65535.
             f"max_inflight_messages {MAX_INFLIGHT}",
-            "max_packet_size 1048576",
+            # Device payloads are small; the admin account's account commands come in
+            # messages of up to 1.9 MB (see ingest.broker_accounts).
+            "max_packet_size 2097152",
             "persistent_client_expiration 14d",
             f"log_dest file {self.log_file}",
             "log_type error",

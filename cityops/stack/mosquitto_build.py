@@ -48,6 +48,33 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
 
+#: Builds carry this tag; a build without it (or of an older tag) is built again.
+BUILD_TAG = "cityops1"
+
+#: Source changes applied before building, each (file, upstream text, replacement).
+#: The dynamic-security plugin keeps its clients, roles and groups in hash tables kept
+#: sorted on every insertion, an O(n) string scan per new account: creating a city's
+#: 100,000 device accounts through the control API takes tens of minutes and blocks the
+#: broker's only thread meanwhile. Unsorted insertion is O(1); the plugin sorts the
+#: tables once when it loads its file, and nothing else depends on their order.
+PATCHES = [
+    (
+        "plugins/dynamic-security/clients.c",
+        "HASH_ADD_INORDER(hh, data->clients, username, username_len, client, client_cmp);",
+        "HASH_ADD(hh, data->clients, username, username_len, client);",
+    ),
+    (
+        "plugins/dynamic-security/roles.c",
+        "HASH_ADD_INORDER(hh, data->roles, rolename, rolename_len, role, role_cmp);",
+        "HASH_ADD(hh, data->roles, rolename, rolename_len, role);",
+    ),
+    (
+        "plugins/dynamic-security/groups.c",
+        "HASH_ADD_INORDER(hh, data->groups, groupname, groupname_len, group, group_cmp);",
+        "HASH_ADD(hh, data->groups, groupname, groupname_len, group);",
+    ),
+]
+
 CMAKE_OPTIONS = [
     "-DWITH_TESTS=OFF",
     "-DWITH_DOCS=OFF",
@@ -100,8 +127,8 @@ def _at_least(version: str) -> bool:
 
 
 def cached(cache_dir: Path) -> MosquittoInstall | None:
-    """The newest usable build under ``cache_dir``, if any."""
-    for prefix in sorted(cache_dir.glob("mosquitto-*"), reverse=True):
+    """The newest usable build of this tag under ``cache_dir``, if any."""
+    for prefix in sorted(cache_dir.glob(f"mosquitto-*-{BUILD_TAG}"), reverse=True):
         found = _usable(prefix / "sbin" / "mosquitto", prefix / "lib", prefix / "bin")
         if found is not None:
             return found
@@ -156,10 +183,11 @@ def build(cache_dir: Path, log: Callable[[str], None]) -> MosquittoInstall:
                 "install a Mosquitto >= 2.1 with the persist-sqlite and dynamic-security "
                 "plugins under /usr"
             )
-        prefix = cache_dir / f"mosquitto-{version.group(1)}"
+        prefix = cache_dir / f"mosquitto-{version.group(1)}-{BUILD_TAG}"
         log(f"building Mosquitto {version.group(1)} into {prefix} (about a minute)")
         run(["tar", "-xzf", str(tarball), "-C", str(work)])
         source = next(p for p in work.iterdir() if p.is_dir() and (p / "CMakeLists.txt").exists())
+        apply_patches(source)
         build_dir = source / "build"
         build_dir.mkdir()
         staging = work / "install"
@@ -189,6 +217,20 @@ def build(cache_dir: Path, log: Callable[[str], None]) -> MosquittoInstall:
             f"the Mosquitto build in {prefix} lacks the broker or one of {', '.join(PLUGINS)}"
         )
     return found
+
+
+def apply_patches(source: Path) -> None:
+    """Apply :data:`PATCHES` to an unpacked source tree; raise if one does not apply."""
+    for name, upstream, replacement in PATCHES:
+        path = source / name
+        text = path.read_text()
+        if text.count(upstream) != 1:
+            raise StackError(
+                f"{path} differs from the Mosquitto 2.1 source this build knows: "
+                f"{upstream!r} is not there once; install a Mosquitto >= 2.1 with both "
+                "plugins under /usr instead"
+            )
+        path.write_text(text.replace(upstream, replacement))
 
 
 def _fetch_source(work: Path, log: Callable[[str], None]) -> Path:
