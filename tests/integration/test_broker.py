@@ -292,3 +292,29 @@ def test_devices_reach_the_broker_over_tls_with_a_password_or_a_client_certifica
         assert len(watcher.received) == 2
     finally:
         watcher.close()
+
+
+@pytest.mark.asyncio
+async def test_a_bridge_whose_subscription_the_broker_refuses_stops_and_says_why(
+    live_stack: Settings,
+) -> None:
+    """A refused filter would deliver nothing, forever: the bridge stops with the reason
+    instead of running deaf."""
+    import asyncio
+
+    from cityops.ingest import bridge_config
+    from ingest.adapters import load_vendors
+    from ingest.bridge import Bridge
+    from ingest.decode import Decoder
+    from ingest.errors import TransportError
+    from ingest.registry import Registry
+
+    config = bridge_config(live_stack, f"it-refused-{secrets.token_hex(3)}", ["elsewhere/+/up"])
+    bridge = Bridge(config, Decoder(Registry(), load_vendors()))
+    await bridge.start()
+    stop = asyncio.Event()
+    try:
+        with pytest.raises(TransportError, match="refused the subscription"):
+            await asyncio.wait_for(bridge.run(stop), timeout=20)
+    finally:
+        await bridge.stop(keep_session=False)
