@@ -131,7 +131,8 @@ def down(settings: Settings) -> dict[str, bool]:
 def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     """Onboard the demo city (layers, sensors and cameras) unless it is onboarded already."""
     from cityops.cim import load_layers
-    from cityops.onboard import onboard, placer_from_files
+    from cityops.onboard import broker_admin, onboard, placer_from_files
+    from ingest.broker_accounts import device_username
     from simulators.city import build_city
     from simulators.demo_city import DEMO_CITY, demo_devices, write_demo_city
     from store.devices import existing_ids
@@ -143,7 +144,11 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
             "SELECT count(*) FROM cim_features WHERE city = %s", (DEMO_CITY,)
         ).fetchone()
     wanted = {row[0] for row in demo_devices(build_city(county="320102", blocks=3), DEMO_CITY)}
-    if known and mapped and mapped[0] and wanted <= set(known):
+    # Stored devices whose accounts the broker lacks (a new broker) are onboarded anew.
+    with broker_admin(settings) as admin:
+        on_broker = admin.usernames(f"{DEMO_CITY}.")
+    accounts_missing = not {device_username(DEMO_CITY, d) for d in wanted} <= on_broker
+    if not accounts_missing and known and mapped and mapped[0] and wanted <= set(known):
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded"
     log(f"building and onboarding the demo city {DEMO_CITY}")
     files = write_demo_city(folder)
@@ -153,7 +158,7 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
         {"grid": files.grid, "pipes": files.pipes, "assets": files.assets, "pois": files.pois},
         log,
     )
-    if wanted <= set(known):
+    if not accounts_missing and wanted <= set(known):
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded; CIM layers stored"
     placer = placer_from_files(files.grid, [files.pipes, files.assets])
     result = onboard(
@@ -165,7 +170,7 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
         credentials_out=folder / f"credentials-{DEMO_CITY}.csv",
         # A demo city from an earlier version gains its new devices, and every device
         # fresh credentials: the simulator needs them all in one file.
-        rotate=bool(known),
+        rotate=bool(known) or accounts_missing,
         show_progress=False,
     )
     return (

@@ -78,7 +78,9 @@ def onboard(
                     f"the MQTT broker did not take the device accounts: {exc}; no device "
                     "was stored, onboard the file again"
                 ) from exc
-        written = upsert_devices(conn, validated.devices, creds)
+        # The passwords are on the broker now: write them out before storing the
+        # devices, so a crash in between leaves usable credentials (and onboarding
+        # again issues fresh ones to the devices not stored).
         exported = bundle = None
         if validated.new_credentials:
             export_credentials(validated, credentials_out)
@@ -89,6 +91,7 @@ def onboard(
                 [a.username for a, _pw in accounts] if client_certs else [],
                 show_progress,
             )
+        written = upsert_devices(conn, validated.devices, creds)
     return OnboardResult(written, len(validated.new_credentials), exported, len(accounts), bundle)
 
 
