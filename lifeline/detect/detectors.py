@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from math import isnan
+from math import exp, isnan, log
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -248,176 +248,451 @@ class Sustained:
         return start, (_score(rank, closeness), rank, ((self.name, hit),))
 
 
-# -- adaptive baseline and CUSUM ----------------------------------------------------------
+# -- adaptive baseline: level, daily profile, spread, and one episode per change -----------
+
+#: episode codes of :class:`BaselineState`
+CALM, UP, DOWN, SPREAD = 0, 1, -1, 2
+#: readings after a (re)start that only set the level
+RELEARN = 3
+_SLOTS = 48  # half-hour slots
+_SLOT_S = 86400.0 / _SLOTS
+_WEEKEND = 5  # Saturday, Sunday: weekday index 5 and 6 (Monday 0)
 
 
 @dataclass(frozen=True)
 class BaselineState:
-    mean: float = float("nan")
-    var: float = float("nan")
-    count: int = 0
+    """What the baseline has learnt of a series, and the episode it has open."""
+
+    level: float = float("nan")  # the deseasonalised level
+    var: float = float("nan")  # spread of the errors against the expected value
+    count: int = 0  # readings since the (re)start
+    #: two-sided CUSUM of the standardised error, and the error summed while each runs
     pos: float = 0.0
     neg: float = 0.0
-    day_mean: tuple[float, ...] = field(default_factory=lambda: (float("nan"),) * 24)
-    day_count: tuple[int, ...] = field(default_factory=lambda: (0,) * 24)
+    pos_sum: float = 0.0
+    pos_n: int = 0
+    neg_sum: float = 0.0
+    neg_n: int = 0
+    #: CUSUM of the squared standardised error (a wider spread), its squared errors
+    vstat: float = 0.0
+    vsum: float = 0.0
+    vn: int = 0
+    vbias: float = 0.0
+    #: the daily profile: 24 hourly slots for weekdays then 24 for weekends, as
+    #: deviations from the level, and the hours of readings each slot has learnt from
+    profile: tuple[float, ...] = ()
+    weight: tuple[float, ...] = ()
     last_ts: float = float("nan")
+    last_x: float = float("nan")
+    #: equal readings in a row, and how often a reading usually equals the one before
+    repeats: int = 0
+    p_eq: float = 0.0
+    #: the open episode: CALM, UP, DOWN or SPREAD; its onset score; the level and spread
+    #: before it; rows since the last re-basing; rows in a row back at the old level
+    episode: int = CALM
+    onset: float = 0.0
+    old_level: float = float("nan")
+    old_var: float = float("nan")
+    age: int = 0
+    back: int = 0
+    #: rows of the new level's estimate (its running mean) since the change
+    new_n: int = 0
+    #: readings since the level (re)started
+    fresh: int = 0
+    #: the level when the open shift was last re-based or found still moving
+    moving_from: float = float("nan")
+    #: days of readings the daily profile has learnt from; until the first is in,
+    #: the level holds still so that the profile learns the day's shape undistorted
+    profile_days: float = 0.0
+    #: where the level has stood over the last days (slow drifts are judged against it)
+    reference: float = float("nan")
+
+
+def _evidence_score(evidence: float) -> float:
+    """0.5 at the raising limit (evidence 1), towards 1 as the evidence grows."""
+    return 0.5 + 0.5 * (1.0 - 1.0 / max(evidence, 1.0))
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """Adaptive baseline for series without fixed limits, causal.
+    """Adaptive baseline for series without fixed limits, causal, one alarm per change.
 
-    The expected value is an EWMA of the past (plus, with ``daily``, the EWMA of the
-    same hour on earlier days), the spread an EWMA of squared errors. A row is scored by
-    its standardised error against what was expected *before* it; two one-sided CUSUMs
-    of that error catch slow drifts and steps. Level shifts are absorbed as the EWMAs
-    follow, so a lasting new level stops alarming.
+    The expected value of a reading is the series' level plus, with ``daily``, its daily
+    profile at that local time of day (hourly slots, interpolated; weekends learn their
+    own profile once they have data, and borrow the weekdays' until then). The spread is
+    a robust EWMA of squared errors. A reading is scored by its standardised error ``z``
+    against what was expected before it:
+
+    - ``|z| >= z_limit`` alone is a spike: raised for that reading, and it teaches the
+      baseline nothing.
+    - A two-sided CUSUM of ``z`` reaching ``cusum_h`` confirms a change of level (a step
+      or a drift): the episode is raised once, the level is re-based on the mean of the
+      readings since the change began, and it is updated while the level keeps moving.
+      It clears when the series comes back to the old level (``back`` readings in a
+      row), or, for a lasting shift, once the new level has held for ``settle``
+      readings: then the new level is normal. With ``hold_shift`` a lasting shift stays
+      raised until the series returns to its old level or an operator acknowledges it.
+    - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
+      failing sensor, turbulence): raised once, the spread re-based, cleared when the
+      old spread returns or the new one has held for ``settle`` readings.
+    - A run of equal readings that the series' own history makes less likely than
+      ``stuck_p`` (at least ``stuck_min``) is a stuck sensor (blue): nothing is learnt
+      from it.
+
+    The daily profile is not changed by shifts, so after a re-based shift or a gap of
+    more than ``max_gap_s`` (which restarts the level and spread) the usual morning peak
+    is still expected.
     """
 
     alpha: float = 0.05
     z_limit: float = 5.0
     warmup: int = 30
-    daily: bool = False
+    daily: bool = True
     cusum_k: float = 1.0
     cusum_h: float = 8.0
     min_sigma: float = 1e-6
     severity: Severity = Severity.YELLOW
     max_gap_s: float = 3600.0
+    settle: int = 30
+    back: int = 3
+    hold_shift: bool = False
+    spread_k: float = 2.0
+    spread_h: float = 20.0
+    still_moving: float = 0.25
+    stuck_min: int = 5
+    stuck_p: float = 1e-6
+    profile_gamma: float = 0.3
+    level_hours: float = 6.0
+    reference_hours: float = 72.0
+    drift_limit: float = 3.0
+    utc_offset_h: float = 8.0
     name: str = "baseline"
+
+    FLAGS = ("drift_up", "drift_down", "variance", "flatline")
 
     def init(self) -> BaselineState:
         return BaselineState()
 
     def run(self, state: BaselineState, ts: F64, v: F64) -> tuple[BaselineState, Out]:
-        """Rows after a gap of more than ``max_gap_s`` start the level and spread afresh
-        (keeping the daily profile): hours of silence, an outage, say nothing of the
-        series, and the level it comes back at is not an anomaly."""
         n = v.size
-        if n == 0:
-            return state, Out(np.zeros(0), np.zeros(0, np.int8), {self.name: np.zeros(0, bool)})
-        gaps = np.flatnonzero(np.diff(np.concatenate([[state.last_ts], ts])) > self.max_gap_s)
-        if gaps.size == 0:
-            return self._run(state, ts, v)
-        parts = []
-        for a, b in itertools.pairwise([0, *gaps.tolist(), n]):
-            if a == b:
+        score, rank = np.zeros(n), np.zeros(n, np.int8)
+        names = (self.name, *self.FLAGS)
+        flags = {name: np.zeros(n, bool) for name in names}
+        columns = [flags[name] for name in names]
+        for i in range(n):
+            state, (score[i], r, raised) = self.step(state, float(ts[i]), float(v[i]))
+            rank[i] = r
+            for column, (_name, hit) in zip(columns, raised, strict=True):
+                column[i] = hit
+        return state, Out(score, rank, flags)
+
+    # -- the daily profile
+
+    def _slots(self, t: float) -> tuple[int, int, float, int]:
+        """The two slots around ``t`` (local time), the second one's weight, and the
+        offset of the day type's slots (0 weekdays, ``_SLOTS`` weekends)."""
+        local = t + self.utc_offset_h * 3600.0
+        days = local // 86400.0
+        slot = (local - days * 86400.0) / _SLOT_S - 0.5
+        below = slot // 1.0
+        frac = slot - below
+        h0 = int(below) % _SLOTS
+        base = _SLOTS if (int(days) + 3) % 7 >= _WEEKEND else 0
+        return h0, (h0 + 1) % _SLOTS, frac, base
+
+    def _expected_profile(self, st: BaselineState, t: float) -> float:
+        if not self.daily or not st.profile:
+            return 0.0
+        h0, h1, frac, base = self._slots(t)
+        p, w = st.profile, st.weight
+        other = _SLOTS - base
+        a = p[base + h0] if w[base + h0] > 0 else p[other + h0]
+        b = p[base + h1] if w[base + h1] > 0 else p[other + h1]
+        return (1.0 - frac) * a + frac * b
+
+    def _learn_profile(
+        self, st: BaselineState, t: float, resid: float, dt: float
+    ) -> tuple[tuple[float, ...], tuple[float, ...], float, float]:
+        """Move the two slots around ``t`` towards the reading's deviation from the
+        level: a plain mean over a slot's first days, then an EWMA of ``profile_gamma``
+        per day of readings. Also the days of readings learnt in all, and what the
+        level must take over from the profile (its mean, once the first day is in)."""
+        p = list(st.profile) if st.profile else [0.0] * (2 * _SLOTS)
+        w = list(st.weight) if st.weight else [0.0] * (2 * _SLOTS)
+        h0, h1, frac, base = self._slots(t)
+        other = _SLOTS - base
+        days = min(max(dt, 0.0), _SLOT_S) / _SLOT_S if dt == dt else 0.1
+        total = st.profile_days
+        for slot, share in ((h0, 1.0 - frac), (h1, frac)):
+            i = base + slot
+            learnt = share * days
+            if learnt <= 0.0:
                 continue
-            if a in gaps:
-                state = self._restart(state)
-            state, out = self._run(state, ts[a:b], v[a:b])
-            parts.append(out)
-        joined = {k: np.concatenate([o.flags[k] for o in parts]) for k in parts[0].flags}
-        score = np.concatenate([o.score for o in parts])
-        return state, Out(score, np.concatenate([o.rank for o in parts]), joined)
+            if w[i] == 0.0:
+                p[i] = p[other + slot]  # a day type starts from the other one's
+            gain = max(learnt / (w[i] + learnt), 1.0 - (1.0 - self.profile_gamma) ** learnt)
+            p[i] += gain * (resid - p[i])
+            w[i] += learnt
+            total += learnt / _SLOTS
+        if st.profile_days < 1.0 <= total:
+            # A whole day learnt against a level held still: the profile's mean
+            # belongs to the level.
+            learnt_slots = [v for v, n in zip(p, w, strict=True) if n > 0]
+            mean = sum(learnt_slots) / len(learnt_slots)
+            return tuple(v - mean for v in p), tuple(w), total, mean
+        return tuple(p), tuple(w), total, 0.0
 
-    @staticmethod
-    def _restart(state: BaselineState) -> BaselineState:
-        return BaselineState(day_mean=state.day_mean, day_count=state.day_count)
+    def _level_gain(self, dt: float) -> float:
+        """How far a reading moves the level: ``alpha`` per reading, or with ``daily``
+        (the profile carries the day) an EWMA over ``level_hours`` of time."""
+        if not self.daily:
+            return self.alpha
+        return 1.0 - exp(-max(dt, 0.0) / (self.level_hours * 3600.0))
 
-    def _run(self, state: BaselineState, ts: F64, v: F64) -> tuple[BaselineState, Out]:
-        n = v.size
-        # EWMAs start from zero and are divided by 1 - (1-alpha)^k (k terms so far), so
-        # early estimates are plain averages rather than pinned to the first sample.
-        keep = 1.0 - self.alpha
-        m0 = state.mean if not np.isnan(state.mean) else 0.0
-        means = ewma(v, self.alpha, m0)
-        seen = state.count + np.arange(1, n + 1)
-        first = m0 / (1.0 - keep**state.count) if state.count else float(v[0])
-        expect = previous(means / (1.0 - keep**seen), first)
-        day_means = np.asarray(state.day_mean)
-        day_counts = np.asarray(state.day_count)
-        if self.daily:
-            hours = ((ts // 3600) % 24).astype(np.int64)
-            seasonal = np.full(n, np.nan)
-            new_means, new_counts = day_means.copy(), day_counts.copy()
-            for h in np.unique(hours):
-                sel = np.flatnonzero(hours == h)
-                start = day_means[h] if not np.isnan(day_means[h]) else float(v[sel[0]])
-                series = ewma(v[sel], 0.3, start)
-                seasonal[sel] = previous(series, start)
-                counts = day_counts[h] + np.arange(sel.size)
-                seasonal[sel] = np.where(counts >= 3, seasonal[sel], np.nan)
-                new_means[h], new_counts[h] = float(series[-1]), int(day_counts[h] + sel.size)
-            expect = np.where(np.isnan(seasonal), expect, seasonal)
-            day_means, day_counts = new_means, new_counts
-        err = v - expect
-        v0 = state.var if not np.isnan(state.var) else 0.0
-        variances = ewma(err * err, self.alpha, v0)
-        # Started from zero, the EWMA variance is biased low by (1-alpha)^k after k terms.
-        terms = state.count + np.arange(n)
-        debias = 1.0 - (1.0 - self.alpha) ** np.maximum(terms, 1)
-        sigma = np.sqrt(np.maximum(previous(variances, v0) / debias, self.min_sigma**2))
-        z = err / sigma
-        warm = state.count + np.arange(n) >= self.warmup
-        z = np.where(warm, z, 0.0)
-        zc = np.clip(z, -self.cusum_h, self.cusum_h)
-        pos, pos_last = cusum(zc - self.cusum_k, state.pos)
-        neg, neg_last = cusum(-zc - self.cusum_k, state.neg)
-        spike = np.abs(z) >= self.z_limit
-        drift = (pos >= self.cusum_h) | (neg >= self.cusum_h)
-        hit = warm & (spike | drift)
-        rank = np.where(hit, rank_of(self.severity), 0).astype(np.int8)
-        closeness = np.maximum(np.abs(z) / self.z_limit, np.maximum(pos, neg) / self.cusum_h)
-        new = BaselineState(
-            float(means[-1]),
-            float(variances[-1]),
-            state.count + n,
-            0.0 if pos_last >= self.cusum_h else pos_last,
-            0.0 if neg_last >= self.cusum_h else neg_last,
-            tuple(float(x) for x in day_means),
-            tuple(int(x) for x in day_counts),
-            float(ts[-1]),
-        )
-        flags = {
-            f"{self.name}": hit & spike,
-            "drift_up": warm & (pos >= self.cusum_h),
-            "drift_down": warm & (neg >= self.cusum_h),
-        }
-        return new, Out(_scores(rank, np.where(warm, closeness, 0.0)), rank, flags)
+    # -- one reading
 
     def step(self, state: BaselineState, t: float, x: float) -> tuple[BaselineState, Step]:
-        if t - state.last_ts > self.max_gap_s:
-            state = self._restart(state)
-        alpha, keep, h = self.alpha, 1.0 - self.alpha, self.cusum_h
-        count = state.count
-        m0 = state.mean if not isnan(state.mean) else 0.0
-        mean = keep * m0 + alpha * x
-        expect = m0 / (1.0 - keep**count) if count else x
-        day_mean, day_count = state.day_mean, state.day_count
-        if self.daily:
-            hour = int((t // 3600) % 24)
-            start = day_mean[hour] if not isnan(day_mean[hour]) else x
-            if day_count[hour] >= 3:
-                expect = start
-            day_mean = (*day_mean[:hour], 0.7 * start + 0.3 * x, *day_mean[hour + 1 :])
-            day_count = (*day_count[:hour], day_count[hour] + 1, *day_count[hour + 1 :])
-        err = x - expect
-        v0 = state.var if not isnan(state.var) else 0.0
-        var = keep * v0 + alpha * err * err
-        debias = 1.0 - keep ** max(count, 1)
-        sigma = max(v0 / debias, self.min_sigma**2) ** 0.5
+        st = state
+        if t - st.last_ts > self.max_gap_s or isnan(st.level):
+            # New, or back after a silence: the level starts afresh; the spread, the
+            # daily profile and the habits of the sensor carry over.
+            st = BaselineState(
+                var=st.var,
+                count=st.count,
+                profile=st.profile,
+                weight=st.weight,
+                profile_days=st.profile_days,
+                p_eq=st.p_eq,
+            )
+        dt = t - st.last_ts
+        seasonal = self._expected_profile(st, t)
+        u = x - seasonal
+        quiet = (self.name, False), *((f, False) for f in self.FLAGS)
+        if isnan(st.level):
+            new = replace(st, level=u, count=st.count + 1, fresh=1, last_ts=t, last_x=x)
+            return new, (0.0, 0, quiet)
+        if st.fresh < RELEARN:
+            # The first readings after a (re)start set the level; nothing is judged.
+            fresh = st.fresh + 1
+            level = st.level + (u - st.level) / fresh
+            new = replace(st, level=level, count=st.count + 1, fresh=fresh, last_ts=t, last_x=x)
+            return new, (0.0, 0, quiet)
+
+        alpha, h = self.alpha, self.cusum_h
+        count = st.count
         warm = count >= self.warmup
+        var = st.var if not isnan(st.var) else 0.0
+        sigma = max(var, self.min_sigma**2) ** 0.5
+        err = u - st.level
         z = err / sigma if warm else 0.0
+
+        # A stuck sensor: readings equal for longer than the series makes likely.
+        repeats = st.repeats + 1 if x == st.last_x else 0
+        p_eq = st.p_eq
+        if repeats < self.stuck_min:
+            gain = max(0.01, 1.0 / count)
+            p_eq += gain * ((1.0 if repeats else 0.0) - p_eq)
+        if p_eq <= 0.0:
+            needed = float(self.stuck_min)
+        elif p_eq >= 1.0:
+            needed = INF
+        else:
+            needed = max(float(self.stuck_min), log(self.stuck_p) / log(p_eq))
+        if warm and repeats + 1 >= needed:
+            new = replace(st, count=count + 1, last_ts=t, last_x=x, repeats=repeats)
+            flags = (
+                (self.name, False),
+                ("drift_up", False),
+                ("drift_down", False),
+                ("variance", False),
+                ("flatline", True),
+            )
+            return new, (0.625, rank_of(Severity.BLUE), flags)
+
         zc = min(max(z, -h), h)
-        pos = max(0.0, state.pos + zc - self.cusum_k)
-        neg = max(0.0, state.neg - zc - self.cusum_k)
-        spike = abs(z) >= self.z_limit
-        up, down = warm and pos >= h, warm and neg >= h
-        hit = warm and (spike or up or down)
-        rank = rank_of(self.severity) if hit else 0
-        closeness = max(abs(z) / self.z_limit, max(pos, neg) / h) if warm else 0.0
+        pos = max(0.0, st.pos + zc - self.cusum_k)
+        neg = max(0.0, st.neg - zc - self.cusum_k)
+        pos_sum, pos_n = (st.pos_sum + err, st.pos_n + 1) if pos > 0.0 else (0.0, 0)
+        neg_sum, neg_n = (st.neg_sum + err, st.neg_n + 1) if neg > 0.0 else (0.0, 0)
+        q = min(z * z, 9.0)
+        vstat = max(0.0, st.vstat + q - self.spread_k)
+        if vstat > 0.0:
+            vsum, vn, vbias = st.vsum + err * err, st.vn + 1, st.vbias + err
+        else:
+            vsum, vn, vbias = 0.0, 0, 0.0
+        spike = warm and abs(z) >= self.z_limit
+        evidence = max(abs(z) / self.z_limit, pos / h, neg / h, vstat / self.spread_h)
+
+        level, level_n = st.level, st.new_n
+        episode, onset = st.episode, st.onset
+        old_level, old_var, age, back = st.old_level, st.old_var, st.age + 1, st.back
+        profile, weight = st.profile, st.weight
+        moving_from, profile_days = st.moving_from, st.profile_days
+        reference = st.reference if not isnan(st.reference) else level
+        drift = (level - reference) / (sigma * self.drift_limit) if warm else 0.0
+        evidence = max(evidence, abs(drift))
+        changed = warm and (pos >= h or neg >= h)
+        # A wider spread: errors both ways (one-sided ones are a change of level).
+        widened = (
+            warm and not changed and vstat >= self.spread_h and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
+        )
+        cleared = False
+
+        if changed:
+            # A change of level confirmed: re-base on the readings since it began.
+            shift = pos_sum / pos_n if pos >= h else neg_sum / neg_n
+            if episode == CALM:
+                old_level, old_var, onset = level, var, _evidence_score(evidence)
+            elif episode == SPREAD:
+                old_level = level
+            level += shift
+            level_n = pos_n if pos >= h else neg_n
+            episode = UP if level > old_level else DOWN
+            moving_from = level
+            age, back = 0, 0
+            pos = neg = pos_sum = neg_sum = vstat = vsum = vbias = 0.0
+            pos_n = neg_n = vn = 0
+        elif widened:
+            if episode == CALM:
+                old_level, old_var, onset = level, var, _evidence_score(evidence)
+                episode = SPREAD
+            var = vsum / vn
+            age, back = 0, 0
+            vstat, vsum, vn, vbias = 0.0, 0.0, 0, 0.0
+        elif episode == CALM and abs(drift) >= 1.0:
+            # The level has wandered from where it has stood for days: a slow drift,
+            # too slow for the CUSUM against the level that trails it.
+            old_level, old_var, onset = reference, var, _evidence_score(evidence)
+            episode = UP if drift > 0 else DOWN
+            moving_from, level_n, age, back = level, int(1.0 / alpha), 0, 0
+        elif episode == CALM:
+            if not spike:
+                # Learn, with errors clipped at 2.5 spreads so a step in the making
+                # or a near-spike moves nothing much.
+                clip = 2.5 * sigma if warm else INF
+                e = min(max(err, -clip), clip)
+                if not self.daily or st.profile_days >= 1.0:
+                    level += max(self._level_gain(dt), 1.0 / (st.fresh + 1)) * e
+                var += max(alpha, 1.0 / count) * (min(err * err, clip * clip) - var)
+                if self.daily:
+                    profile, weight, profile_days, moved = self._learn_profile(
+                        st, t, seasonal + e, dt
+                    )
+                    level += moved
+                if self.daily and (profile_days < 1.0 or moved):
+                    reference = level
+                else:
+                    gain = 1.0 - exp(-max(dt, 0.0) / (self.reference_hours * 3600.0))
+                    reference += gain * (level - reference)
+        else:
+            old_sigma = max(old_var, self.min_sigma**2) ** 0.5
+            if episode == SPREAD:
+                near = err * err < 4.0 * old_var
+                back = back + 1 if near else 0
+                var += max(alpha, 1.0 / (age + 1)) * (min(err * err, 25.0 * var) - var)
+                if self.daily and not spike:
+                    clip = 2.5 * sigma
+                    e = min(max(err, -clip), clip)
+                    profile, weight, profile_days, moved = self._learn_profile(
+                        st, t, seasonal + e, dt
+                    )
+                    level += moved
+                    old_level += moved
+                if back >= 10:
+                    var, cleared = old_var, True
+                elif age >= self.settle:
+                    cleared = True
+            else:
+                near = abs(u - old_level) < min(abs(u - level), 3.0 * old_sigma)
+                back = back + 1 if near else 0
+                if not spike:
+                    e = min(max(err, -2.5 * sigma), 2.5 * sigma)
+                    level_n += 1
+                    level += max(alpha, 1.0 / level_n) * e
+                # A reading still plausible against the old level teaches the profile
+                # (a weekend's later morning is learnt, not alarmed at every weekend);
+                # a dropout or a step does not.
+                e_old = u - old_level
+                if self.daily and abs(e_old) < self.z_limit * old_sigma:
+                    clip = 2.5 * old_sigma
+                    e_old = min(max(e_old, -clip), clip)
+                    profile, weight, profile_days, moved = self._learn_profile(
+                        st, t, seasonal + e_old, dt
+                    )
+                    level += moved
+                    old_level += moved
+                if back >= self.back:
+                    level, var, cleared = old_level, old_var, True
+                    pos = neg = pos_sum = neg_sum = 0.0
+                    pos_n = neg_n = 0
+                elif age >= self.settle:
+                    if (level - moving_from) * episode > self.still_moving * sigma:
+                        moving_from, age = level, 0  # a drift still under way
+                    elif not self.hold_shift:
+                        cleared = True
+            if cleared:
+                reference = level
+                episode, onset = CALM, 0.0
+                old_level, old_var, age, back = NAN, NAN, 0, 0
+
+        up = episode == UP
+        down = episode == DOWN
+        spread = episode == SPREAD
+        raised = episode != CALM or spike
+        if raised:
+            current = evidence
+            if episode in (UP, DOWN):
+                old_sigma = max(old_var, self.min_sigma**2) ** 0.5
+                current = max(current, abs(u - old_level) / (old_sigma * self.z_limit))
+            now = _evidence_score(current)
+            if episode == CALM:  # a spike: its own onset
+                score = now
+            else:
+                score = max(0.5, min(onset, now))
+            rank = rank_of(self.severity)
+        else:
+            score = 0.49 * min(evidence, 1.0) if warm else 0.0
+            rank = 0
         new = BaselineState(
-            mean,
+            level,
             var,
             count + 1,
-            0.0 if pos >= h else pos,
-            0.0 if neg >= h else neg,
-            day_mean,
-            day_count,
+            pos,
+            neg,
+            pos_sum,
+            pos_n,
+            neg_sum,
+            neg_n,
+            vstat,
+            vsum,
+            vn,
+            vbias,
+            profile,
+            weight,
             t,
+            x,
+            repeats,
+            p_eq,
+            episode,
+            onset,
+            old_level,
+            old_var,
+            age if episode != CALM else 0,
+            back,
+            level_n,
+            st.fresh + 1,
+            moving_from,
+            profile_days,
+            reference,
         )
-        flags = ((self.name, hit and spike), ("drift_up", up), ("drift_down", down))
-        return new, (_score(rank, closeness), rank, flags)
+        flags = (
+            (self.name, spike and raised),
+            ("drift_up", up),
+            ("drift_down", down),
+            ("variance", spread),
+            ("flatline", False),
+        )
+        return new, (score, rank, flags)
 
 
 S = TypeVar("S")
