@@ -288,13 +288,14 @@ class BaselineState:
     repeats: int = 0
     p_eq: float = 0.0
     #: the open episode: CALM, UP, DOWN or SPREAD; its onset score; the level and spread
-    #: before it; rows since the last re-basing; rows in a row back at the old level
+    #: before it; rows since the last re-basing; the evidence that the old level (or
+    #: spread) is back
     episode: int = CALM
     onset: float = 0.0
     old_level: float = float("nan")
     old_var: float = float("nan")
     age: int = 0
-    back: int = 0
+    back: float = 0.0
     #: rows of the new level's estimate (its running mean) since the change
     new_n: int = 0
     #: readings since the level (re)started
@@ -328,8 +329,8 @@ class Baseline:
     - A two-sided CUSUM of ``z`` reaching ``cusum_h`` confirms a change of level (a step
       or a drift): the episode is raised once, the level is re-based on the mean of the
       readings since the change began, and it is updated while the level keeps moving.
-      It clears when the series comes back to the old level (``back`` readings in a
-      row), or, for a lasting shift, once the new level has held for ``settle``
+      It clears when the series comes back to the old level (a CUSUM of the
+      log-likelihood ratio, old level against new, reaching ``return_llr``), or, for a lasting shift, once the new level has held for ``settle``
       readings: then the new level is normal. With ``hold_shift`` a lasting shift stays
       raised until the series returns to its old level or an operator acknowledges it.
     - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
@@ -354,7 +355,7 @@ class Baseline:
     severity: Severity = Severity.YELLOW
     max_gap_s: float = 3600.0
     settle: int = 30
-    back: int = 3
+    return_llr: float = 6.0
     hold_shift: bool = False
     spread_k: float = 2.0
     spread_h: float = 20.0
@@ -531,10 +532,15 @@ class Baseline:
         reference = st.reference if not isnan(st.reference) else level
         drift = (level - reference) / (sigma * self.drift_limit) if warm else 0.0
         evidence = max(evidence, abs(drift))
-        changed = warm and (pos >= h or neg >= h)
+        # Changes are judged once a daily series has a day's profile; spikes at once.
+        judged = warm and (not self.daily or profile_days >= 1.0)
+        if not judged:
+            pos = neg = pos_sum = neg_sum = vstat = vsum = vbias = 0.0
+            pos_n = neg_n = vn = 0
+        changed = judged and (pos >= h or neg >= h)
         # A wider spread: errors both ways (one-sided ones are a change of level).
         widened = (
-            warm and not changed and vstat >= self.spread_h and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
+            judged and not changed and vstat >= self.spread_h and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
         )
         cleared = False
 
@@ -549,7 +555,7 @@ class Baseline:
             level_n = pos_n if pos >= h else neg_n
             episode = UP if level > old_level else DOWN
             moving_from = level
-            age, back = 0, 0
+            age, back = 0, 0.0
             pos = neg = pos_sum = neg_sum = vstat = vsum = vbias = 0.0
             pos_n = neg_n = vn = 0
         elif widened:
@@ -557,23 +563,28 @@ class Baseline:
                 old_level, old_var, onset = level, var, _evidence_score(evidence)
                 episode = SPREAD
             var = vsum / vn
-            age, back = 0, 0
+            age, back = 0, 0.0
             vstat, vsum, vn, vbias = 0.0, 0.0, 0, 0.0
-        elif episode == CALM and abs(drift) >= 1.0:
+        elif episode == CALM and judged and abs(drift) >= 1.0:
             # The level has wandered from where it has stood for days: a slow drift,
             # too slow for the CUSUM against the level that trails it.
             old_level, old_var, onset = reference, var, _evidence_score(evidence)
             episode = UP if drift > 0 else DOWN
-            moving_from, level_n, age, back = level, int(1.0 / alpha), 0, 0
+            moving_from, level_n, age, back = level, int(1.0 / alpha), 0, 0.0
         elif episode == CALM:
             if not spike:
                 # Learn, with errors clipped at 2.5 spreads so a step in the making
-                # or a near-spike moves nothing much.
+                # or a near-spike moves nothing much; and while the CUSUM says a change
+                # may be under way, the level and spread wait (the profile does not:
+                # what recurs at that time of day is its to learn).
                 clip = 2.5 * sigma if warm else INF
                 e = min(max(err, -clip), clip)
-                if not self.daily or st.profile_days >= 1.0:
-                    level += max(self._level_gain(dt), 1.0 / (st.fresh + 1)) * e
-                var += max(alpha, 1.0 / count) * (min(err * err, clip * clip) - var)
+                if not judged or max(pos, neg) < 0.5 * h:
+                    if not self.daily or st.profile_days >= 1.0:
+                        level += max(self._level_gain(dt), 1.0 / (st.fresh + 1)) * e
+                    elif st.fresh < self.warmup and st.fresh * dt < 3600.0:
+                        level += e / (st.fresh + 1)  # the level of the first hour
+                    var += max(alpha, 1.0 / count) * (min(err * err, clip * clip) - var)
                 if self.daily:
                     profile, weight, profile_days, moved = self._learn_profile(
                         st, t, seasonal + e, dt
@@ -587,8 +598,12 @@ class Baseline:
         else:
             old_sigma = max(old_var, self.min_sigma**2) ** 0.5
             if episode == SPREAD:
-                near = err * err < 4.0 * old_var
-                back = back + 1 if near else 0
+                # Evidence that the old spread is back: the log-likelihood ratio of
+                # the error under the old spread against the new, summed (CUSUM).
+                s2 = max(var, self.min_sigma**2)
+                o2 = max(old_var, self.min_sigma**2)
+                llr = 0.5 * log(s2 / o2) - 0.5 * err * err * (1.0 / o2 - 1.0 / s2)
+                back = max(0.0, back + min(llr, 0.5 * self.return_llr))
                 var += max(alpha, 1.0 / (age + 1)) * (min(err * err, 25.0 * var) - var)
                 if self.daily and not spike:
                     clip = 2.5 * sigma
@@ -598,13 +613,15 @@ class Baseline:
                     )
                     level += moved
                     old_level += moved
-                if back >= 10:
+                if back >= self.return_llr:
                     var, cleared = old_var, True
                 elif age >= self.settle:
                     cleared = True
             else:
-                near = abs(u - old_level) < min(abs(u - level), 3.0 * old_sigma)
-                back = back + 1 if near else 0
+                # Evidence that the old level is back, as for the spread.
+                s2 = max(var, self.min_sigma**2)
+                llr = ((u - level) ** 2 - (u - old_level) ** 2) / (2.0 * s2)
+                back = max(0.0, back + min(llr, 0.5 * self.return_llr))
                 if not spike:
                     e = min(max(err, -2.5 * sigma), 2.5 * sigma)
                     level_n += 1
@@ -621,7 +638,7 @@ class Baseline:
                     )
                     level += moved
                     old_level += moved
-                if back >= self.back:
+                if back >= self.return_llr:
                     level, var, cleared = old_level, old_var, True
                     pos = neg = pos_sum = neg_sum = 0.0
                     pos_n = neg_n = 0
@@ -633,7 +650,7 @@ class Baseline:
             if cleared:
                 reference = level
                 episode, onset = CALM, 0.0
-                old_level, old_var, age, back = NAN, NAN, 0, 0
+                old_level, old_var, age, back = NAN, NAN, 0, 0.0
 
         up = episode == UP
         down = episode == DOWN

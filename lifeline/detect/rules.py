@@ -88,8 +88,9 @@ DEFAULTS: dict[tuple[str, str], tuple[Detector, ...]] = {
         Baseline(alpha=0.05, z_limit=6.0, daily=True, severity=ORG),
         _faults("pressure", flat_suspect=20, flat_fail=40),
     ),
+    # A lasting rise of a district's inflow is a leak candidate until someone looks.
     ("water_flow", "flow"): (
-        Baseline(alpha=0.05, z_limit=6.0, daily=True, severity=YEL),
+        Baseline(alpha=0.05, z_limit=6.0, daily=True, severity=YEL, hold_shift=True),
         NightFlow(),
         _faults("flow", flat_suspect=30, flat_fail=60),
     ),
