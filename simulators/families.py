@@ -227,3 +227,54 @@ FAMILIES: dict[str, Callable[[np.random.Generator, float], Family]] = {
     "stuck": stuck,
     "random_walk": random_walk,
 }
+
+
+#: alarms starting this many rows after an event's window still belong to it
+GRACE = 5
+
+
+@dataclass(frozen=True)
+class Judged:
+    """How a detector's alarms on one series compare with its events."""
+
+    events: int
+    #: time to detect, in reporting intervals, of each event found
+    found: tuple[int, ...]
+    false_alarms: int
+    #: further alarm episodes within an event that already had one
+    repeats: int
+    normal_rows: int
+
+
+def episodes(raised: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of raised rows as (first row, row after the last)."""
+    padded = np.concatenate([[False], raised.astype(bool), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def judge(raised: np.ndarray, family: Family) -> Judged:
+    """Each alarm episode after the learning time is the detection of the first event
+    whose window (plus :data:`GRACE` rows) it overlaps, a repeat if that event was
+    already found, or else a false alarm. Normal rows are those after the learning
+    time outside every event's window and grace."""
+    n = raised.size
+    normal = np.ones(n, bool)
+    normal[: family.judged_from] = False
+    for s, e in family.events:
+        normal[s : min(n, e + GRACE)] = False
+    found: dict[int, int] = {}
+    false_alarms = repeats = 0
+    for a0, a1 in episodes(raised):
+        if a1 <= family.judged_from:
+            continue
+        hit = [j for j, (s, e) in enumerate(family.events) if a0 < e + GRACE and a1 > s]
+        if not hit:
+            false_alarms += 1
+        elif hit[0] in found:
+            repeats += 1
+        else:
+            found[hit[0]] = max(0, a0 - family.events[hit[0]][0])
+    return Judged(
+        len(family.events), tuple(found.values()), false_alarms, repeats, int(normal.sum())
+    )

@@ -134,7 +134,7 @@ def test_constant_normal_input_never_alarms(kind: str, metric: str) -> None:
 def test_baseline_flags_a_step_and_then_absorbs_the_new_level() -> None:
     rng = np.random.default_rng(7)
     v = np.concatenate([rng.normal(10, 0.1, 400), rng.normal(13, 0.1, 1200)])
-    det = Baseline(alpha=0.05, warmup=30)
+    det = Baseline(alpha=0.05, warmup=30, daily=False)
     _, out = det.run(det.init(), minutes(v.size), v)
     assert out.rank[400:403].any()  # caught within a few samples of the step
     assert not out.rank[:400].any()
@@ -144,7 +144,7 @@ def test_baseline_flags_a_step_and_then_absorbs_the_new_level() -> None:
 def test_pressure_drop_is_caught_by_the_drift_cusum_within_intervals() -> None:
     rng = np.random.default_rng(3)
     v = np.concatenate([rng.normal(0.30, 0.002, 500), rng.normal(0.294, 0.002, 50)])
-    det = Baseline(alpha=0.01, warmup=30, z_limit=8.0)
+    det = Baseline(alpha=0.01, warmup=30, z_limit=8.0, daily=False)
     _, out = det.run(det.init(), minutes(v.size), v)
     assert not out.rank[:500].any()
     assert np.flatnonzero(out.flags["drift_down"][500:])[0] <= 6
