@@ -263,10 +263,9 @@ _WEEKEND = 5  # Saturday, Sunday: weekday index 5 and 6 (Monday 0)
 class BaselineState:
     """What the baseline has learnt of a series, and the episode it has open."""
 
-    level: float = float("nan")  # the level, deseasonalised once the profile is in use
+    level: float = float("nan")  # the deseasonalised level
     var: float = float("nan")  # spread of the errors against the expected value
-    count: int = 0  # readings seen
-    fresh: int = 0  # readings since the level (re)started
+    count: int = 0  # readings since the (re)start
     #: two-sided CUSUM of the standardised error, and the error summed while each runs
     pos: float = 0.0
     neg: float = 0.0
@@ -274,43 +273,39 @@ class BaselineState:
     pos_n: int = 0
     neg_sum: float = 0.0
     neg_n: int = 0
-    #: CUSUM of the squared standardised error (a wider spread): squared errors, errors
+    #: CUSUM of the squared standardised error (a wider spread), its squared errors
     vstat: float = 0.0
     vsum: float = 0.0
     vn: int = 0
     vbias: float = 0.0
-    #: the daily profile: half-hour slots for weekdays then for weekends, as deviations
-    #: from the level, and the days of readings each slot has learnt from
+    #: the daily profile: 24 hourly slots for weekdays then 24 for weekends, as
+    #: deviations from the level, and the hours of readings each slot has learnt from
     profile: tuple[float, ...] = ()
     weight: tuple[float, ...] = ()
-    profile_days: float = 0.0  # days of readings learnt in all
-    profiled: bool = False  # the profile is in use (after the learning day)
-    weekly: bool = False  # weekends have a profile of their own
-    fast: float = float("nan")  # a quick EWMA of the readings, and of their spread
-    fast_var: float = float("nan")
-    anchor: float = float("nan")  # the level of the first hour, the learning day's zero
-    began: float = float("nan")  # when the learning day began
-    #: where the level has stood over the last days, and how far it usually wanders
-    #: from there (squared): slow drifts are judged against them
-    reference: float = float("nan")
-    wander: float = 0.0
     last_ts: float = float("nan")
     last_x: float = float("nan")
     #: equal readings in a row, and how often a reading usually equals the one before
     repeats: int = 0
     p_eq: float = 0.0
     #: the open episode: CALM, UP, DOWN or SPREAD; its onset score; the level and spread
-    #: before it; readings since the last re-basing; the evidence that the old level
-    #: (or spread) is back; readings in the new level's estimate; the level when the
-    #: shift was last re-based or found still moving
+    #: before it; rows since the last re-basing; rows in a row back at the old level
     episode: int = CALM
     onset: float = 0.0
     old_level: float = float("nan")
     old_var: float = float("nan")
     age: int = 0
-    back: float = 0.0
+    back: int = 0
+    #: rows of the new level's estimate (its running mean) since the change
     new_n: int = 0
+    #: readings since the level (re)started
+    fresh: int = 0
+    #: the level when the open shift was last re-based or found still moving
     moving_from: float = float("nan")
+    #: days of readings the daily profile has learnt from; until the first is in,
+    #: the level holds still so that the profile learns the day's shape undistorted
+    profile_days: float = 0.0
+    #: where the level has stood over the last days (slow drifts are judged against it)
+    reference: float = float("nan")
 
 
 def _evidence_score(evidence: float) -> float:
@@ -323,35 +318,30 @@ class Baseline:
     """Adaptive baseline for series without fixed limits, causal, one alarm per change.
 
     The expected value of a reading is the series' level plus, with ``daily``, its daily
-    profile at that local time of day (half-hour slots, interpolated; weekends learn
-    their own profile once they have data, and borrow the weekdays' until then). The
-    spread is a robust EWMA of squared errors. A reading is scored by its standardised
-    error ``z`` against what was expected before it:
+    profile at that local time of day (hourly slots, interpolated; weekends learn their
+    own profile once they have data, and borrow the weekdays' until then). The spread is
+    a robust EWMA of squared errors. A reading is scored by its standardised error ``z``
+    against what was expected before it:
 
-    - ``|z| >= z_limit`` alone is a spike: raised for that reading; it teaches nothing.
+    - ``|z| >= z_limit`` alone is a spike: raised for that reading, and it teaches the
+      baseline nothing.
     - A two-sided CUSUM of ``z`` reaching ``cusum_h`` confirms a change of level (a step
-      or a fast drift): the episode is raised once, the level re-based on the mean of
-      the readings since the change began, and re-based again (the same episode) while
-      the level keeps moving. The level drifting ``drift_limit`` of its usual wander
-      from where it has stood for days (``reference_hours``) is a slow drift, raised
-      the same way. An episode clears when the series comes back to the old level (a
-      CUSUM of the log-likelihood ratio, old level against new, reaching
-      ``return_llr``) or, for a lasting shift, once the new level has held for
-      ``settle`` readings: then the new level is normal. With ``hold_shift`` a lasting
-      shift stays raised until the series returns or an operator acknowledges it.
-    - A CUSUM of ``z**2`` reaching ``spread_h``, with errors both ways, confirms a wider
-      spread (a loose or failing sensor): raised once, the spread re-based, cleared when
-      the old spread is back or the new one has held for ``settle`` readings.
-    - A run of equal readings that the series' own habits make less likely than
-      ``stuck_p`` (at least ``stuck_min``) is a stuck sensor (blue); nothing is learnt
+      or a drift): the episode is raised once, the level is re-based on the mean of the
+      readings since the change began, and it is updated while the level keeps moving.
+      It clears when the series comes back to the old level (``back`` readings in a
+      row), or, for a lasting shift, once the new level has held for ``settle``
+      readings: then the new level is normal. With ``hold_shift`` a lasting shift stays
+      raised until the series returns to its old level or an operator acknowledges it.
+    - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
+      failing sensor, turbulence): raised once, the spread re-based, cleared when the
+      old spread returns or the new one has held for ``settle`` readings.
+    - A run of equal readings that the series' own history makes less likely than
+      ``stuck_p`` (at least ``stuck_min``) is a stuck sensor (blue): nothing is learnt
       from it.
 
-    With ``daily`` the first day of readings is the profile's learning day: the series
-    is judged as one without a profile (the level follows it reading by reading) while
-    the profile learns the day's shape against the level of the first hour; then the
-    profile is used and the level moves over ``level_hours``. Shifts do not change the
-    profile, so after a re-based shift, or a silence of more than ``max_gap_s`` (which
-    restarts the level), the usual morning peak is still expected.
+    The daily profile is not changed by shifts, so after a re-based shift or a gap of
+    more than ``max_gap_s`` (which restarts the level and spread) the usual morning peak
+    is still expected.
     """
 
     alpha: float = 0.05
@@ -364,7 +354,7 @@ class Baseline:
     severity: Severity = Severity.YELLOW
     max_gap_s: float = 3600.0
     settle: int = 30
-    return_llr: float = 6.0
+    back: int = 3
     hold_shift: bool = False
     spread_k: float = 2.0
     spread_h: float = 20.0
@@ -372,10 +362,9 @@ class Baseline:
     stuck_min: int = 5
     stuck_p: float = 1e-6
     profile_gamma: float = 0.3
-    level_hours: float = 6.0
+    level_hours: float = 3.0
     reference_hours: float = 72.0
     drift_limit: float = 3.0
-    weekly_limit: float = 1.5
     utc_offset_h: float = 8.0
     name: str = "baseline"
 
@@ -399,86 +388,66 @@ class Baseline:
 
     # -- the daily profile
 
-    def _slots(self, t: float) -> tuple[int, int, float, bool]:
-        """The two slots around ``t`` (local time), the second one's weight, and
-        whether it is a weekend."""
+    def _slots(self, t: float) -> tuple[int, int, float, int]:
+        """The two slots around ``t`` (local time), the second one's weight, and the
+        offset of the day type's slots (0 weekdays, ``_SLOTS`` weekends)."""
         local = t + self.utc_offset_h * 3600.0
         days = local // 86400.0
         slot = (local - days * 86400.0) / _SLOT_S - 0.5
         below = slot // 1.0
         frac = slot - below
         h0 = int(below) % _SLOTS
-        return h0, (h0 + 1) % _SLOTS, frac, (int(days) + 3) % 7 >= _WEEKEND
+        base = _SLOTS if (int(days) + 3) % 7 >= _WEEKEND else 0
+        return h0, (h0 + 1) % _SLOTS, frac, base
 
     def _expected_profile(self, st: BaselineState, t: float) -> float:
-        h0, h1, frac, weekend = self._slots(t)
-        p = st.profile
-        a, b = p[h0], p[h1]
-        if weekend and st.weekly:
-            a += p[_SLOTS + h0]
-            b += p[_SLOTS + h1]
+        if not self.daily or not st.profile:
+            return 0.0
+        h0, h1, frac, base = self._slots(t)
+        p, w = st.profile, st.weight
+        other = _SLOTS - base
+        a = p[base + h0] if w[base + h0] > 0 else p[other + h0]
+        b = p[base + h1] if w[base + h1] > 0 else p[other + h1]
         return (1.0 - frac) * a + frac * b
 
     def _learn_profile(
-        self, st: BaselineState, t: float, resid: float, dt: float, weekday: bool = False
-    ) -> tuple[tuple[float, ...], tuple[float, ...], float]:
-        """Move the two slots around ``t`` towards the reading's deviation ``resid``: a
-        plain mean over a slot's first days, then an EWMA of ``profile_gamma`` per day
-        of readings. Weekdays (and, with ``weekday``, any day) teach the day's profile;
-        weekends teach how a weekend differs from it. Also the days learnt in all."""
+        self, st: BaselineState, t: float, resid: float, dt: float
+    ) -> tuple[tuple[float, ...], tuple[float, ...], float, float]:
+        """Move the two slots around ``t`` towards the reading's deviation from the
+        level: a plain mean over a slot's first days, then an EWMA of ``profile_gamma``
+        per day of readings. Also the days of readings learnt in all, and what the
+        level must take over from the profile (its mean, once the first day is in)."""
         p = list(st.profile) if st.profile else [0.0] * (2 * _SLOTS)
         w = list(st.weight) if st.weight else [0.0] * (2 * _SLOTS)
-        h0, h1, frac, weekend = self._slots(t)
-        weekend = weekend and not weekday
+        h0, h1, frac, base = self._slots(t)
+        other = _SLOTS - base
         days = min(max(dt, 0.0), _SLOT_S) / _SLOT_S if dt == dt else 0.1
         total = st.profile_days
-        if weekend:
-            resid -= (1.0 - frac) * p[h0] + frac * p[h1]  # what weekdays expect then
         for slot, share in ((h0, 1.0 - frac), (h1, frac)):
+            i = base + slot
             learnt = share * days
             if learnt <= 0.0:
                 continue
-            i = _SLOTS + slot if weekend else slot
-            target = resid
+            if w[i] == 0.0:
+                p[i] = p[other + slot]  # a day type starts from the other one's
             gain = max(learnt / (w[i] + learnt), 1.0 - (1.0 - self.profile_gamma) ** learnt)
-            p[i] += gain * (target - p[i])
+            p[i] += gain * (resid - p[i])
             w[i] += learnt
             total += learnt / _SLOTS
-        return tuple(p), tuple(w), total
+        if st.profile_days < 1.0 <= total:
+            # A whole day learnt against a level held still: the profile's mean
+            # belongs to the level.
+            learnt_slots = [v for v, n in zip(p, w, strict=True) if n > 0]
+            mean = sum(learnt_slots) / len(learnt_slots)
+            return tuple(v - mean for v in p), tuple(w), total, mean
+        return tuple(p), tuple(w), total, 0.0
 
-    def _learn(
-        self, st: BaselineState, t: float, x: float, dt: float, seasonal: float, sigma: float
-    ) -> tuple[tuple[float, ...], tuple[float, ...], float, float]:
-        """What a reading (not a spike) teaches the profile: on the learning day, the
-        day's shape against the level of the first hour; on weekends, how they differ
-        from weekdays, against the level before any open shift (a first weekend is new,
-        the next ones are not); on weekdays, the error clipped at 2.5 spreads, and
-        during a shift only readings still plausible against the old level (a dropout
-        or a step teaches nothing)."""
-        anchor = st.anchor
-        if not st.profiled:
-            if st.count * min(max(dt, 0.0), 3600.0) < 3600.0:
-                anchor += (x - anchor) / (st.count + 1)
-            return (*self._learn_profile(st, t, x - anchor, dt, weekday=True), anchor)
-        shifted = st.episode in (UP, DOWN)
-        base = st.old_level if shifted else st.level
-        if self._slots(t)[3]:
-            return (*self._learn_profile(st, t, x - base, dt), anchor)
-        spread = max(st.old_var if shifted else st.var, self.min_sigma**2) ** 0.5
-        e = x - seasonal - base
-        if shifted and abs(e) >= self.z_limit * spread:
-            return st.profile, st.weight, st.profile_days, anchor
-        e = min(max(e, -2.5 * spread), 2.5 * spread)
-        return (*self._learn_profile(st, t, seasonal + e, dt), anchor)
-
-    def _weekly(self, st: BaselineState, sigma: float) -> bool:
-        """Whether weekends differ from weekdays by more than ``weekly_limit`` spreads
-        (root mean square over the slots), judged once a whole weekend day is learnt."""
-        w = st.weight[_SLOTS:]
-        if not w or sum(w) < _SLOTS:
-            return False
-        diffs = [d * d for d, n in zip(st.profile[_SLOTS:], w, strict=True) if n > 0]
-        return (sum(diffs) / len(diffs)) ** 0.5 >= self.weekly_limit * sigma
+    def _level_gain(self, dt: float) -> float:
+        """How far a reading moves the level: ``alpha`` per reading, or with ``daily``
+        (the profile carries the day) an EWMA over ``level_hours`` of time."""
+        if not self.daily:
+            return self.alpha
+        return 1.0 - exp(-max(dt, 0.0) / (self.level_hours * 3600.0))
 
     # -- one reading
 
@@ -493,31 +462,14 @@ class Baseline:
                 profile=st.profile,
                 weight=st.weight,
                 profile_days=st.profile_days,
-                profiled=st.profiled,
-                weekly=st.weekly,
-                anchor=st.anchor,
-                began=st.began,
-                wander=st.wander,
                 p_eq=st.p_eq,
             )
         dt = t - st.last_ts
-        profiled = self.daily and st.profiled
-        seasonal = self._expected_profile(st, t) if profiled else 0.0
+        seasonal = self._expected_profile(st, t)
         u = x - seasonal
         quiet = (self.name, False), *((f, False) for f in self.FLAGS)
         if isnan(st.level):
-            anchor = x if isnan(st.anchor) else st.anchor
-            began = t if isnan(st.began) else st.began
-            new = replace(
-                st,
-                level=u,
-                count=st.count + 1,
-                fresh=1,
-                anchor=anchor,
-                began=began,
-                last_ts=t,
-                last_x=x,
-            )
+            new = replace(st, level=u, count=st.count + 1, fresh=1, last_ts=t, last_x=x)
             return new, (0.0, 0, quiet)
         if st.fresh < RELEARN:
             # The first readings after a (re)start set the level; nothing is judged.
@@ -538,7 +490,8 @@ class Baseline:
         repeats = st.repeats + 1 if x == st.last_x else 0
         p_eq = st.p_eq
         if repeats < self.stuck_min:
-            p_eq += max(0.01, 1.0 / count) * ((1.0 if repeats else 0.0) - p_eq)
+            gain = max(0.01, 1.0 / count)
+            p_eq += gain * ((1.0 if repeats else 0.0) - p_eq)
         if p_eq <= 0.0:
             needed = float(self.stuck_min)
         elif p_eq >= 1.0:
@@ -556,80 +509,32 @@ class Baseline:
             )
             return new, (0.625, rank_of(Severity.BLUE), flags)
 
-        # A quick level and spread of the raw readings, for judging spikes while the
-        # profile cannot say what to expect (a series' first weekend day).
-        fast = st.fast if not isnan(st.fast) else x
-        fast_err = x - fast
-        fast_var = st.fast_var if not isnan(st.fast_var) else 0.0
-        if profiled and self._slots(t)[3] and sum(st.weight[_SLOTS:]) < _SLOTS:
-            # The first weekend day: weekends may differ from weekdays; the day teaches
-            # how, against the level held still, and only spikes are judged.
-            fast_sigma = max(fast_var, self.min_sigma**2) ** 0.5
-            spike = warm and abs(fast_err) >= self.z_limit * fast_sigma
-            profile, weight, profile_days = st.profile, st.weight, st.profile_days
-            if not spike:
-                profile, weight, profile_days = self._learn_profile(st, t, x - st.level, dt)
-                clip = 2.5 * fast_sigma if warm else INF
-                fast_var += max(alpha, 1.0 / count) * (min(fast_err**2, clip * clip) - fast_var)
-                fast += alpha * fast_err
-            new = replace(
-                st,
-                count=count + 1,
-                fresh=st.fresh + 1,
-                profile=profile,
-                weight=weight,
-                profile_days=profile_days,
-                fast=fast,
-                fast_var=fast_var,
-                last_ts=t,
-                last_x=x,
-                repeats=repeats,
-                p_eq=p_eq,
-            )
-            evidence = abs(fast_err) / (self.z_limit * fast_sigma)
-            if spike:
-                return new, (
-                    _evidence_score(evidence),
-                    rank_of(self.severity),
-                    ((self.name, True), *quiet[1:]),
-                )
-            return new, (0.49 * min(evidence, 1.0) if warm else 0.0, 0, quiet)
-        if not (warm and abs(fast_err) >= self.z_limit * max(fast_var, 0.0) ** 0.5):
-            clip = 2.5 * max(fast_var, self.min_sigma**2) ** 0.5 if warm else INF
-            fast_var += max(alpha, 1.0 / count) * (min(fast_err**2, clip * clip) - fast_var)
-            fast += alpha * fast_err
-
         zc = min(max(z, -h), h)
         pos = max(0.0, st.pos + zc - self.cusum_k)
         neg = max(0.0, st.neg - zc - self.cusum_k)
         pos_sum, pos_n = (st.pos_sum + err, st.pos_n + 1) if pos > 0.0 else (0.0, 0)
         neg_sum, neg_n = (st.neg_sum + err, st.neg_n + 1) if neg > 0.0 else (0.0, 0)
-        vstat = max(0.0, st.vstat + min(z * z, 9.0) - self.spread_k)
+        q = min(z * z, 9.0)
+        vstat = max(0.0, st.vstat + q - self.spread_k)
         if vstat > 0.0:
             vsum, vn, vbias = st.vsum + err * err, st.vn + 1, st.vbias + err
         else:
             vsum, vn, vbias = 0.0, 0, 0.0
         spike = warm and abs(z) >= self.z_limit
+        evidence = max(abs(z) / self.z_limit, pos / h, neg / h, vstat / self.spread_h)
 
         level, level_n = st.level, st.new_n
         episode, onset = st.episode, st.onset
         old_level, old_var, age, back = st.old_level, st.old_var, st.age + 1, st.back
-        profile, weight, profile_days = st.profile, st.weight, st.profile_days
-        moving_from, anchor, anchor_ts = st.moving_from, st.anchor, st.began
+        profile, weight = st.profile, st.weight
+        moving_from, profile_days = st.moving_from, st.profile_days
         reference = st.reference if not isnan(st.reference) else level
-        wander_sq = st.wander
-        drift = 0.0
-        if warm and (profiled or not self.daily):
-            drift = (level - reference) / (max(sigma, wander_sq**0.5) * self.drift_limit)
-        evidence = max(abs(z) / self.z_limit, pos / h, neg / h, vstat / self.spread_h)
+        drift = (level - reference) / (sigma * self.drift_limit) if warm else 0.0
         evidence = max(evidence, abs(drift))
         changed = warm and (pos >= h or neg >= h)
         # A wider spread: errors both ways (one-sided ones are a change of level).
         widened = (
-            warm
-            and not changed
-            and vstat >= self.spread_h
-            and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
+            warm and not changed and vstat >= self.spread_h and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
         )
         cleared = False
 
@@ -644,7 +549,7 @@ class Baseline:
             level_n = pos_n if pos >= h else neg_n
             episode = UP if level > old_level else DOWN
             moving_from = level
-            age, back = 0, 0.0
+            age, back = 0, 0
             pos = neg = pos_sum = neg_sum = vstat = vsum = vbias = 0.0
             pos_n = neg_n = vn = 0
         elif widened:
@@ -652,56 +557,71 @@ class Baseline:
                 old_level, old_var, onset = level, var, _evidence_score(evidence)
                 episode = SPREAD
             var = vsum / vn
-            age, back = 0, 0.0
+            age, back = 0, 0
             vstat, vsum, vn, vbias = 0.0, 0.0, 0, 0.0
         elif episode == CALM and abs(drift) >= 1.0:
             # The level has wandered from where it has stood for days: a slow drift,
             # too slow for the CUSUM against the level that trails it.
             old_level, old_var, onset = reference, var, _evidence_score(evidence)
             episode = UP if drift > 0 else DOWN
-            moving_from, level_n, age, back = level, int(1.0 / alpha), 0, 0.0
+            moving_from, level_n, age, back = level, int(1.0 / alpha), 0, 0
         elif episode == CALM:
             if not spike:
                 # Learn, with errors clipped at 2.5 spreads so a step in the making
-                # or a near-spike moves nothing much; and while the CUSUM says a change
-                # may be under way, the level and spread wait (the profile does not:
-                # what recurs at that time of day is its to learn).
+                # or a near-spike moves nothing much.
                 clip = 2.5 * sigma if warm else INF
                 e = min(max(err, -clip), clip)
-                if not warm or max(pos, neg) < 0.5 * h:
-                    gain = self._level_gain(dt) if profiled else alpha
-                    level += max(gain, 1.0 / (st.fresh + 1)) * e
-                    var += max(alpha, 1.0 / count) * (min(err * err, clip * clip) - var)
-                if warm and (profiled or not self.daily):
+                if not self.daily or st.profile_days >= 1.0:
+                    level += max(self._level_gain(dt), 1.0 / (st.fresh + 1)) * e
+                var += max(alpha, 1.0 / count) * (min(err * err, clip * clip) - var)
+                if self.daily:
+                    profile, weight, profile_days, moved = self._learn_profile(
+                        st, t, seasonal + e, dt
+                    )
+                    level += moved
+                if self.daily and (profile_days < 1.0 or moved):
+                    reference = level
+                else:
                     gain = 1.0 - exp(-max(dt, 0.0) / (self.reference_hours * 3600.0))
                     reference += gain * (level - reference)
-                    away = level - reference
-                    wander_sq += gain * (away * away - wander_sq) / 2.0
-                else:
-                    reference = level
         else:
             old_sigma = max(old_var, self.min_sigma**2) ** 0.5
-            s2 = max(var, self.min_sigma**2)
             if episode == SPREAD:
-                # Evidence that the old spread is back: the log-likelihood ratio of
-                # the error under the old spread against the new, summed (CUSUM).
-                o2 = max(old_var, self.min_sigma**2)
-                llr = 0.5 * log(s2 / o2) - 0.5 * err * err * (1.0 / o2 - 1.0 / s2)
-                back = max(0.0, back + min(llr, 0.5 * self.return_llr))
+                near = err * err < 4.0 * old_var
+                back = back + 1 if near else 0
                 var += max(alpha, 1.0 / (age + 1)) * (min(err * err, 25.0 * var) - var)
-                if back >= self.return_llr:
+                if self.daily and not spike:
+                    clip = 2.5 * sigma
+                    e = min(max(err, -clip), clip)
+                    profile, weight, profile_days, moved = self._learn_profile(
+                        st, t, seasonal + e, dt
+                    )
+                    level += moved
+                    old_level += moved
+                if back >= 10:
                     var, cleared = old_var, True
                 elif age >= self.settle:
                     cleared = True
             else:
-                # Evidence that the old level is back, as for the spread.
-                llr = ((u - level) ** 2 - (u - old_level) ** 2) / (2.0 * s2)
-                back = max(0.0, back + min(llr, 0.5 * self.return_llr))
+                near = abs(u - old_level) < min(abs(u - level), 3.0 * old_sigma)
+                back = back + 1 if near else 0
                 if not spike:
                     e = min(max(err, -2.5 * sigma), 2.5 * sigma)
                     level_n += 1
                     level += max(alpha, 1.0 / level_n) * e
-                if back >= self.return_llr:
+                # A reading still plausible against the old level teaches the profile
+                # (a weekend's later morning is learnt, not alarmed at every weekend);
+                # a dropout or a step does not.
+                e_old = u - old_level
+                if self.daily and abs(e_old) < self.z_limit * old_sigma:
+                    clip = 2.5 * old_sigma
+                    e_old = min(max(e_old, -clip), clip)
+                    profile, weight, profile_days, moved = self._learn_profile(
+                        st, t, seasonal + e_old, dt
+                    )
+                    level += moved
+                    old_level += moved
+                if back >= self.back:
                     level, var, cleared = old_level, old_var, True
                     pos = neg = pos_sum = neg_sum = 0.0
                     pos_n = neg_n = 0
@@ -713,30 +633,11 @@ class Baseline:
             if cleared:
                 reference = level
                 episode, onset = CALM, 0.0
-                old_level, old_var, age, back = NAN, NAN, 0, 0.0
+                old_level, old_var, age, back = NAN, NAN, 0, 0
 
-        if self.daily and not spike:
-            profile, weight, profile_days, anchor = self._learn(st, t, x, dt, seasonal, sigma)
-
-        profiled_now, weekly = st.profiled, st.weekly
-        if (
-            profiled
-            and (t + self.utc_offset_h * 3600.0) // 86400.0
-            != (st.last_ts + self.utc_offset_h * 3600.0) // 86400.0
-        ):
-            weekly = self._weekly(st, sigma)  # judged afresh each midnight
-        if self.daily and not profiled_now and episode == CALM and profile_days >= 1.0:
-            # The learning day is over: the profile's mean goes to the level, and from
-            # here on the profile is expected.
-            profile = self._detrended(profile, weight, anchor_ts)
-            learnt = [p for p, w in zip(profile[:_SLOTS], weight, strict=False) if w > 0]
-            mean = sum(learnt) / len(learnt)
-            profile = tuple(p - mean for p in profile[:_SLOTS]) + profile[_SLOTS:]
-            level = reference = anchor + mean
-            pos = neg = pos_sum = neg_sum = vstat = vsum = vbias = 0.0
-            pos_n = neg_n = vn = 0
-            profiled_now = True
-
+        up = episode == UP
+        down = episode == DOWN
+        spread = episode == SPREAD
         raised = episode != CALM or spike
         if raised:
             current = evidence
@@ -744,7 +645,10 @@ class Baseline:
                 old_sigma = max(old_var, self.min_sigma**2) ** 0.5
                 current = max(current, abs(u - old_level) / (old_sigma * self.z_limit))
             now = _evidence_score(current)
-            score = now if episode == CALM else max(0.5, min(onset, now))
+            if episode == CALM:  # a spike: its own onset
+                score = now
+            else:
+                score = max(0.5, min(onset, now))
             rank = rank_of(self.severity)
         else:
             score = 0.49 * min(evidence, 1.0) if warm else 0.0
@@ -753,7 +657,6 @@ class Baseline:
             level,
             var,
             count + 1,
-            st.fresh + 1,
             pos,
             neg,
             pos_sum,
@@ -766,15 +669,6 @@ class Baseline:
             vbias,
             profile,
             weight,
-            profile_days,
-            profiled_now,
-            weekly,
-            fast,
-            fast_var,
-            anchor,
-            anchor_ts,
-            reference,
-            wander_sq,
             t,
             x,
             repeats,
@@ -786,44 +680,19 @@ class Baseline:
             age if episode != CALM else 0,
             back,
             level_n,
+            st.fresh + 1,
             moving_from,
+            profile_days,
+            reference,
         )
         flags = (
-            (self.name, spike),
-            ("drift_up", episode == UP),
-            ("drift_down", episode == DOWN),
-            ("variance", episode == SPREAD),
+            (self.name, spike and raised),
+            ("drift_up", up),
+            ("drift_down", down),
+            ("variance", spread),
             ("flatline", False),
         )
         return new, (score, rank, flags)
-
-    def _detrended(
-        self, profile: tuple[float, ...], weight: tuple[float, ...], began: float
-    ) -> tuple[float, ...]:
-        """The learning day's profile without the level's movement over that day (a
-        demand that wanders, a slow drift): the jump where the day closed on itself, the
-        slot learnt last against the slot learnt first (each extrapolated half a slot
-        towards the other), spread back over the day in the order it was learnt."""
-        if isnan(began):
-            return profile
-        first = (self._slots(began)[0] + 1) % _SLOTS  # the first slot learnt whole
-        last = (first - 1) % _SLOTS
-        if not (weight[first] and weight[last]):
-            return profile
-        p = profile
-        end = p[last] + 0.5 * (p[last] - p[(last - 1) % _SLOTS])
-        start = p[first] - 0.5 * (p[(first + 1) % _SLOTS] - p[first])
-        trend = end - start
-        out = list(profile)
-        for i in range(_SLOTS):
-            order = (i - first) % _SLOTS
-            out[i] -= trend * ((order + 0.5) / _SLOTS - 0.5)
-        return tuple(out)
-
-    def _level_gain(self, dt: float) -> float:
-        """How far a reading moves the level once the profile carries the day: an EWMA
-        over ``level_hours`` of time."""
-        return 1.0 - exp(-max(dt, 0.0) / (self.level_hours * 3600.0))
 
 
 S = TypeVar("S")
