@@ -74,10 +74,10 @@ def river(kind: str) -> Stepper:
     readings: a detected drift is an alarm on that reading."""
     from river import drift
 
-    det = drift.ADWIN() if kind == "adwin" else drift.PageHinkley()
+    det = drift.ADWIN() if kind == "adwin" else drift.PageHinkley()  # type: ignore[no-untyped-call]
 
     def step(t: float, x: float) -> bool:
-        det.update(x)
+        det.update(x)  # type: ignore[no-untyped-call]
         return bool(det.drift_detected)
 
     return step
@@ -104,9 +104,7 @@ def quality(
 ) -> dict[str, Any]:
     """Per detector and family: events, recall, false-alarm episodes per 1,000 normal
     rows, repeats, median time to detect (intervals) and µs per reading."""
-    names = detectors or [
-        n for n in DETECTORS if _river_available() or not n.startswith("river")
-    ]
+    names = detectors or [n for n in DETECTORS if _river_available() or not n.startswith("river")]
     rng = np.random.default_rng(seed)
     families: list[Family] = []
     bar = tqdm(total=len(FAMILIES) * series_per_family, desc="families", unit="series")

@@ -19,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from simulators.scenarios import F64
+
+Bool = npt.NDArray[np.bool_]
 
 DAY = 86400.0
 #: rows after a lasting change (step, drift) in which its alarm belongs
@@ -42,7 +45,7 @@ class Family:
     amplitude: float
 
 
-def _day_shape(hours: F64, weekend: F64, weekly: bool) -> F64:
+def _day_shape(hours: F64, weekend: Bool, weekly: bool) -> F64:
     """A demand-like day: morning and evening peaks, a night trough; with ``weekly``,
     weekends wake later and flatter (the same night, so no jump at midnight)."""
 
@@ -50,7 +53,7 @@ def _day_shape(hours: F64, weekend: F64, weekly: bool) -> F64:
         d = (hours - centre + 12.0) % 24.0 - 12.0  # hours from the centre, across midnight
         return np.asarray(np.exp(-0.5 * (d / width) ** 2))
 
-    late = weekend & weekly
+    late = weekend if weekly else np.zeros_like(weekend)
     morning = np.where(late, 0.6 * around(10.5, 2.0), around(8.0, 1.5))
     return morning + 0.8 * around(19.0, 2.0) - 0.6 * around(3.0, 2.0)
 
@@ -70,15 +73,15 @@ def _base(rng: np.random.Generator, days: float) -> _Base:
     interval = float(rng.choice([60.0, 300.0, 900.0]))
     n = int(days * DAY / interval)
     start = 1_780_000_000.0 // DAY * DAY - 8 * 3600  # a local midnight (UTC+8)
-    ts = start + np.arange(n) * interval
+    ts: F64 = start + np.arange(n, dtype=np.float64) * interval
     local = ts + 8 * 3600
-    hours = (local % DAY) / 3600.0
+    hours = np.asarray((local % DAY) / 3600.0, dtype=np.float64)
     weekend = ((local // DAY).astype(np.int64) + 3) % 7 >= 5
     sigma = float(rng.uniform(0.5, 2.0))
     amplitude = sigma * float(rng.uniform(5.0, 20.0))
     level = float(rng.uniform(20.0, 200.0))
     weekly = bool(rng.random() < 0.5)
-    values = level + amplitude * _day_shape(hours, weekend, weekly) + rng.normal(0, sigma, n)
+    values: F64 = level + amplitude * _day_shape(hours, weekend, weekly) + rng.normal(0, sigma, n)
     return _Base(ts, values, interval, sigma, amplitude, level, int(DAY / interval))
 
 

@@ -8,9 +8,8 @@ A row's score is in [0, 1]; 0.5 and above means the detector raises at that row.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from math import exp, isnan, log
 from typing import Any, Literal, TypeVar
 
@@ -19,9 +18,7 @@ import numpy as np
 from lifeline.detect.kernels import (
     F64,
     Bool,
-    cusum,
     equal_run_length,
-    ewma,
     hold,
     previous,
     rolling_count,
@@ -421,7 +418,7 @@ class Baseline:
         w = list(st.weight) if st.weight else [0.0] * (2 * _SLOTS)
         h0, h1, frac, base = self._slots(t)
         other = _SLOTS - base
-        days = min(max(dt, 0.0), _SLOT_S) / _SLOT_S if dt == dt else 0.1
+        days = min(max(dt, 0.0), _SLOT_S) / _SLOT_S if not isnan(dt) else 0.1
         total = st.profile_days
         for slot, share in ((h0, 1.0 - frac), (h1, frac)):
             i = base + slot
@@ -529,12 +526,19 @@ class Baseline:
         profile, weight = st.profile, st.weight
         moving_from, profile_days = st.moving_from, st.profile_days
         reference = st.reference if not isnan(st.reference) else level
-        drift = (level - reference) / (sigma * self.drift_limit) if warm else 0.0
+        # Slow drifts are judged where the profile carries the day (elsewhere the
+        # level's own wander would be taken for one).
+        drift = 0.0
+        if warm and self.daily and profile_days >= 1.0:
+            drift = (level - reference) / (sigma * self.drift_limit)
         evidence = max(evidence, abs(drift))
         changed = warm and (pos >= h or neg >= h)
         # A wider spread: errors both ways (one-sided ones are a change of level).
         widened = (
-            warm and not changed and vstat >= self.spread_h and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
+            warm
+            and not changed
+            and vstat >= self.spread_h
+            and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
         )
         cleared = False
 
@@ -645,10 +649,8 @@ class Baseline:
                 old_sigma = max(old_var, self.min_sigma**2) ** 0.5
                 current = max(current, abs(u - old_level) / (old_sigma * self.z_limit))
             now = _evidence_score(current)
-            if episode == CALM:  # a spike: its own onset
-                score = now
-            else:
-                score = max(0.5, min(onset, now))
+            # A spike is its own onset; an episode never scores above its onset.
+            score = now if episode == CALM else max(0.5, min(onset, now))
             rank = rank_of(self.severity)
         else:
             score = 0.49 * min(evidence, 1.0) if warm else 0.0

@@ -88,9 +88,10 @@ DEFAULTS: dict[tuple[str, str], tuple[Detector, ...]] = {
         Baseline(alpha=0.05, z_limit=6.0, daily=True, severity=ORG),
         _faults("pressure", flat_suspect=20, flat_fail=40),
     ),
-    # A lasting rise of a district's inflow is a leak candidate until someone looks.
+    # A lasting rise of a district's inflow is a leak candidate until it returns (for an
+    # hour) or someone looks.
     ("water_flow", "flow"): (
-        Baseline(alpha=0.05, z_limit=6.0, daily=True, severity=YEL, hold_shift=True),
+        Baseline(alpha=0.05, z_limit=6.0, daily=True, severity=YEL, hold_shift=True, back=12),
         NightFlow(),
         _faults("flow", flat_suspect=30, flat_fail=60),
     ),
