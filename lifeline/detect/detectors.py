@@ -303,6 +303,11 @@ class BaselineState:
     profile_days: float = 0.0
     #: where the level has stood over the last days (slow drifts are judged against it)
     reference: float = float("nan")
+    #: half the mean square difference of successive readings on the learning day: the
+    #: noise, for the spread once the profile is in use
+    dvar: float = 0.0
+    #: the score of the previous reading if it raised (an episode it opens continues it)
+    prev_score: float = 0.0
 
 
 def _evidence_score(evidence: float) -> float:
@@ -353,8 +358,9 @@ class Baseline:
     settle: int = 30
     back: int = 3
     hold_shift: bool = False
+    spread_alpha: float = 0.02
     spread_k: float = 2.0
-    spread_h: float = 20.0
+    spread_h: float = 30.0
     still_moving: float = 0.25
     stuck_min: int = 5
     stuck_p: float = 1e-6
@@ -439,6 +445,13 @@ class Baseline:
             return tuple(v - mean for v in p), tuple(w), total, mean
         return tuple(p), tuple(w), total, 0.0
 
+    @staticmethod
+    def _onset(st: BaselineState, evidence: float) -> float:
+        """The onset score of an episode: by its evidence, and no higher than the
+        raised reading just before it (a spike that turned out to begin it)."""
+        score = _evidence_score(evidence)
+        return min(score, st.prev_score) if st.prev_score >= 0.5 else score
+
     def _level_gain(self, dt: float) -> float:
         """How far a reading moves the level: ``alpha`` per reading, or with ``daily``
         (the profile carries the day) an EWMA over ``level_hours`` of time."""
@@ -506,9 +519,15 @@ class Baseline:
             )
             return new, (0.625, rank_of(Severity.BLUE), flags)
 
-        zc = min(max(z, -h), h)
-        pos = max(0.0, st.pos + zc - self.cusum_k)
-        neg = max(0.0, st.neg - zc - self.cusum_k)
+        k = self.cusum_k
+        if self.daily and st.profile_days < 1.0:
+            # The learning day: the errors carry the day's shape, not yet learnt; only
+            # changes well beyond it are judged.
+            k, h = 2.0 * k, 2.0 * h
+        reach = 0.5 * h if self.daily else h  # with a profile, no one reading is a change
+        zc = min(max(z, -reach), reach)
+        pos = max(0.0, st.pos + zc - k)
+        neg = max(0.0, st.neg - zc - k)
         pos_sum, pos_n = (st.pos_sum + err, st.pos_n + 1) if pos > 0.0 else (0.0, 0)
         neg_sum, neg_n = (st.neg_sum + err, st.neg_n + 1) if neg > 0.0 else (0.0, 0)
         q = min(z * z, 9.0)
@@ -525,6 +544,10 @@ class Baseline:
         old_level, old_var, age, back = st.old_level, st.old_var, st.age + 1, st.back
         profile, weight = st.profile, st.weight
         moving_from, profile_days = st.moving_from, st.profile_days
+        dx = x - st.last_x
+        dvar = st.dvar
+        if self.daily and profile_days < 1.0 and not isnan(dx):
+            dvar += max(self.spread_alpha, 1.0 / count) * (min(dx * dx / 2.0, 9.0 * var) - dvar)
         reference = st.reference if not isnan(st.reference) else level
         # Slow drifts are judged where the profile carries the day (elsewhere the
         # level's own wander would be taken for one).
@@ -541,12 +564,13 @@ class Baseline:
             and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
         )
         cleared = False
+        moved = 0.0
 
         if changed:
             # A change of level confirmed: re-base on the readings since it began.
             shift = pos_sum / pos_n if pos >= h else neg_sum / neg_n
             if episode == CALM:
-                old_level, old_var, onset = level, var, _evidence_score(evidence)
+                old_level, old_var, onset = level, var, self._onset(st, evidence)
             elif episode == SPREAD:
                 old_level = level
             level += shift
@@ -558,7 +582,7 @@ class Baseline:
             pos_n = neg_n = vn = 0
         elif widened:
             if episode == CALM:
-                old_level, old_var, onset = level, var, _evidence_score(evidence)
+                old_level, old_var, onset = level, var, self._onset(st, evidence)
                 episode = SPREAD
             var = vsum / vn
             age, back = 0, 0
@@ -566,23 +590,29 @@ class Baseline:
         elif episode == CALM and abs(drift) >= 1.0:
             # The level has wandered from where it has stood for days: a slow drift,
             # too slow for the CUSUM against the level that trails it.
-            old_level, old_var, onset = reference, var, _evidence_score(evidence)
+            old_level, old_var, onset = reference, var, self._onset(st, evidence)
             episode = UP if drift > 0 else DOWN
             moving_from, level_n, age, back = level, int(1.0 / alpha), 0, 0
         elif episode == CALM:
             if not spike:
                 # Learn, with errors clipped at 2.5 spreads so a step in the making
-                # or a near-spike moves nothing much.
-                clip = 2.5 * sigma if warm else INF
+                # or a near-spike moves nothing much (a series without a profile
+                # learns every error: its level and spread must follow its day).
+                clip = 2.5 * sigma if warm and self.daily else INF
                 e = min(max(err, -clip), clip)
                 if not self.daily or st.profile_days >= 1.0:
                     level += max(self._level_gain(dt), 1.0 / (st.fresh + 1)) * e
-                var += max(alpha, 1.0 / count) * (min(err * err, clip * clip) - var)
+                gain = self.spread_alpha if self.daily else alpha
+                var += max(gain, 1.0 / count) * (min(err * err, clip * clip) - var)
                 if self.daily:
                     profile, weight, profile_days, moved = self._learn_profile(
                         st, t, seasonal + e, dt
                     )
                     level += moved
+                if moved and dvar > 0.0:
+                    # The learning day is over: the spread of its errors held the day's
+                    # shape; the noise is what the differences of readings say.
+                    var = dvar
                 if self.daily and (profile_days < 1.0 or moved):
                     reference = level
                 else:
@@ -617,7 +647,7 @@ class Baseline:
                 # (a weekend's later morning is learnt, not alarmed at every weekend);
                 # a dropout or a step does not.
                 e_old = u - old_level
-                if self.daily and abs(e_old) < self.z_limit * old_sigma:
+                if self.daily and abs(e_old) < 3.0 * old_sigma:
                     clip = 2.5 * old_sigma
                     e_old = min(max(e_old, -clip), clip)
                     profile, weight, profile_days, moved = self._learn_profile(
@@ -630,12 +660,15 @@ class Baseline:
                     pos = neg = pos_sum = neg_sum = 0.0
                     pos_n = neg_n = 0
                 elif age >= self.settle:
-                    if (level - moving_from) * episode > self.still_moving * sigma:
+                    moving = (level - moving_from) * episode > self.still_moving * sigma
+                    if moving or max(pos, neg) >= 0.5 * h:
                         moving_from, age = level, 0  # a drift still under way
                     elif not self.hold_shift:
                         cleared = True
             if cleared:
                 reference = level
+                pos = neg = pos_sum = neg_sum = 0.0
+                pos_n = neg_n = 0
                 episode, onset = CALM, 0.0
                 old_level, old_var, age, back = NAN, NAN, 0, 0
 
@@ -651,6 +684,8 @@ class Baseline:
             now = _evidence_score(current)
             # A spike is its own onset; an episode never scores above its onset.
             score = now if episode == CALM else max(0.5, min(onset, now))
+            if st.prev_score >= 0.5:  # the same alarm goes on: never above its start
+                score = min(score, st.prev_score)
             rank = rank_of(self.severity)
         else:
             score = 0.49 * min(evidence, 1.0) if warm else 0.0
@@ -686,6 +721,8 @@ class Baseline:
             moving_from,
             profile_days,
             reference,
+            dvar,
+            score if rank else 0.0,
         )
         flags = (
             (self.name, spike and raised),
@@ -839,7 +876,9 @@ class FaultState:
 
 @dataclass(frozen=True)
 class Faults:
-    """Gross range, spike, flat line and gaps: the sensor, not the city, is wrong."""
+    """Gross range, spike, flat line and gaps: the sensor, not the city, is wrong.
+    Readings out of range or flat for ``flat_fail`` raise (blue); a jump or the start of
+    a flat line is flagged as suspect with a score under 0.5: noted, not raised."""
 
     low: float
     high: float
@@ -867,7 +906,7 @@ class Faults:
         )
         fault = out_of_range | flat
         suspect = spike | flat_suspect
-        score = np.where(fault, 0.75, np.where(suspect, 0.5, 0.0))
+        score = np.where(fault, 0.75, np.where(suspect, 0.45, 0.0))
         rank = np.where(fault, rank_of(Severity.BLUE), 0).astype(np.int8)
         new = FaultState(SeriesTail(float(ts[-1]), last_value), last_run) if n else state
         return new, Out(
@@ -886,7 +925,7 @@ class Faults:
         gap_s = t - state.tail.ts
         gap = gap_s > self.max_gap_s if self.max_gap_s else False
         fault = out_of_range or flat
-        score = 0.75 if fault else (0.5 if spike or flat_suspect else 0.0)
+        score = 0.75 if fault else (0.45 if spike or flat_suspect else 0.0)
         rank = rank_of(Severity.BLUE) if fault else 0
         flags = (
             ("range", out_of_range),

@@ -138,7 +138,7 @@ def defaults_for(kind: str, metric: str) -> tuple[Detector, ...]:
     found = DEFAULTS.get((kind, metric))
     if found is not None:
         return found
-    return (Baseline(daily=True), _faults(metric))
+    return (Baseline(daily=True, z_limit=6.0), _faults(metric))
 
 
 class RulesError(LifelineError, ValueError):

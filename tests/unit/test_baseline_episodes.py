@@ -1,0 +1,143 @@
+"""The adaptive baseline as a duty officer sees it: one alarm per change, a spike is one
+reading, and weeks of a normal day raise nothing; scores rank the onsets."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lifeline.detect.detectors import Baseline
+from lifeline.detect.rules import defaults_for
+from lifeline.detect.series import SeriesDetector
+from simulators.families import FAMILIES, episodes
+
+DAY = 86400.0
+START = 1_780_000_000.0 // DAY * DAY - 8 * 3600  # a local midnight (UTC+8)
+
+
+def day_signal(
+    seed: int, interval: float, days: float, amplitude: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """A daily cycle (two harmonics) with unit noise: timestamps, values, noise."""
+    rng = np.random.default_rng(seed)
+    ts = START + np.arange(int(days * DAY / interval), dtype=np.float64) * interval
+    phase = rng.uniform(0, 2 * np.pi)
+    day = 2 * np.pi * ts / DAY
+    v = 100 + amplitude * (np.sin(day + phase) + 0.3 * np.sin(2 * day + 2 * phase))
+    return ts, v + rng.normal(0, 1.0, ts.size), 1.0
+
+
+def generic() -> SeriesDetector:
+    return SeriesDetector(defaults_for("generic", "value"))
+
+
+def raised(ts: np.ndarray, v: np.ndarray) -> np.ndarray:
+    det = generic()
+    _, out = det.run(det.init(), ts, v)
+    return np.asarray(out.rank > 0)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from([60.0, 300.0, 900.0]),
+    st.floats(3.0, 12.0),
+)
+def test_weeks_of_a_normal_day_raise_nothing(seed: int, interval: float, amplitude: float) -> None:
+    ts, v, _ = day_signal(seed, interval, 21, amplitude)
+    assert episodes(raised(ts, v)) == []
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from([60.0, 300.0, 900.0]),
+    st.floats(1.0, 3.0),
+    st.sampled_from([-1.0, 1.0]),
+    st.floats(2.5, 5.0),
+)
+def test_a_step_is_one_episode_and_the_new_level_becomes_normal(
+    seed: int, interval: float, size: float, sign: float, at_day: float
+) -> None:
+    """Steps of one to three daily amplitudes, up or down."""
+    ts, v, _ = day_signal(seed, interval, 8, 8.0)
+    at = int(at_day * DAY / interval)
+    v[at:] += sign * size * 8.0
+    eps = episodes(raised(ts, v))
+    assert len(eps) == 1, eps
+    first, _last = eps[0]
+    assert at <= first <= at + 2  # within two intervals
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from([60.0, 300.0, 900.0]),
+    st.floats(10.0, 30.0),
+    st.sampled_from([-1.0, 1.0]),
+    st.floats(2.5, 5.0),
+)
+def test_a_spike_is_one_reading(
+    seed: int, interval: float, size: float, sign: float, at_day: float
+) -> None:
+    ts, v, _ = day_signal(seed, interval, 6, 8.0)
+    at = int(at_day * DAY / interval)
+    v[at] += sign * size
+    assert episodes(raised(ts, v)) == [(at, at + 1)]
+
+
+def test_a_dropout_is_one_episode_that_clears_on_return() -> None:
+    ts, v, _ = day_signal(3, 300.0, 6, 8.0)
+    at = int(3.3 * DAY / 300.0)
+    v[at : at + 24] = 0.0
+    eps = episodes(raised(ts, v))
+    assert len(eps) == 1
+    first, last = eps[0]
+    assert first == at
+    assert at + 24 <= last <= at + 24 + 8  # cleared within a few readings of the return
+
+
+def test_a_slow_drift_is_caught_once_while_it_grows() -> None:
+    """A level that creeps up by twelve noise deviations over a day, then stays."""
+    ts, v, _ = day_signal(5, 300.0, 8, 8.0)
+    at = int(3 * DAY / 300.0)
+    ramp = np.clip((np.arange(v.size) - at) / (DAY / 300.0), 0.0, 1.0) * 12.0
+    eps = episodes(raised(ts, v + ramp))
+    assert len(eps) == 1, eps
+    assert at < eps[0][0] < at + int(DAY / 300.0)
+
+
+def test_a_lasting_shift_held_until_it_returns_when_the_operator_asks() -> None:
+    ts, v, _ = day_signal(9, 300.0, 6, 8.0)
+    at = int(3 * DAY / 300.0)
+    v[at:] += 15.0
+    for hold, held_to_end in ((False, False), (True, True)):
+        det = SeriesDetector((Baseline(daily=True, hold_shift=hold),))
+        _, out = det.run(det.init(), ts, v)
+        assert bool(out.rank[-1] > 0) is held_to_end
+        assert len(episodes(out.rank > 0)) == 1
+
+
+def test_the_morning_peak_after_a_silence_is_expected() -> None:
+    """Six hours without readings over the night, back at the same level: the day goes
+    on as the profile says, with no alarm at the morning peak."""
+    ts, v, _ = day_signal(11, 300.0, 6, 12.0)
+    local_h = ((ts + 8 * 3600) % DAY) / 3600
+    day = (ts - ts[0]) // DAY
+    keep = ~((day == 3) & (local_h >= 1) & (local_h < 7))
+    assert episodes(raised(ts[keep], v[keep])) == []
+
+
+def test_scores_are_above_one_half_only_while_raised_and_highest_at_onset() -> None:
+    """On every family: a score of 0.5 or more exactly where the detector raises, and
+    each episode's first reading carries its highest score."""
+    rng = np.random.default_rng(2026)
+    for make in FAMILIES.values():
+        fam = make(rng, 6)
+        det = generic()
+        _, out = det.run(det.init(), fam.ts, fam.values)
+        up = out.rank > 0
+        assert ((out.score >= 0.5) == up).all(), fam.name
+        for first, last in episodes(up):
+            assert out.score[first] == out.score[first:last].max(), (fam.name, first)
