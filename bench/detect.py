@@ -31,6 +31,7 @@ allows here per record), and ``step_readings_per_s``, the worker's detection fol
 
 from __future__ import annotations
 
+import secrets
 import statistics
 import time
 from typing import Any
@@ -61,7 +62,7 @@ def run(
 ) -> dict[str, Any]:
     """Everything below, and first the signal families (a new seed each run unless
     ``seed`` is given; the seed is reported so that a run can be repeated)."""
-    seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
+    seed = secrets.randbelow(2**31) if seed is None else seed
     families = _families(seed, family_series) if family_series else {}
     rng = np.random.default_rng(2026)
     tp = fp = fn = 0
