@@ -15,7 +15,7 @@ signals on the rain accumulated at a gauge (CMA: 50 mm in 12/6/3 h blue/yellow/o
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,8 @@ class RulesError(LifelineError, ValueError):
 
 @dataclass(frozen=True)
 class RuleOverride:
-    """Levels for a kind's metric in a city, or for one device."""
+    """Levels for a kind's metric in a city, or for one device, and whether a lasting
+    shift of its adaptive baseline stays raised (``hold_shift``)."""
 
     kind: str
     metric: str
@@ -156,6 +157,7 @@ class RuleOverride:
     hysteresis: float
     city: str | None = None
     device_id: str | None = None
+    hold_shift: bool | None = None
 
 
 @dataclass
@@ -178,6 +180,13 @@ class RuleBook:
                 chosen = o
         base = defaults_for(kind, metric)
         if chosen is None:
+            return base
+        if chosen.hold_shift is not None:
+            hold = chosen.hold_shift
+            base = tuple(
+                replace(d, hold_shift=hold) if isinstance(d, Baseline) else d for d in base
+            )
+        if not chosen.levels:
             return base
         levels = Levels(chosen.levels, chosen.direction, chosen.hysteresis)  # type: ignore[arg-type]
         return (levels, *(d for d in base if not isinstance(d, Levels)))
@@ -206,8 +215,15 @@ def _parse_rule(rule: dict[str, Any], where: str) -> RuleOverride:
         raise RulesError(f"{where}: kind {kind!r} is not one of {', '.join(sorted(kinds))}")
     if kind != "generic" and metric not in KIND_METRICS[SensorKind(kind)]:
         raise RulesError(f"{where}: {kind} has no metric {metric!r}")
-    raw = rule.get("levels")
-    if not isinstance(raw, list) or not raw:
+    hold = rule.get("hold_shift")
+    if hold is not None and not isinstance(hold, bool):
+        raise RulesError(f"{where}: hold_shift must be true or false")
+    if hold is not None and not any(
+        isinstance(d, Baseline) for d in defaults_for(str(kind), str(metric))
+    ):
+        raise RulesError(f"{where}: {kind} {metric} has no adaptive baseline to hold")
+    raw = rule.get("levels", [] if hold is not None else None)
+    if not isinstance(raw, list) or (not raw and hold is None):
         raise RulesError(f'{where}: levels must be a list like [[25, "yellow"], [50, "orange"]]')
     levels = []
     for item in raw:
@@ -235,4 +251,5 @@ def _parse_rule(rule: dict[str, Any], where: str) -> RuleOverride:
         float(rule.get("hysteresis", 0.0)),
         city,
         rule.get("device_id"),
+        hold,
     )

@@ -222,9 +222,30 @@ def test_rules_file_overrides_by_city_and_device(tmp_path: Path) -> None:
     assert [lv.threshold for lv in other.levels] == [10, 25, 50]
 
 
+def test_a_rules_file_says_whether_a_lasting_shift_stays_raised(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rule]]\nkind = "water_flow"\nmetric = "flow"\ncity = "320100"\nhold_shift = false\n'
+    )
+    book = RuleBook.load(path)
+    held = [d.hold_shift for d in book.detectors("water_flow", "flow") if isinstance(d, Baseline)]
+    assert held == [True]  # the default for a district's inflow
+    city = book.detectors("water_flow", "flow", city="320100")
+    assert [d.hold_shift for d in city if isinstance(d, Baseline)] == [False]
+    assert len(city) == len(DEFAULTS[("water_flow", "flow")])  # nothing else replaced
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
+        (
+            '[[rule]]\nkind = "gas_well"\nmetric = "ch4"\nhold_shift = true\n',
+            "no adaptive baseline",
+        ),
+        (
+            '[[rule]]\nkind = "water_flow"\nmetric = "flow"\nhold_shift = "yes"\n',
+            "true or false",
+        ),
         ('[[rule]]\nkind = "volcano"\nmetric = "ch4"\nlevels = [[1, "red"]]\n', "line 1.*kind"),
         (
             '\n[[rule]]\nkind = "gas_well"\nmetric = "flow"\nlevels = [[1, "red"]]\n',
