@@ -41,6 +41,21 @@ def run_worker(
     dsn = settings.db_dsn.get_secret_value()
     # Loaded before consuming, so the first readings already find their devices.
     registry: Registry = load_now(dsn, settings.cities)
+
+    async def acknowledged(after: int) -> tuple[list[tuple[str, str, str, float]], int]:
+        import psycopg
+
+        from store.events import acknowledged_series
+
+        try:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                return await acknowledged_series(conn, after, settings.cities)
+        except psycopg.Error as exc:
+            logging.getLogger(__name__).warning(
+                "acknowledgements unavailable; retrying", extra={"error": str(exc)}
+            )
+            return [], after
+
     app, agents = create_app(
         settings.kafka_bootstrap,
         registry,
@@ -51,6 +66,7 @@ def run_worker(
         liveness_every_s=liveness_every_s,
         readings_topic=readings_topic or topics.READINGS.name,
         checkpoint_s=checkpoint_s,
+        acknowledged=acknowledged,
     )
 
     asyncio.run(

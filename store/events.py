@@ -170,3 +170,38 @@ def insert_deadletters(
                 for p, o, d in letters
             ],
         )
+
+
+#: alert states that mean an operator has seen the alert
+SEEN = ("acknowledged", "dispatched", "on_site", "resolved", "closed", "false_alarm")
+
+
+async def acknowledged_series(
+    conn: psycopg.AsyncConnection[Any],
+    after: int,
+    cities: Sequence[str],
+    lookback_s: float = 7 * 86400.0,
+) -> tuple[list[tuple[str, str, str, float]], int]:
+    """The series (city, device, metric) behind alerts an operator has seen since audit
+    entry ``after`` (and within ``lookback_s``), with when they were seen (epoch
+    seconds), and the last audit entry read."""
+    cur = await conn.execute(
+        """
+        SELECT au.id, an.city, an.device_id, an.evidence -> 0 ->> 'metric',
+               extract(epoch FROM au.at)::float8
+          FROM alert_audit au
+          JOIN incidents i ON i.incident_id = au.alert_id
+          JOIN anomalies an ON an.anomaly_id = ANY (i.anomaly_ids)
+         WHERE au.id > %(after)s
+           AND au.to_status = ANY (%(seen)s)
+           AND au.at > now() - make_interval(secs => %(lookback)s)
+           AND an.city = ANY (%(cities)s)
+           AND an.device_id IS NOT NULL
+           AND an.evidence -> 0 ->> 'metric' IS NOT NULL
+         ORDER BY au.id
+        """,
+        {"after": after, "seen": list(SEEN), "lookback": lookback_s, "cities": list(cities)},
+    )
+    rows = await cur.fetchall()
+    last = max((int(r[0]) for r in rows), default=after)
+    return [(str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows], last

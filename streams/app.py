@@ -24,7 +24,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,10 @@ from streams.offsets import FaustOffsets, Offsets, Position
 
 log = logging.getLogger(__name__)
 
+#: ``acknowledged(after)``: series (city, device, metric, seen at) whose alerts an
+#: operator has seen since a cursor, and the new cursor
+Acknowledged = Callable[[int], Awaitable[tuple[list[tuple[str, str, str, float]], int]]]
+
 PROCESSED = Counter("cityops_detect_readings_total", "Readings through the detect agent")
 RECORDS = Counter("cityops_detect_records_total", "Reading records (v1 or batch) consumed")
 EMITTED = Counter("cityops_detect_anomalies_total", "Anomaly records emitted", ["state"])
@@ -58,6 +62,10 @@ UNREADABLE = Counter(
 STALE = Counter(
     "cityops_detect_stale_readings_total",
     "Readings not newer than their series' last applied one (replays, duplicates, late)",
+)
+RELEASED = Counter(
+    "cityops_detect_shifts_released_total",
+    "Held shifts made the new normal because an operator saw their alert",
 )
 INCIDENTS = Counter("cityops_correlate_incidents_total", "Incident records emitted", ["status"])
 
@@ -98,6 +106,7 @@ def create_app(
     checkpoint_events: int = 2000,
     output_delay_s: float = 0.05,
     replication_factor: int = 1,
+    acknowledged: Acknowledged | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> tuple[faust.App, Agents]:
     """The app and its agents (returned for tests).
@@ -111,7 +120,10 @@ def create_app(
     A device silent for five of its usual reporting gaps (at least
     ``offline_min_s``; ``offline_default_s`` while its gap is unknown; silence counted
     from the worker's start at the earliest) raises an offline anomaly, cleared by its
-    next reading.
+    next reading. ``acknowledged(after)`` returns the series whose alerts an operator
+    has seen since a cursor (see :func:`store.events.acknowledged_series`); polled as
+    often as the liveness check, it makes the held shifts of those series the new
+    normal, so that their anomalies clear with the next reading.
     """
     # Faust keeps per-app files even with in-memory tables: not in the working directory.
     datadir = Path(os.environ.get("CITYOPS_WORKER_DATA", tempfile.gettempdir())) / "cityops-worker"
@@ -342,6 +354,39 @@ def create_app(
                 else:
                     await out([anomaly_out(video_anomaly(seen_event, camera))])
             await group.commit(topics.VIDEO.name, {partition: offset + 1})
+
+    if acknowledged is not None:
+        cursor = [0]
+
+        @app.timer(interval=liveness_every_s)  # type: ignore[untyped-decorator]
+        async def release_acknowledged() -> None:
+            """Held shifts whose alerts an operator has seen become the new normal."""
+            rows, cursor[0] = await acknowledged(cursor[0])
+            detect_cp = next((c for c in checkpoints if c.agent == "detect"), None)
+            if not rows or detect_cp is None:
+                return
+            active = {
+                tp.partition for tp in app.consumer.assignment() if tp.topic == readings_topic
+            }
+            for city, device_id, metric, seen_at in rows:
+                key = f"{city}|{device_id}|{metric}"
+                st = series.get(key)
+                if st is None:
+                    raw = series_state.data.get(key)
+                    st = SeriesState.loads(raw) if raw else None
+                device = registry.get(city, device_id)
+                if st is None or device is None or st.partition not in active:
+                    continue
+                new = fold.release(device, metric, st, seen_at)
+                if new is None:
+                    continue
+                series[key] = new
+                detect_cp.changed(key, st.partition, new)
+                RELEASED.inc()
+                log.info(
+                    "held shift released by its acknowledgement",
+                    extra={"city": city, "device_id": device_id, "metric": metric},
+                )
 
     def dump_place(state: PlaceState) -> bytes:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)

@@ -93,6 +93,21 @@ class DetectionFold:
             self._detectors[key] = found
         return found
 
+    def release(
+        self, device: Device, metric: str, state: SeriesState, acknowledged: float
+    ) -> SeriesState | None:
+        """The series after an operator acknowledged (at ``acknowledged``, epoch
+        seconds) the alert of its open anomaly: a held shift of its adaptive baseline
+        becomes the new normal, so the anomaly clears with the next reading. None when
+        there is nothing to release, or the anomaly opened after the acknowledgement."""
+        if not state.rank or state.since > acknowledged:
+            return None
+        det = self.detector(device.kind, metric, device.city, device.device_id)
+        if len(state.detectors) != len(det.detectors):
+            return None
+        inner = det.release(state.detectors)
+        return None if inner is None else replace(state, detectors=inner)
+
     def step(
         self,
         device: Device,

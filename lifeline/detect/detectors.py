@@ -446,6 +446,30 @@ class Baseline:
         return tuple(p), tuple(w), total, 0.0
 
     @staticmethod
+    def release(st: BaselineState) -> BaselineState | None:
+        """The state after an operator acknowledged a lasting shift: its new level is
+        normal from here on. None when no shift is open."""
+        if st.episode not in (UP, DOWN):
+            return None
+        return replace(
+            st,
+            episode=CALM,
+            onset=0.0,
+            old_level=NAN,
+            old_var=NAN,
+            age=0,
+            back=0,
+            reference=st.level,
+            pos=0.0,
+            neg=0.0,
+            pos_sum=0.0,
+            pos_n=0,
+            neg_sum=0.0,
+            neg_n=0,
+            prev_score=0.0,
+        )
+
+    @staticmethod
     def _onset(st: BaselineState, evidence: float) -> float:
         """The onset score of an episode: by its evidence, and no higher than the
         raised reading just before it (a spike that turned out to begin it)."""

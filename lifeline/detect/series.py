@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lifeline.detect.detectors import I8, Detector, Levels, Step, severity_of
+from lifeline.detect.detectors import I8, Baseline, Detector, Levels, Step, severity_of
 from lifeline.detect.kernels import F64, Bool
 from lifeline.detect.rules import defaults_for
 from lifeline.vocabulary import Severity
@@ -66,6 +66,17 @@ class SeriesDetector:
                 for name, mask in out.flags.items():
                     flags[name] = flags.get(name, np.zeros(n, bool)) | mask
         return tuple(new_state), SeriesOut(score, rank, flags)
+
+    def release(self, state: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The state with the lasting shifts of its adaptive baselines accepted as the
+        new normal (an operator acknowledged them); None when none was open."""
+        out, released = list(state), False
+        for i, (det, st) in enumerate(zip(self.detectors, state, strict=True)):
+            if isinstance(det, Baseline):
+                new = det.release(st)
+                if new is not None:
+                    out[i], released = new, True
+        return tuple(out) if released else None
 
     def step(self, state: tuple[Any, ...], t: float, x: float) -> tuple[tuple[Any, ...], Step]:
         """One reading: what :meth:`run` gives for a one-row batch, without numpy.

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -375,3 +376,102 @@ async def test_two_workers_split_the_partitions_and_one_takes_over_with_state(
     # The survivor cleared every anomaly, its own and those of the killed worker: the
     # state came over through the changelog, and nothing was raised anew.
     assert cleared_ids == raised_ids
+
+
+@pytest.mark.asyncio
+async def test_an_acknowledged_lasting_shift_becomes_the_new_normal(
+    city: tuple[Settings, str], worker_log: Path, db_dsn: str
+) -> None:
+    """A district meter's inflow steps up and stays up: the shift is raised and held
+    (a leak candidate); once the duty officer acknowledges its alert, the new level is
+    normal and the anomaly clears with the next reading."""
+    from lifeline.records import Incident
+    from lifeline.vocabulary import IncidentType
+    from store.cockpit import transition
+    from store.events import upsert_anomalies, upsert_incidents
+
+    settings, code = city
+    meter = Device(
+        city=code,
+        device_id="wf-1",
+        family="sensors",
+        kind="water_flow",
+        metrics={"flow": "m3/h"},
+        asset_id="WA-1",
+        grid_code="320102001001002",
+        owner_dept="water group",
+        lon=118.78,
+        lat=32.04,
+    )
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_devices(conn, [meter], {"wf-1": (f"{code}.wf-1", "x")})
+    rng = np.random.default_rng(4)
+    step_s = 300.0
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    t = np.arange(int(1.5 * 86400 / step_s)) * step_s
+    flow = 120 + 35 * np.sin(2 * np.pi * t / 86400) + rng.normal(0, 3, t.size)
+    flow[int(1.3 * 86400 / step_s) :] += 60.0  # the inflow steps up, and stays up
+
+    async def send_flow(values: np.ndarray, first: int) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for i, v in enumerate(values.tolist(), start=first):
+                body = {
+                    "v": 1,
+                    "city": code,
+                    "device_id": "wf-1",
+                    "metric": "flow",
+                    "value": v,
+                    "unit": "m3/h",
+                    "ts": (start + timedelta(seconds=i * step_s)).isoformat(),
+                }
+                await producer.send("cityops.readings", json.dumps(body).encode(), key=b"wf-1")
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    worker = Worker(settings, code, f"it-worker-{secrets.token_hex(3)}", worker_log)
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        await wait_processing(settings, code)
+        async with TailConsumer(settings, "cityops.anomalies") as tail:
+            await send_flow(flow, 0)
+            found = await tail.collect(
+                lambda v, _k: b'"wf-1"' in v and b"drift_up" in v, count=1, within=90
+            )
+            raised = anomalies_of(found, "wf-1")
+            assert raised, "no shift raised"
+            shift = raised[0]
+            early = await tail.collect(
+                lambda v, _k: b'"wf-1"' in v and b'"cleared"' in v, count=1, within=5
+            )
+            assert not early  # held through the rest of the readings at the new level
+
+            incident = Incident(
+                incident_id=f"{code}:320102001001002:water_leak:{int(shift.ts.timestamp())}",
+                city=code,
+                type=IncidentType.WATER_LEAK,
+                severity=shift.severity,
+                anomaly_ids=(shift.anomaly_id,),
+                grid_cells=("320102001001002",),
+                started_at=shift.ts,
+                updated_at=shift.ts,
+            )
+            with psycopg.connect(db_dsn) as conn:
+                upsert_anomalies(conn, [shift])
+                upsert_incidents(conn, [incident])
+                conn.commit()
+                transition(conn, incident.incident_id, None, "acknowledge", "duty", "seen")
+            await asyncio.sleep(12)  # the worker polls acknowledgements every 10 s
+            more = flow[-6:] + rng.normal(0, 1, 6)
+            await send_flow(more, t.size)
+            cleared = await tail.collect(
+                lambda v, _k: b'"wf-1"' in v and b'"cleared"' in v, count=1, within=60
+            )
+    finally:
+        await asyncio.to_thread(worker.stop)
+    log_text = await asyncio.to_thread(worker_log.read_text)
+    assert cleared, f"not cleared after the acknowledgement: {log_text[-3000:]}"
+    assert anomalies_of(cleared, "wf-1")[0].anomaly_id == shift.anomaly_id
+    assert "held shift released by its acknowledgement" in log_text

@@ -141,3 +141,54 @@ def test_scores_are_above_one_half_only_while_raised_and_highest_at_onset() -> N
         assert ((out.score >= 0.5) == up).all(), fam.name
         for first, last in episodes(up):
             assert out.score[first] == out.score[first:last].max(), (fam.name, first)
+
+
+def test_an_acknowledged_held_shift_clears_with_the_next_reading() -> None:
+    ts, v, _ = day_signal(9, 300.0, 6, 8.0)
+    at = int(3 * DAY / 300.0)
+    v[at:] += 15.0
+    det = SeriesDetector((Baseline(daily=True, hold_shift=True),))
+    state, out = det.run(det.init(), ts[:-10], v[:-10])
+    assert out.rank[-1] > 0
+    assert det.release(det.init()) is None  # nothing open, nothing to release
+    released = det.release(state)
+    assert released is not None
+    _, after = det.run(released, ts[-10:], v[-10:])
+    assert not after.rank.any()  # the new level is normal
+
+
+def test_an_acknowledgement_releases_only_what_was_open_before_it() -> None:
+    from datetime import UTC, datetime
+
+    from lifeline.devices import Device
+    from streams.detection import DetectionFold
+
+    meter = Device(
+        city="320100",
+        device_id="wf-1",
+        family="sensors",
+        kind="water_flow",
+        metrics={"flow": "m3/h"},
+        owner_dept="water group",
+        lon=118.7,
+        lat=32.0,
+    )
+    fold = DetectionFold()
+    # The step after the night, and no night after it: the night-flow rule says nothing.
+    ts, v, _ = day_signal(9, 300.0, 2.9, 8.0)
+    at = int(2.2 * DAY / 300.0)
+    v[at:] += 40.0
+    state = None
+    for t, x in zip(ts.tolist(), v.tolist(), strict=True):
+        state, _a = fold.step(meter, "flow", datetime.fromtimestamp(t, UTC), x, "m3/h", state)
+    assert state is not None
+    assert state.rank > 0  # held
+    assert fold.release(meter, "flow", state, state.since - 60) is None  # seen before it began
+    released = fold.release(meter, "flow", state, state.since + 60)
+    assert released is not None
+    t = float(ts[-1]) + 300.0
+    _s, cleared = fold.step(
+        meter, "flow", datetime.fromtimestamp(t, UTC), float(v[-1]), "m3/h", released
+    )
+    assert cleared is not None
+    assert cleared.state == "cleared"
