@@ -360,7 +360,7 @@ class Baseline:
     hold_shift: bool = False
     spread_alpha: float = 0.02
     spread_k: float = 2.0
-    spread_h: float = 30.0
+    spread_h: float = 25.0
     still_moving: float = 0.25
     stuck_min: int = 5
     stuck_p: float = 1e-6
