@@ -63,6 +63,7 @@ def _parse_times(column: pd.Series) -> npt.NDArray[np.float64]:
         secs: npt.NDArray[np.float64] = numeric.to_numpy(dtype=np.float64)
         return np.where(secs > 1e11, secs / 1000.0, secs)
     parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
-    out: npt.NDArray[np.float64] = parsed.astype("int64").to_numpy(dtype=np.float64) / 1e9
-    out[parsed.isna().to_numpy()] = np.nan
+    # Seconds since the epoch whatever unit pandas keeps the times in (NaT stays NaN).
+    since = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    out: npt.NDArray[np.float64] = since.to_numpy(dtype=np.float64, na_value=np.nan)
     return out
