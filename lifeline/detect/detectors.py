@@ -699,7 +699,10 @@ class Baseline:
         up = episode == UP
         down = episode == DOWN
         spread = episode == SPREAD
-        raised = episode != CALM or spike
+        # A raised reading stays raised while the evidence of a wider spread is past
+        # half its limit: the spikes that announce a wider spread are its episode.
+        held = episode == CALM and st.prev_score >= 0.5 and vstat >= 0.5 * self.spread_h
+        raised = episode != CALM or spike or held
         if raised:
             current = evidence
             if episode in (UP, DOWN):
@@ -749,7 +752,7 @@ class Baseline:
             score if rank else 0.0,
         )
         flags = (
-            (self.name, spike and raised),
+            (self.name, (spike or held) and raised),
             ("drift_up", up),
             ("drift_down", down),
             ("variance", spread),

@@ -130,8 +130,9 @@ def test_the_morning_peak_after_a_silence_is_expected() -> None:
 
 
 def test_scores_are_above_one_half_only_while_raised_and_highest_at_onset() -> None:
-    """On every family: a score of 0.5 or more exactly where the detector raises, and
-    each episode's first reading carries its highest score."""
+    """On every family: a score of 0.5 or more exactly where the detector raises, a
+    flag on every raised reading, and each episode's first reading carries its highest
+    score."""
     rng = np.random.default_rng(2026)
     for make in FAMILIES.values():
         fam = make(rng, 6)
@@ -139,6 +140,8 @@ def test_scores_are_above_one_half_only_while_raised_and_highest_at_onset() -> N
         _, out = det.run(det.init(), fam.ts, fam.values)
         up = out.rank > 0
         assert ((out.score >= 0.5) == up).all(), fam.name
+        flagged = np.any(np.vstack(list(out.flags.values())), axis=0)
+        assert flagged[up].all(), fam.name  # a raised reading always says why
         for first, last in episodes(up):
             assert out.score[first] == out.score[first:last].max(), (fam.name, first)
 
