@@ -262,7 +262,7 @@ class BaselineState:
 
     level: float = float("nan")  # the deseasonalised level
     var: float = float("nan")  # spread of the errors against the expected value
-    count: int = 0  # readings since the (re)start
+    count: int = 0  # readings seen (a restart after a silence keeps counting)
     #: two-sided CUSUM of the standardised error, and the error summed while each runs
     pos: float = 0.0
     neg: float = 0.0
@@ -275,8 +275,8 @@ class BaselineState:
     vsum: float = 0.0
     vn: int = 0
     vbias: float = 0.0
-    #: the daily profile: 24 hourly slots for weekdays then 24 for weekends, as
-    #: deviations from the level, and the hours of readings each slot has learnt from
+    #: the daily profile: half-hour slots for weekdays then for weekends, as deviations
+    #: from the level, and the days of readings each slot has learnt from
     profile: tuple[float, ...] = ()
     weight: tuple[float, ...] = ()
     last_ts: float = float("nan")
@@ -320,30 +320,36 @@ class Baseline:
     """Adaptive baseline for series without fixed limits, causal, one alarm per change.
 
     The expected value of a reading is the series' level plus, with ``daily``, its daily
-    profile at that local time of day (hourly slots, interpolated; weekends learn their
-    own profile once they have data, and borrow the weekdays' until then). The spread is
-    a robust EWMA of squared errors. A reading is scored by its standardised error ``z``
-    against what was expected before it:
+    profile at that local time of day (half-hour slots, interpolated; weekends learn
+    their own profile once they have data, and borrow the weekdays' until then). The
+    spread is a robust EWMA of squared errors. A reading is scored by its standardised
+    error ``z`` against what was expected before it:
 
     - ``|z| >= z_limit`` alone is a spike: raised for that reading, and it teaches the
       baseline nothing.
     - A two-sided CUSUM of ``z`` reaching ``cusum_h`` confirms a change of level (a step
-      or a drift): the episode is raised once, the level is re-based on the mean of the
-      readings since the change began, and it is updated while the level keeps moving.
+      or a drift; with ``daily`` also the level ``drift_limit`` spreads away from where
+      it has stood over ``reference_hours``): the episode is raised once, the level is
+      re-based on the mean of the readings since the change began, and it is updated
+      while the level keeps moving.
       It clears when the series comes back to the old level (``back`` readings in a
       row), or, for a lasting shift, once the new level has held for ``settle``
       readings: then the new level is normal. With ``hold_shift`` a lasting shift stays
       raised until the series returns to its old level or an operator acknowledges it.
     - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
       failing sensor, turbulence): raised once, the spread re-based, cleared when the
-      old spread returns or the new one has held for ``settle`` readings.
+      old spread returns or the new one has held for ``settle`` readings; a spike that
+      announces it stays raised into it.
     - A run of equal readings that the series' own history makes less likely than
       ``stuck_p`` (at least ``stuck_min``) is a stuck sensor (blue): nothing is learnt
       from it.
 
-    The daily profile is not changed by shifts, so after a re-based shift or a gap of
-    more than ``max_gap_s`` (which restarts the level and spread) the usual morning peak
-    is still expected.
+    With ``daily`` the first day is the profile's learning day: the level is held still
+    (the mean of the first hour) while the profile learns the day's shape, and only
+    changes well beyond that shape are raised. The profile is not changed by shifts, so
+    after a re-based shift or a gap of more than ``max_gap_s`` (which restarts the
+    level; the spread and the profile carry over) the usual morning peak is still
+    expected.
     """
 
     alpha: float = 0.05
