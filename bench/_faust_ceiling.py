@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ def main(bootstrap: str, topic: str, n: int) -> None:
         f"bench-ceiling-{secrets.token_hex(3)}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=tempfile.mkdtemp(prefix="cityops-bench-ceiling-"),
         topic_replication_factor=1,
         web_enabled=False,
         key_serializer="raw",

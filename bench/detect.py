@@ -347,7 +347,7 @@ def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[
 
     asyncio.run(load())
     asyncio.run(skip_history())
-    kafka_pid = Stack.from_settings(settings).kafka.status().pid or 0
+    kafka_pid = Stack.from_settings(settings).kafka.nodes[0].status().pid or 0
     env = {**os.environ, "CITYOPS_CITIES": WORKER_CITY, "CITYOPS_LOG_LEVEL": "WARNING"}
     with tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(

@@ -139,7 +139,7 @@ def _run(
         procs = {k: v.pid for k, v in services.items()}
         stack = Stack.from_settings(settings)
         for svc, pid_file, expect in (
-            ("kafka", stack.kafka.pid_file, "kafka.Kafka"),
+            *((node.name, node.pid_file, "kafka.Kafka") for node in stack.kafka.nodes),
             ("mosquitto", stack.mqtt.pid_file, "mosquitto"),
         ):
             pid = read_pid(pid_file, expect)

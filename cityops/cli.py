@@ -132,15 +132,40 @@ def stack() -> None:
 
 
 @stack.command("up")
-def stack_up() -> None:
+@click.option(
+    "--kafka-brokers",
+    type=click.IntRange(1, 9),
+    default=None,
+    help="Kafka nodes to run (default CITYOPS_KAFKA_BROKERS, 1); 3 runs a replicated "
+    "cluster. Set CITYOPS_KAFKA_BROKERS to the same for every other command.",
+)
+def stack_up(kafka_brokers: int | None) -> None:
     """Install what is missing and start every service that is not running."""
     from cityops import stack as stack_mod
 
-    results = stack_mod.up(load_settings(), log=lambda m: echo_err(f"stack: {m}"))
+    configured = load_settings()
+    settings = configured
+    if kafka_brokers is not None and kafka_brokers != configured.kafka_brokers:
+        first = configured.kafka_bootstrap.split(",")[0]
+        settings = Settings(
+            _env_file=None,
+            **{
+                **configured.model_dump(),
+                "kafka_brokers": kafka_brokers,
+                "kafka_bootstrap": first,
+            },
+        )
+    results = stack_mod.up(settings, log=lambda m: echo_err(f"stack: {m}"))
     for r in results:
         state = "started" if r.started else "running"
         notes = f" ({'; '.join(r.notes)})" if r.notes else ""
         click.echo(f"{r.name:<9} {state:<8} {r.seconds:6.1f} s{notes}")
+    if settings is not configured:
+        echo_err(
+            f"Kafka runs {settings.kafka_brokers} node(s) at {settings.kafka_bootstrap}: set "
+            f"CITYOPS_KAFKA_BROKERS={settings.kafka_brokers} in the environment or .env so "
+            "that the other commands (and `stack status`, `stack down`) use them"
+        )
 
 
 @stack.command("down")
@@ -1007,11 +1032,15 @@ def record_cmd(city: str, source: str, out: Path, duration: str, from_beginning:
 )
 def drill_cmd(names: tuple[str, ...], as_json: bool, short: bool) -> None:
     """Run drills (security, hostile, mosquitto, mosquitto-crash, bridge, kafka, postgres,
-    worker, workers, or all) on the real services."""
-    from cityops.drills import DRILLS, run_drills
+    worker, workers, kafka-node, or all) on the real services. kafka-node needs three
+    Kafka nodes (CITYOPS_KAFKA_BROKERS=3); all takes it when the stack has them."""
+    from cityops.drills import CLUSTER_DRILLS, DRILLS, run_drills
 
-    chosen = list(DRILLS) if "all" in names else list(names)
-    result = run_drills(load_settings(), chosen, short=short)
+    settings = load_settings()
+    chosen = list(names)
+    if "all" in names:
+        chosen = [n for n in DRILLS if n not in CLUSTER_DRILLS or settings.kafka_brokers >= 3]
+    result = run_drills(settings, chosen, short=short)
     if not as_json:
         for row in result["table"]:
             click.echo(

@@ -7,7 +7,10 @@ scratch database and a fresh city), so it counts only its own traffic.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import itertools
 import json
 import math
 import multiprocessing
@@ -91,6 +94,8 @@ class Pipeline:
             **os.environ,
             "CITYOPS_DB_DSN": self.dsn,
             "CITYOPS_CITIES": self.city,
+            "CITYOPS_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
+            "CITYOPS_KAFKA_BROKERS": str(self.settings.kafka_brokers),
             "CITYOPS_LOG_LEVEL": "INFO",
         }
         with (self.logs / f"{name}.log").open("ab") as fh:
@@ -219,7 +224,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
             lon=118.78,
             lat=32.04,
         )
-        for p in ("pg", "mq", "mc", "br", "kf", "hx", "sx", "wk", "tw")
+        for p in ("pg", "mq", "mc", "br", "kf", "hx", "sx", "wk", "tw", "kn")
         for i in range(DEVICES)
     ]
     device_password = secrets.token_urlsafe(18)
@@ -504,7 +509,88 @@ def drill_kafka(pipe: Pipeline, count: int = 10_000) -> DrillResult:
     )
 
 
+class Progress:
+    """Twice a second: the readings of ``prefix`` in the store and the offsets the
+    worker group has committed on the readings topic (what detection has finished).
+    The longest pause of each is the longest time either stood still between its first
+    and its last advance, i.e. while readings were flowing."""
+
+    def __init__(self, pipe: Pipeline, prefix: str, interval: float = 0.5) -> None:
+        self.pipe, self.prefix, self.interval = pipe, prefix, interval
+        self.stored: list[tuple[float, int]] = []
+        self.detected: list[tuple[float, int]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from lifeline import topics
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.pipe.settings.kafka_bootstrap, request_timeout_ms=2000
+        )
+        await admin.start()
+        try:
+            while not self._stop.is_set():
+                t = time.monotonic()
+                with contextlib.suppress(psycopg.Error):
+                    self.stored.append((t, self.pipe.stored(self.prefix)[0]))
+                try:
+                    got = await asyncio.wait_for(
+                        admin.list_consumer_group_offsets(self.pipe.worker_app), timeout=2
+                    )
+                    done = sum(
+                        max(0, om.offset)
+                        for tp, om in got.items()
+                        if tp.topic == topics.READINGS.name
+                    )
+                    self.detected.append((t, done))
+                except Exception as exc:  # leader moves: no sample this time
+                    self.failures.append(repr(exc))
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - t)))
+        finally:
+            await admin.close()
+
+    @staticmethod
+    def longest_pause(samples: list[tuple[float, int]]) -> float | None:
+        advances = [t for (_t0, v0), (t, v) in itertools.pairwise(samples) if v > v0]
+        if len(advances) < 2:
+            return None
+        return round(max(b - a for a, b in itertools.pairwise(advances)), 1)
+
+    def report(self) -> dict[str, float | int | None]:
+        return {
+            "longest_pause_stored_s": self.longest_pause(self.stored),
+            "longest_pause_detection_s": self.longest_pause(self.detected),
+            "detection_samples_missed": len(self.failures),
+        }
+
+
 def _worker_drill(
+    name: str,
+    pipe: Pipeline,
+    prefix: str,
+    count: int,
+    rate: float,
+    fault: Callable[[], object],
+) -> DrillResult:
+    with Progress(pipe, prefix) as progress:
+        result = _leak_drill(name, pipe, prefix, count, rate, fault)
+    result.detail.update(progress.report())
+    return result
+
+
+def _leak_drill(
     name: str,
     pipe: Pipeline,
     prefix: str,
@@ -596,6 +682,69 @@ def drill_workers(pipe: Pipeline, count: int = 40_000) -> DrillResult:
         return _worker_drill("workers", pipe, "tw", count, 2000.0, fault)
     finally:
         pipe.procs["worker"] = pipe.procs.pop("worker2")
+
+
+def drill_kafka_node(
+    pipe: Pipeline, count: int = 150_000, rate: float = 1_000.0, down_s: float = 60.0
+) -> DrillResult:
+    """One Kafka node of three (the leader of the readings' first partition) killed -9
+    in the middle of a leak on every device and started again after ``down_s``: the
+    leaders move to the other nodes, producers and consumers follow them, and nothing
+    acknowledged is lost or doubled (three replicas, ``min.insync.replicas`` 2, acks=all).
+    Reports the longest pauses in stored readings and in detection."""
+    if pipe.settings.kafka_brokers < 3:
+        raise CityOpsError(
+            "the kafka-node drill needs a cluster of three nodes: `cityops stack down`, "
+            "`cityops stack up --kafka-brokers 3`, and CITYOPS_KAFKA_BROKERS=3 for the drill"
+        )
+    kafka = Stack.from_settings(pipe.settings).kafka
+    victim = kafka.node(asyncio.run(_partition_leader(pipe.settings.kafka_bootstrap)))
+    timeline: dict[str, float] = {}
+    restarting: list[threading.Thread] = []
+
+    def restart() -> None:
+        time.sleep(down_s)
+        timeline["restart"] = time.monotonic()
+        kafka.up(lambda _m: None)
+        timeline["back"] = time.monotonic()
+
+    def fault() -> None:
+        victim.kill()
+        timeline["kill"] = time.monotonic()
+        restarting.append(threading.Thread(target=restart, daemon=True))
+        restarting[0].start()
+
+    result = _worker_drill("kafka-node", pipe, "kn", count, rate, fault)
+    for thread in restarting:
+        thread.join(300)
+    if "back" not in timeline:
+        result.ok = False
+    result.detail.update(
+        {
+            "killed": victim.name,
+            "down_s": down_s,
+            "rejoined_s": (
+                round(timeline["back"] - timeline["restart"], 1) if "back" in timeline else None
+            ),
+        }
+    )
+    return result
+
+
+async def _partition_leader(bootstrap: str, partition: int = 0) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from lifeline import topics
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topics.READINGS.name])
+        return next(
+            int(p["leader"]) for p in described["partitions"] if p["partition"] == partition
+        )
+    finally:
+        await admin.close()
 
 
 def hostile_payloads(rng: random.Random, n: int) -> Iterator[bytes]:
@@ -832,12 +981,17 @@ DRILLS: dict[str, Callable[[Pipeline], DrillResult]] = {
     "postgres": drill_postgres,
     "worker": drill_worker,
     "workers": drill_workers,
+    "kafka-node": drill_kafka_node,
 }
+
+#: Drills that need the stack's Kafka to run three nodes; ``all`` takes them only then.
+CLUSTER_DRILLS = ("kafka-node",)
 
 
 #: Shorter variants for the test suite; the full ones stay ``cityops drill NAME``.
 SHORT: dict[str, Callable[[Pipeline], DrillResult]] = {
     "bridge": functools.partial(drill_bridge, rate=2_000.0, away_s=10.0),
+    "kafka-node": functools.partial(drill_kafka_node, count=30_000, down_s=10.0),
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CITY_CODE = re.compile(r"^\d{6}$")
@@ -48,8 +48,17 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="Kafka nodes of the cluster (the local stack runs this many; topics get "
+        "min(3, nodes) replicas and, from three, min.insync.replicas 2)",
+    )
     kafka_bootstrap: str = Field(
-        "127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port]"
+        "127.0.0.1:19092",
+        description="Kafka bootstrap servers, host:port[,host:port]; with several nodes and "
+        "one address, the nodes listen on every second port from it",
     )
     mqtt_url: str = Field("mqtt://127.0.0.1:11883", description="MQTT broker URL")
     mqtt_username: str = Field("cityops-platform", description="MQTT user of the platform")
@@ -123,12 +132,24 @@ class Settings(BaseSettings):
 
     @field_validator("kafka_bootstrap")
     @classmethod
-    def _check_bootstrap(cls, value: str) -> str:
-        for server in value.split(","):
-            host, _, port = server.strip().rpartition(":")
+    def _check_bootstrap(cls, value: str, info: ValidationInfo) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        for server in servers:
+            host, _, port = server.rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"kafka_bootstrap entry {server!r} is not host:port")
-        return value
+        nodes = int(info.data.get("kafka_brokers", 1))
+        if 1 < len(servers) < nodes:
+            raise ValueError(
+                f"kafka_bootstrap lists {len(servers)} addresses for {nodes} nodes: "
+                "list every node, or only the first"
+            )
+        if len(servers) == 1 and nodes > 1:
+            # One address for a cluster: node i listens 2*i ports up (its controller
+            # on the port after), as `cityops stack up` starts them.
+            host, _, port = servers[0].rpartition(":")
+            servers = [f"{host}:{int(port) + 2 * i}" for i in range(nodes)]
+        return ",".join(servers)
 
     def mqtt_admin(self) -> tuple[str, str]:
         """User name and password of the broker's admin account; raises if not configured."""
@@ -150,6 +171,27 @@ class Settings(BaseSettings):
     @property
     def mqtt_port(self) -> int:
         return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def kafka_nodes(self) -> list[tuple[str, int]]:
+        """(host, port) of each Kafka node the local stack runs: the first
+        ``kafka_brokers`` bootstrap addresses."""
+        out = []
+        for server in self.kafka_bootstrap.split(",")[: self.kafka_brokers]:
+            host, _, port = server.rpartition(":")
+            out.append((host, int(port)))
+        return out
+
+    @property
+    def kafka_replication(self) -> int:
+        """Replicas of every topic the platform creates: min(3, nodes)."""
+        return min(3, self.kafka_brokers)
+
+    @property
+    def kafka_min_insync(self) -> int:
+        """``min.insync.replicas`` of the platform's topics: 2 with three replicas, so an
+        acknowledged write survives the loss of any one node."""
+        return 2 if self.kafka_replication >= 3 else 1
 
     @property
     def kafka_host(self) -> str:

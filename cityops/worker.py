@@ -67,6 +67,7 @@ def run_worker(
         readings_topic=readings_topic or topics.READINGS.name,
         checkpoint_s=checkpoint_s,
         acknowledged=acknowledged,
+        replication_factor=settings.kafka_replication,
     )
 
     asyncio.run(
@@ -74,6 +75,8 @@ def run_worker(
             settings.kafka_bootstrap,
             [f"{app_id}-{t}-changelog" for t in ("detect-state", "correlate-state")],
             topics.READINGS.partitions,
+            settings.kafka_replication,
+            settings.kafka_min_insync,
         )
     )
 
@@ -116,8 +119,11 @@ class _Worker(faust.Worker):
         configure(logging.getLevelName(level or logging.INFO))
 
 
-async def ensure_changelogs(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create the tables' changelog topics before Faust starts, and wait until the
+async def ensure_changelogs(
+    bootstrap: str, names: list[str], partitions: int, replication: int = 1, min_insync: int = 1
+) -> None:
+    """Create the tables' changelog topics (``replication`` replicas,
+    ``min.insync.replicas`` ``min_insync``) before Faust starts, and wait until the
     broker's metadata shows all their partitions: a topic Faust creates itself can show
     zero partitions for a moment, which it takes for a partition mismatch and stops."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -133,7 +139,15 @@ async def ensure_changelogs(bootstrap: str, names: list[str], partitions: int) -
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
-                        NewTopic(n, partitions, 1, topic_configs={"cleanup.policy": "compact"})
+                        NewTopic(
+                            n,
+                            partitions,
+                            replication,
+                            topic_configs={
+                                "cleanup.policy": "compact",
+                                "min.insync.replicas": str(min_insync),
+                            },
+                        )
                         for n in missing
                     ]
                 )

@@ -135,6 +135,9 @@ def create_app(
         datadir=datadir / app_id,
         topic_partitions=topics.READINGS.partitions,
         topic_replication_factor=replication_factor,
+        # A standby copy of every table partition on another worker: the survivor of a
+        # lost worker takes its partitions over without reading their whole changelog.
+        table_standby_replicas=1,
         web_enabled=False,
         producer_acks=-1,
         # Table changelogs and anomalies go out in batches rather than one request each.

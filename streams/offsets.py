@@ -22,13 +22,16 @@ what makes "exactly the next one" the right test.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import Counter
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +212,10 @@ class FaustOffsets:
             await admin.start()
             self._admin = admin
         tps = [TopicPartition(topic, p) for p in partitions]
-        got = await self._admin.list_consumer_group_offsets(self.group, partitions=tps)
+        got = await _retrying(
+            lambda: self._admin.list_consumer_group_offsets(self.group, partitions=tps),
+            "committed offsets",
+        )
         return {tp.partition: meta.offset for tp, meta in got.items() if meta.offset >= 0}
 
     async def commit(self, topic: str, offsets: Mapping[int, int]) -> None:
@@ -247,6 +253,27 @@ class FaustOffsets:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], what: str, patience_s: float = 120.0) -> T:
+    """``call()``, again after a retriable Kafka error (a node lost, the group's
+    coordinator or a leader moving) until ``patience_s`` has passed."""
+    from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+    deadline = time.monotonic() + patience_s
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except (KafkaError, TimeoutError) as exc:
+            retriable = getattr(exc, "retriable", False) or isinstance(
+                exc, KafkaTimeoutError | TimeoutError
+            )
+            if not retriable or time.monotonic() + delay > deadline:
+                raise
+            log.warning(f"{what} unavailable; retrying", extra={"error": repr(exc)})
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
 
 
 @dataclass

@@ -31,7 +31,9 @@ class Stack:
         stack_dir.mkdir(parents=True, exist_ok=True)
         stack_dir.chmod(0o755)
         return cls(
-            kafka=Kafka(stack_dir, settings.kafka_host, settings.kafka_port, default_cache_dir()),
+            kafka=Kafka(
+                stack_dir, settings.kafka_nodes, default_cache_dir(), settings.kafka_replication
+            ),
             mqtt=Mosquitto(
                 stack_dir,
                 settings.mqtt_host,
@@ -58,7 +60,11 @@ def up(settings: Settings, log: Callable[[str], None]) -> list[StartResult]:
     stack = Stack.from_settings(settings)
     results = [stack.postgres.up(log), stack.mqtt.up(log), stack.kafka.up(log)]
     t0 = time.monotonic()
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap))
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap, settings.kafka_replication, settings.kafka_min_insync
+        )
+    )
     if created:
         results[-1].notes.append(f"created topics {', '.join(created)}")
         results[-1].seconds += time.monotonic() - t0
@@ -78,14 +84,15 @@ def down(settings: Settings) -> dict[str, bool]:
 def status(settings: Settings) -> dict[str, ServiceStatus]:
     stack = Stack.from_settings(settings)
     return {
-        "kafka": stack.kafka.status(),
+        **stack.kafka.status(),
         "mqtt": stack.mqtt.status(),
         "postgres": stack.postgres.status(settings.db_dsn.get_secret_value()),
     }
 
 
-async def ensure_topics(bootstrap: str) -> list[str]:
-    """Create the platform's topics that do not exist yet; return the names created."""
+async def ensure_topics(bootstrap: str, replication: int = 1, min_insync: int = 1) -> list[str]:
+    """Create the platform's topics that do not exist yet, with ``replication`` replicas
+    and ``min.insync.replicas`` ``min_insync``; return the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -99,10 +106,11 @@ async def ensure_topics(bootstrap: str) -> list[str]:
                     NewTopic(
                         name=t.name,
                         num_partitions=t.partitions,
-                        replication_factor=1,
+                        replication_factor=replication,
                         topic_configs={
                             "cleanup.policy": "compact" if t.compacted else "delete",
                             "retention.ms": str(t.retention_hours * 3600 * 1000),
+                            "min.insync.replicas": str(min_insync),
                         },
                     )
                     for t in missing
