@@ -511,14 +511,15 @@ def drill_kafka(pipe: Pipeline, count: int = 10_000) -> DrillResult:
 
 class Progress:
     """Twice a second: the readings of ``prefix`` in the store and the offsets the
-    worker group has committed on the readings topic (what detection has finished).
-    The longest pause of each is the longest time either stood still between its first
-    and its last advance, i.e. while readings were flowing."""
+    worker group has committed on each partition of the readings topic (what detection
+    has finished). A longest pause is the longest time the store, or any one partition,
+    stood still between its first and its last advance, i.e. while readings were
+    flowing; for a partition whose worker was lost, that is the takeover time."""
 
     def __init__(self, pipe: Pipeline, prefix: str, interval: float = 0.5) -> None:
         self.pipe, self.prefix, self.interval = pipe, prefix, interval
         self.stored: list[tuple[float, int]] = []
-        self.detected: list[tuple[float, int]] = []
+        self.detected: dict[int, list[tuple[float, int]]] = {}
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -549,12 +550,9 @@ class Progress:
                     got = await asyncio.wait_for(
                         admin.list_consumer_group_offsets(self.pipe.worker_app), timeout=2
                     )
-                    done = sum(
-                        max(0, om.offset)
-                        for tp, om in got.items()
-                        if tp.topic == topics.READINGS.name
-                    )
-                    self.detected.append((t, done))
+                    for tp, om in got.items():
+                        if tp.topic == topics.READINGS.name:
+                            self.detected.setdefault(tp.partition, []).append((t, om.offset))
                 except Exception as exc:  # leader moves: no sample this time
                     self.failures.append(repr(exc))
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - t)))
@@ -571,7 +569,10 @@ class Progress:
     def report(self) -> dict[str, float | int | None]:
         return {
             "longest_pause_stored_s": self.longest_pause(self.stored),
-            "longest_pause_detection_s": self.longest_pause(self.detected),
+            "longest_pause_detection_s": max(
+                (p for p in map(self.longest_pause, self.detected.values()) if p is not None),
+                default=None,
+            ),
             "detection_samples_missed": len(self.failures),
         }
 

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         ("320100",), description="GB/T 2260 codes of the pilot cities, comma separated"
     )
     stack_dir: Path = Field(default_factory=default_stack_dir, description="Local stack state")
+    kafka_dir: Path | None = Field(
+        None,
+        description="Folder the local stack's Kafka nodes keep their data and logs in "
+        "(kafka/ for one node, kafka-cluster/node-N for several); default the stack folder",
+    )
     log_level: str = Field("INFO", description="Log level of every service")
     metrics_addr: str = Field(
         "127.0.0.1", description="Address the services' Prometheus endpoints listen on"

@@ -32,7 +32,10 @@ class Stack:
         stack_dir.chmod(0o755)
         return cls(
             kafka=Kafka(
-                stack_dir, settings.kafka_nodes, default_cache_dir(), settings.kafka_replication
+                settings.kafka_dir or stack_dir,
+                settings.kafka_nodes,
+                default_cache_dir(),
+                settings.kafka_replication,
             ),
             mqtt=Mosquitto(
                 stack_dir,

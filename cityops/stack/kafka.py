@@ -89,8 +89,8 @@ class _EarlyExit(Exception):
 
 class KafkaNode:
     """One KRaft node (broker and controller). A one-node stack keeps its files under
-    ``<stack>/kafka``, node *i* of a cluster under ``<stack>/kafka-cluster/node-i``;
-    jars under ``<cache>/kafka-<v>``."""
+    ``<dir>/kafka``, node *i* of a cluster under ``<dir>/kafka-cluster/node-i`` (``dir``:
+    ``CITYOPS_KAFKA_DIR``, by default the stack folder); jars under ``<cache>/kafka-<v>``."""
 
     def __init__(
         self,
@@ -322,16 +322,16 @@ class Kafka:
     name = "kafka"
 
     def __init__(
-        self, stack_dir: Path, nodes: list[tuple[str, int]], cache_dir: Path, replication: int
+        self, base: Path, nodes: list[tuple[str, int]], cache_dir: Path, replication: int
     ) -> None:
-        self.stack_dir = stack_dir
+        self.base = base
         self.cache_dir = cache_dir
         if len(nodes) == 1:
             host, port = nodes[0]
-            self.dir = stack_dir / "kafka"
+            self.dir = base / "kafka"
             self.nodes = [KafkaNode(self.dir, host, port, cache_dir, replication=replication)]
         else:
-            self.dir = stack_dir / "kafka-cluster"
+            self.dir = base / "kafka-cluster"
             voters = [(i + 1, h, p + 1) for i, (h, p) in enumerate(nodes)]
             self.nodes = [
                 KafkaNode(
@@ -360,8 +360,8 @@ class Kafka:
         """Nodes of this stack's Kafka of another size (one node or a cluster), which
         ``down`` stops too."""
         mine = {n.pid_file for n in self.nodes}
-        found = [self.stack_dir / "kafka" / "kafka.pid"]
-        found += sorted((self.stack_dir / "kafka-cluster").glob("node-*/kafka.pid"))
+        found = [self.base / "kafka" / "kafka.pid"]
+        found += sorted((self.base / "kafka-cluster").glob("node-*/kafka.pid"))
         return [
             KafkaNode(pid.parent, "127.0.0.1", 0, self.cache_dir)
             for pid in found

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -64,6 +66,63 @@ def test_addresses_are_parsed_for_the_stack() -> None:
     )
     with pytest.raises(ValidationError, match="host:port"):
         make(kafka_bootstrap="localhost")
+
+
+def test_a_cluster_of_three_gets_every_node_replicated_topics_and_two_in_sync() -> None:
+    one = make()
+    assert (one.kafka_nodes, one.kafka_replication, one.kafka_min_insync) == (
+        [("127.0.0.1", 19092)],
+        1,
+        1,
+    )
+    three = make(kafka_brokers=3)
+    assert three.kafka_bootstrap == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    assert three.kafka_nodes == [("127.0.0.1", 19092), ("127.0.0.1", 19094), ("127.0.0.1", 19096)]
+    assert (three.kafka_replication, three.kafka_min_insync) == (3, 2)
+    listed = make(kafka_brokers=3, kafka_bootstrap="k1:9092,k2:9092,k3:9092")
+    assert listed.kafka_nodes == [("k1", 9092), ("k2", 9092), ("k3", 9092)]
+    assert make(kafka_brokers=5).kafka_replication == 3
+    with pytest.raises(ValidationError, match="list every node, or only the first"):
+        make(kafka_brokers=3, kafka_bootstrap="k1:9092,k2:9092")
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        make(kafka_brokers=0)
+
+
+def test_a_cluster_node_names_every_voter_and_replicates_internal_topics(tmp_path: Path) -> None:
+    from cityops.errors import StackError
+    from cityops.stack.kafka import Kafka
+
+    nodes = make(kafka_brokers=3).kafka_nodes
+    kafka = Kafka(tmp_path, nodes, tmp_path / "cache", replication=3)
+    assert [n.name for n in kafka.nodes] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert [n.dir for n in kafka.nodes] == [
+        tmp_path / "kafka-cluster" / f"node-{i}" for i in (1, 2, 3)
+    ]
+    props = dict(
+        line.split("=", 1) for line in kafka.node(2).properties().splitlines() if "=" in line
+    )
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == (
+        "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    )
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19094,CONTROLLER://127.0.0.1:19095"
+    for key in ("default.replication.factor", "offsets.topic.replication.factor"):
+        assert props[key] == "3"
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    assert props["unclean.leader.election.enable"] == "false"
+    single = Kafka(tmp_path, [("127.0.0.1", 19092)], tmp_path / "cache", replication=1)
+    assert single.nodes[0].name == "kafka"
+    assert single.nodes[0].dir == tmp_path / "kafka"
+    with pytest.raises(StackError, match="ports overlap"):
+        Kafka(tmp_path, [("127.0.0.1", 9092), ("127.0.0.1", 9093)], tmp_path, replication=2)
+
+
+def test_the_longest_pause_counts_only_while_a_count_advances() -> None:
+    from cityops.drills import Progress
+
+    samples = [(0.0, 0), (1.0, 0), (2.0, 5), (3.0, 9), (4.0, 9), (5.0, 9), (9.5, 12), (10.0, 12)]
+    assert Progress.longest_pause(samples) == 6.5
+    assert Progress.longest_pause([(0.0, 3), (1.0, 3)]) is None
 
 
 def test_fresh_env_has_different_random_secrets_each_time() -> None:
