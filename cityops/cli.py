@@ -743,8 +743,21 @@ def api() -> None:
     show_envvar=True,
     help="A device seen within this many minutes counts as online.",
 )
-def api_serve(host: str, port: int, rate: float, online_window_min: float) -> None:
-    """Serve the cockpit API, the live feed and the web cockpit."""
+@click.option(
+    "--escalate-every",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    envvar="CITYOPS_API_ESCALATE_EVERY_S",
+    show_envvar=True,
+    help="Seconds between checks for unacknowledged alerts past their deadline (one "
+    "replica at a time does the check).",
+)
+def api_serve(
+    host: str, port: int, rate: float, online_window_min: float, escalate_every: float
+) -> None:
+    """Serve the cockpit API, the live feed and the web cockpit. Run as many replicas
+    behind one address as needed: escalation and webhook delivery happen once across
+    them, feed tickets and resumes work on any of them; rate limits count per replica."""
     from datetime import timedelta
 
     import psycopg
@@ -764,6 +777,7 @@ def api_serve(host: str, port: int, rate: float, online_window_min: float) -> No
             online_window=timedelta(minutes=online_window_min),
             rate_per_s=rate,
             burst=rate * 4,
+            escalate_every_s=escalate_every,
         )
     )
     echo_err(f"api: cockpit on http://{host}:{port}/  (OpenAPI at /docs)")

@@ -47,7 +47,6 @@ from cockpit_api.auth import (
     KeyCache,
     Principal,
     RateLimiter,
-    Tickets,
     authenticate,
     cities_for,
     require_city,
@@ -289,7 +288,7 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     def run_escalation() -> list[str]:
         with pool.connection() as conn:
-            return db.escalate(conn, datetime.now(UTC))
+            return db.escalate_alone(conn, datetime.now(UTC)) or []
 
     app = FastAPI(
         title="CityOps cockpit API",
@@ -302,7 +301,6 @@ def create_app(config: ApiConfig) -> FastAPI:
     )
     app.state.keys = KeyCache(verify)
     app.state.limiter = RateLimiter(config.rate_per_s, config.burst)
-    app.state.tickets = Tickets()
     app.state.hub = hub
     app.state.dispatcher = dispatcher
     app.state.pool = pool
@@ -744,14 +742,21 @@ def create_app(config: ApiConfig) -> FastAPI:
     @app.post("/v1/feed/ticket", tags=["feed"])
     def feed_ticket(who: Who) -> dict[str, Any]:
         """A one-time ticket (60 s) for the WebSocket or SSE URL, for browsers."""
-        return {"ticket": app.state.tickets.issue(who), "expires_in_s": 60}
+        with pool.connection() as c:
+            ticket = db.issue_ticket(c, who.key_id, timedelta(seconds=60))
+        return {"ticket": ticket, "expires_in_s": 60}
+
+    def redeem(ticket: str) -> db.ApiKey | None:
+        with pool.connection() as c:
+            return db.redeem_ticket(c, ticket)
 
     async def _feed_principal(request: Any, ticket: str | None) -> Principal:
         if ticket:
-            who: Principal | None = app.state.tickets.redeem(ticket)
-            if who is None:
+            # Tickets live in the database: any API replica redeems what another issued.
+            found = await asyncio.to_thread(redeem, ticket)
+            if found is None:
                 raise HTTPException(401, detail="the feed ticket is unknown, used or expired")
-            return who
+            return Principal.of(found)
         return await authenticate(request)
 
     @app.websocket("/v1/feed/ws")

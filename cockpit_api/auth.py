@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -110,30 +109,6 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
-
-
-class Tickets:
-    """One-time tickets, valid for ``ttl_s``, standing in for a key on a live-feed URL."""
-
-    def __init__(self, ttl_s: float = 60.0) -> None:
-        self._ttl = ttl_s
-        self._lock = threading.Lock()
-        self._tickets: dict[str, tuple[float, Principal]] = {}
-
-    def issue(self, who: Principal) -> str:
-        ticket = secrets.token_urlsafe(24)
-        now = time.monotonic()
-        with self._lock:
-            self._tickets = {t: v for t, v in self._tickets.items() if v[0] > now}
-            self._tickets[ticket] = (now + self._ttl, who)
-        return ticket
-
-    def redeem(self, ticket: str) -> Principal | None:
-        with self._lock:
-            entry = self._tickets.pop(ticket, None)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
 
 
 def token_of(request: Any) -> str | None:

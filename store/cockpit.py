@@ -112,6 +112,29 @@ def verify_key(conn: psycopg.Connection[Any], token: str) -> ApiKey | None:
     return ApiKey(key_id, row[1], row[2], tuple(row[3]))
 
 
+def issue_ticket(conn: psycopg.Connection[Any], key_id: str, ttl: timedelta) -> str:
+    """A one-time ticket standing in for key ``key_id`` for ``ttl``; expired ones go."""
+    ticket = secrets.token_urlsafe(24)
+    conn.execute("DELETE FROM feed_tickets WHERE expires_at < now()")
+    conn.execute(
+        "INSERT INTO feed_tickets (ticket_hash, key_id, expires_at) VALUES (%s, %s, now() + %s)",
+        (_hash(ticket), key_id, ttl),
+    )
+    return ticket
+
+
+def redeem_ticket(conn: psycopg.Connection[Any], ticket: str) -> ApiKey | None:
+    """The key a ticket stands in for, once: used, expired or of a revoked key, None."""
+    row = conn.execute(
+        "WITH t AS (DELETE FROM feed_tickets WHERE ticket_hash = %s"
+        "  RETURNING key_id, expires_at)"
+        " SELECT k.key_id, k.name, k.role, k.cities FROM t JOIN api_keys k USING (key_id)"
+        " WHERE t.expires_at > now() AND k.revoked_at IS NULL",
+        (_hash(ticket),),
+    ).fetchone()
+    return None if row is None else ApiKey(row[0], row[1], row[2], tuple(row[3]))
+
+
 def revoke_key(conn: psycopg.Connection[Any], key_id: str) -> bool:
     cur = conn.execute(
         "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
@@ -413,6 +436,18 @@ def transition(
     found = get_alert(conn, incident_id, None)
     assert found is not None  # noqa: S101  # just updated
     return found
+
+
+def escalate_alone(conn: psycopg.Connection[Any], now: datetime) -> list[str] | None:
+    """:func:`escalate`, by one API replica at a time (a PostgreSQL advisory lock, let go
+    when done or when the replica's connection drops); None when another is at it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtext('cityops.escalation'))").fetchone()
+    if not (row and row[0]):
+        return None
+    try:
+        return escalate(conn, now)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext('cityops.escalation'))")
 
 
 def escalate(conn: psycopg.Connection[Any], now: datetime, limit: int = 200) -> list[str]:

@@ -76,3 +76,35 @@ def test_the_broker_is_mosquitto_2_1_configured_like_the_local_stack() -> None:
     assert f"max_inflight_messages {MAX_INFLIGHT}" in conf
     assert not any(line.startswith(("password_file", "acl_file")) for line in conf)
     assert "use_identity_as_username true" in conf
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge of an override file: mappings key by key, the rest replaced."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def test_the_cluster_variant_runs_three_replicating_nodes_every_client_knows() -> None:
+    cluster = yaml.safe_load((COMPOSE.parent / "docker-compose.cluster.yml").read_text())
+    services = _merged(load(), cluster)["services"]
+    nodes = [services[n] for n in ("kafka", "kafka-2", "kafka-3")]
+    assert [n["environment"]["KAFKA_NODE_ID"] for n in nodes] == [1, 2, 3]
+    voters = {n["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for n in nodes}
+    assert voters == {"1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert len({n["environment"]["CLUSTER_ID"] for n in nodes}) == 1
+    for node in nodes:
+        env = node["environment"]
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == 2
+        assert "test" in node["healthcheck"]
+    assert len({n["environment"]["KAFKA_ADVERTISED_LISTENERS"] for n in nodes}) == 3
+    platform = [s for s in services.values() if s.get("build") == "."]
+    for svc in platform:
+        assert svc["environment"]["CITYOPS_KAFKA_BROKERS"] == "3"
+        assert svc["environment"]["CITYOPS_KAFKA_BOOTSTRAP"] == (
+            "kafka:9092,kafka-2:9092,kafka-3:9092"
+        )
+        assert svc["environment"]["CITYOPS_DB_DSN"]  # the base file's variables remain
