@@ -13,8 +13,10 @@
   last of its readings being acknowledged by MQTT to its incident arriving on the cockpit
   WebSocket: ``p50_ms`` / ``p99_ms`` at the first rate, and per rate under ``latency``.
 * ``bridges`` bridge processes and ``sinks`` sink processes, one worker, one API.
-* ``cpu_pct`` / ``rss_mb`` per process (ingest, sink, worker, api, kafka, mosquitto)
-  over the throughput phase, from /proc.
+* ``cpu_pct`` / ``rss_mb`` per process (ingest, sink, worker, api, each Kafka node,
+  mosquitto) over the throughput phase, from /proc.
+* ``--kafka-brokers 3``: on two empty Kafkas started for the run, one node and three
+  (``replicated``), and ``replication_cost_pct``, the throughput replication costs.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from bench._mqtt_load import paced_publisher, publisher
 from bench._support import free_port, scratch_database
 from cityops.onboard import put_device_accounts
 from cityops.settings import Settings, get_settings
-from cityops.stack import Stack
+from cityops.stack import Stack, scratch_kafka
 from cityops.stack.common import read_pid
 from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline.devices import Device
@@ -65,12 +67,47 @@ def run(
     seconds: float = 30.0,
     bridges: int = 2,
     sinks: int = 1,
+    kafka_brokers: int | None = None,
 ) -> dict[str, Any]:
-    global CITY  # noqa: PLW0603  # one fresh city per run: no earlier run's traffic counts
-    CITY = f"3299{secrets.randbelow(90) + 10:02d}"
+    """The figures on the stack's Kafka; with ``kafka_brokers`` (e.g. 3), on two Kafkas
+    started for the run instead, one node and then that many (replicated topics, acks=all
+    with ``min.insync.replicas`` 2): the latter's figures under ``replicated``, with
+    ``replication_cost_pct``, the throughput replication costs. Both start empty, so
+    neither carries the topics and data of earlier runs."""
     if len(rates) > MAX_RATES:
         raise ValueError(f"at most {MAX_RATES} background rates")
     settings = get_settings()
+    if kafka_brokers is None:
+        return {
+            "kafka_nodes": settings.kafka_brokers,
+            **_once(settings, messages, rates, seconds, bridges, sinks),
+        }
+    passes = {}
+    for nodes in (1, kafka_brokers):
+        with scratch_kafka(settings, nodes, lambda m: print(f"bench: {m}", file=sys.stderr)) as k:
+            passes[nodes] = _once(k, messages, rates, seconds, bridges, sinks)
+    one, other = passes[1], passes[kafka_brokers]
+    keep = ("readings_per_s", "lost", "p50_ms", "p99_ms", "latency", "cpu_pct", "rss_mb", "logs")
+    return {
+        "kafka_nodes": 1,
+        **one,
+        "replicated": {"kafka_nodes": kafka_brokers, **{k: other[k] for k in keep if k in other}},
+        "replication_cost_pct": round(
+            100.0 * (1.0 - other["readings_per_s"] / one["readings_per_s"]), 1
+        ),
+    }
+
+
+def _once(
+    settings: Settings,
+    messages: int,
+    rates: tuple[float, ...],
+    seconds: float,
+    bridges: int,
+    sinks: int,
+) -> dict[str, Any]:
+    global CITY  # noqa: PLW0603  # one fresh city per run: no earlier run's traffic counts
+    CITY = f"3299{secrets.randbelow(90) + 10:02d}"
     with scratch_database(settings, "cityops_bench_e2e") as dsn:
         return _run(settings, dsn, messages, rates, seconds, bridges, sinks)
 
@@ -94,6 +131,8 @@ def _run(
             **os.environ,
             "CITYOPS_DB_DSN": dsn,
             "CITYOPS_CITIES": CITY,
+            "CITYOPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "CITYOPS_KAFKA_BROKERS": str(settings.kafka_brokers),
             "CITYOPS_LOG_LEVEL": "INFO",
             "CITYOPS_API_PORT": str(port),
             "CITYOPS_API_RATE": "100000",

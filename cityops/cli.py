@@ -1169,14 +1169,25 @@ def grid_generate(communities: Path, cell_m: float, out: Path) -> None:
     show_envvar=True,
     help="Timed repetitions (the median is reported); each benchmark has its own default.",
 )
-def bench_cmd(name: str, runs: int | None) -> None:
+@click.option(
+    "--kafka-brokers",
+    type=click.IntRange(2, 9),
+    default=None,
+    help="e2e: also run on a Kafka of this many nodes, started for the run, and report "
+    "what replication costs.",
+)
+def bench_cmd(name: str, runs: int | None, kafka_brokers: int | None) -> None:
     """Run benchmark NAME; the last line is one JSON object with its figures."""
     import bench
 
     names = bench.available()
     if name not in names:
         raise CityOpsError(f"no benchmark {name!r}; choose one of: {', '.join(names)}")
-    options = {} if runs is None else {"runs": runs}
+    options: dict[str, Any] = {} if runs is None else {"runs": runs}
+    if kafka_brokers is not None:
+        if name != "e2e":
+            raise CityOpsError("--kafka-brokers is an option of `cityops bench e2e` only")
+        options["kafka_brokers"] = kafka_brokers
     click.echo(bench.dumps(bench.run(name, **options)))
 
 

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         description="Kafka bootstrap servers, host:port[,host:port]; with several nodes and "
         "one address, the nodes listen on every second port from it",
     )
+    readings_partitions: int = Field(
+        12,
+        ge=1,
+        le=1024,
+        description="Partitions of cityops.readings when the stack creates it: the most "
+        "detection workers that can share the load",
+    )
     mqtt_url: str = Field("mqtt://127.0.0.1:11883", description="MQTT broker URL")
     mqtt_username: str = Field("cityops-platform", description="MQTT user of the platform")
     mqtt_password: SecretStr = Field(description="MQTT password of the platform user")

@@ -56,6 +56,10 @@ def run_worker(
             )
             return [], after
 
+    topic = readings_topic or topics.READINGS.name
+    # The topic's own partition count (CITYOPS_READINGS_PARTITIONS when the stack made
+    # it): the detect table and its changelog are partitioned like it.
+    partitions = asyncio.run(topic_partitions(settings.kafka_bootstrap, topic))
     app, agents = create_app(
         settings.kafka_bootstrap,
         registry,
@@ -64,7 +68,8 @@ def run_worker(
         rules=rules,
         offline_min_s=offline_min_s,
         liveness_every_s=liveness_every_s,
-        readings_topic=readings_topic or topics.READINGS.name,
+        readings_topic=topic,
+        readings_partitions=partitions,
         checkpoint_s=checkpoint_s,
         acknowledged=acknowledged,
         replication_factor=settings.kafka_replication,
@@ -73,8 +78,10 @@ def run_worker(
     asyncio.run(
         ensure_changelogs(
             settings.kafka_bootstrap,
-            [f"{app_id}-{t}-changelog" for t in ("detect-state", "correlate-state")],
-            topics.READINGS.partitions,
+            {
+                f"{app_id}-detect-state-changelog": partitions,
+                f"{app_id}-correlate-state-changelog": topics.ANOMALIES.partitions,
+            },
             settings.kafka_replication,
             settings.kafka_min_insync,
         )
@@ -119,16 +126,36 @@ class _Worker(faust.Worker):
         configure(logging.getLevelName(level or logging.INFO))
 
 
+async def topic_partitions(bootstrap: str, topic: str) -> int:
+    """How many partitions ``topic`` has; a clear error when it does not exist."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    found = len(described.get("partitions") or ())
+    if not found:
+        raise ConfigError(
+            f"Kafka at {bootstrap} has no topic {topic}: `cityops stack up` creates the "
+            "platform's topics"
+        )
+    return found
+
+
 async def ensure_changelogs(
-    bootstrap: str, names: list[str], partitions: int, replication: int = 1, min_insync: int = 1
+    bootstrap: str, partitions: dict[str, int], replication: int = 1, min_insync: int = 1
 ) -> None:
-    """Create the tables' changelog topics (``replication`` replicas,
+    """Create the tables' changelog topics (name → partitions; ``replication`` replicas,
     ``min.insync.replicas`` ``min_insync``) before Faust starts, and wait until the
     broker's metadata shows all their partitions: a topic Faust creates itself can show
     zero partitions for a moment, which it takes for a partition mismatch and stops."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
+    names = list(partitions)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -141,7 +168,7 @@ async def ensure_changelogs(
                     [
                         NewTopic(
                             n,
-                            partitions,
+                            partitions[n],
                             replication,
                             topic_configs={
                                 "cleanup.policy": "compact",
@@ -151,13 +178,19 @@ async def ensure_changelogs(
                         for n in missing
                     ]
                 )
+        found: dict[str, int] = {}
         for _ in range(100):
             described = await admin.describe_topics(names)
-            if all(len(t.get("partitions", ())) == partitions for t in described):
+            found = {t["topic"]: len(t.get("partitions", ())) for t in described}
+            if found == partitions:
                 return
+            if any(found.get(n, 0) not in (0, partitions[n]) for n in names):
+                break
             await asyncio.sleep(0.1)
         raise ConfigError(
-            f"the changelog topics {names} did not come up with {partitions} partitions"
+            f"the changelog topics have {found} partitions where {partitions} are needed; "
+            "after the readings topic grew, delete the worker's changelog topics (its "
+            "series learn afresh) and start it again"
         )
     finally:
         await admin.close()

@@ -102,6 +102,7 @@ def create_app(
     offline_min_s: float = 120.0,
     offline_default_s: float = 900.0,
     readings_topic: str = topics.READINGS.name,
+    readings_partitions: int = topics.READINGS.partitions,
     checkpoint_s: float = 1.0,
     checkpoint_events: int = 2000,
     output_delay_s: float = 0.05,
@@ -133,7 +134,7 @@ def create_app(
         broker=f"kafka://{bootstrap}",
         store=store,
         datadir=datadir / app_id,
-        topic_partitions=topics.READINGS.partitions,
+        topic_partitions=readings_partitions,
         topic_replication_factor=replication_factor,
         # A standby copy of every table partition on another worker: the survivor of a
         # lost worker takes its partitions over without reading their whole changelog.
@@ -157,13 +158,13 @@ def create_app(
 
     # The agents keep and commit their own positions (streams.offsets): Faust neither
     # acknowledges nor commits their topics.
-    readings = raw_topic(readings_topic, topics.READINGS.partitions, acks=False)
+    readings = raw_topic(readings_topic, readings_partitions, acks=False)
     video = raw_topic(topics.VIDEO.name, topics.VIDEO.partitions, acks=False)
     anomalies = raw_topic(topics.ANOMALIES.name, topics.ANOMALIES.partitions, acks=False)
     series_state = app.Table(
         "detect-state",
         default=None,
-        partitions=topics.READINGS.partitions,
+        partitions=readings_partitions,
         key_type=str,
         value_type=bytes,
     )

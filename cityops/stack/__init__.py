@@ -7,16 +7,20 @@ Each service records the pid of the process it started under the stack folder;
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from cityops.settings import Settings
-from cityops.stack.common import ServiceStatus, StartResult
+from cityops.stack.common import ServiceStatus, StartResult, free_ports
 from cityops.stack.kafka import Kafka, default_cache_dir
 from cityops.stack.mosquitto import Mosquitto
 from cityops.stack.postgres import Postgres
-from lifeline.topics import ALL_TOPICS
+from lifeline.topics import ALL_TOPICS, READINGS
 
 
 @dataclass
@@ -65,7 +69,10 @@ def up(settings: Settings, log: Callable[[str], None]) -> list[StartResult]:
     t0 = time.monotonic()
     created = asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap, settings.kafka_replication, settings.kafka_min_insync
+            settings.kafka_bootstrap,
+            settings.kafka_replication,
+            settings.kafka_min_insync,
+            settings.readings_partitions,
         )
     )
     if created:
@@ -93,9 +100,15 @@ def status(settings: Settings) -> dict[str, ServiceStatus]:
     }
 
 
-async def ensure_topics(bootstrap: str, replication: int = 1, min_insync: int = 1) -> list[str]:
+async def ensure_topics(
+    bootstrap: str,
+    replication: int = 1,
+    min_insync: int = 1,
+    readings_partitions: int = READINGS.partitions,
+) -> list[str]:
     """Create the platform's topics that do not exist yet, with ``replication`` replicas
-    and ``min.insync.replicas`` ``min_insync``; return the names created."""
+    and ``min.insync.replicas`` ``min_insync`` (the readings topic with
+    ``readings_partitions`` partitions); return the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -108,7 +121,9 @@ async def ensure_topics(bootstrap: str, replication: int = 1, min_insync: int = 
                 [
                     NewTopic(
                         name=t.name,
-                        num_partitions=t.partitions,
+                        num_partitions=(
+                            readings_partitions if t.name == READINGS.name else t.partitions
+                        ),
                         replication_factor=replication,
                         topic_configs={
                             "cleanup.policy": "compact" if t.compacted else "delete",
@@ -122,3 +137,34 @@ async def ensure_topics(bootstrap: str, replication: int = 1, min_insync: int = 
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+@contextmanager
+def scratch_kafka(settings: Settings, nodes: int, log: Callable[[str], None]) -> Iterator[Settings]:
+    """A Kafka of ``nodes`` nodes of its own (free ports, a temporary folder) beside the
+    stack's, with the platform's topics; yields the settings that point at it (the rest
+    of the stack unchanged). Stopped and removed afterwards."""
+    base = free_ports(2 * nodes)
+    folder = Path(tempfile.mkdtemp(prefix=f"cityops-kafka{nodes}-"))
+    scratch = settings.model_copy(
+        update={
+            "kafka_brokers": nodes,
+            "kafka_bootstrap": ",".join(f"127.0.0.1:{base + 2 * i}" for i in range(nodes)),
+            "kafka_dir": folder,
+        }
+    )
+    kafka = Stack.from_settings(scratch).kafka
+    try:
+        kafka.up(log)
+        asyncio.run(
+            ensure_topics(
+                scratch.kafka_bootstrap,
+                scratch.kafka_replication,
+                scratch.kafka_min_insync,
+                scratch.readings_partitions,
+            )
+        )
+        yield scratch
+    finally:
+        kafka.down()
+        shutil.rmtree(folder, ignore_errors=True)

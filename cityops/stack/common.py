@@ -73,6 +73,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1", low: int = 30000, high: int = 40000) -> int:
+    """A port p with p .. p+count-1 all free right now (e.g. Kafka nodes, each with its
+    controller on the next port)."""
+    import secrets
+
+    for _ in range(500):
+        base = low + secrets.randbelow(high - low - count)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return base
+    raise StackError(f"no {count} free ports in a row between {low} and {high}")
+
+
 def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,15 +1,12 @@
 """A replicated Kafka cluster of three nodes on this machine: every platform topic on
-three replicas with min.insync.replicas 2; one node killed -9 in the middle of a leak
-loses and doubles nothing, and a worker lost from a two-worker group is taken over."""
+three replicas with min.insync.replicas 2 (the readings topic with the partitions asked
+for); one node killed -9 in the middle of a leak loses and doubles nothing, and a worker
+lost from a two-worker group is taken over."""
 
 from __future__ import annotations
 
 import asyncio
-import random
-import shutil
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -18,56 +15,20 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from cityops import stack
 from cityops.drills import run_drills
 from cityops.settings import Settings
-from lifeline.topics import ALL_TOPICS
+from lifeline.topics import ALL_TOPICS, READINGS
 
 pytestmark = pytest.mark.integration
 
-
-def _six_free_ports() -> int:
-    """A port p with p..p+5 free: three nodes, each with its controller on the next."""
-    for _ in range(200):
-        base = random.randrange(30000, 40000, 2)
-        try:
-            socks = []
-            for port in range(base, base + 6):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError("no six free ports in a row between 30000 and 40000")
+READINGS_PARTITIONS = 24
 
 
 @pytest.fixture(scope="module")
-def cluster(live_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def cluster(live_stack: Settings) -> Iterator[Settings]:
     """Three Kafka nodes of their own beside the stack's Kafka, sharing its Mosquitto
-    and PostgreSQL."""
-    base = _six_free_ports()
-    kafka_dir: Path = tmp_path_factory.mktemp("kafka3")
-    settings = live_stack.model_copy(
-        update={
-            "kafka_brokers": 3,
-            "kafka_bootstrap": ",".join(f"127.0.0.1:{base + 2 * i}" for i in range(3)),
-            "kafka_dir": kafka_dir,
-        }
-    )
-    kafka = stack.Stack.from_settings(settings).kafka
-    try:
-        result = kafka.up(lambda _m: None)
-        assert result.started
-        asyncio.run(
-            stack.ensure_topics(
-                settings.kafka_bootstrap, settings.kafka_replication, settings.kafka_min_insync
-            )
-        )
+    and PostgreSQL; the readings topic sized for more workers than the default."""
+    sized = live_stack.model_copy(update={"readings_partitions": READINGS_PARTITIONS})
+    with stack.scratch_kafka(sized, 3, lambda _m: None) as settings:
         yield settings
-    finally:
-        kafka.down()
-        shutil.rmtree(kafka_dir, ignore_errors=True)
 
 
 def test_every_node_answers_and_topics_have_three_replicas_two_in_sync(cluster: Settings) -> None:
@@ -92,7 +53,9 @@ def test_every_node_answers_and_topics_have_three_replicas_two_in_sync(cluster: 
         return topics, isr
 
     topics, isr = asyncio.run(describe())
-    assert {t["topic"] for t in topics} == {t.name for t in ALL_TOPICS}
+    assert {t["topic"]: len(t["partitions"]) for t in topics} == {  # type: ignore[arg-type]
+        t.name: READINGS_PARTITIONS if t is READINGS else t.partitions for t in ALL_TOPICS
+    }
     for topic in topics:
         for partition in topic["partitions"]:  # type: ignore[attr-defined]
             assert len(partition["replicas"]) == 3, (topic["topic"], partition)
