@@ -1,0 +1,39 @@
+"""Short variants of the benchmarks that span the whole platform: they run end to end on
+the real services and report what they promise (the full runs stay `cityops bench`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import bench
+from cityops.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_e2e_on_one_and_three_kafka_nodes_loses_nothing_and_reports_both(
+    live_stack: Settings,
+) -> None:
+    result = json.loads(
+        bench.dumps(
+            bench.run("e2e", messages=20_000, rates=(1000.0,), seconds=6.0, kafka_brokers=3)
+        )
+    )
+    assert result["name"] == "e2e"
+    assert result["kafka_nodes"] == 1
+    replicated = result["replicated"]
+    assert replicated["kafka_nodes"] == 3
+    for side in (result, replicated):
+        assert side["lost"] == 0
+        assert side["readings_per_s"] > 0
+        leaks = side["latency"]["1000"]
+        assert leaks["leaks"] == 2
+        assert leaks["leaks_seen"] >= 1
+        assert {"ingest", "sink", "worker", "api", "mosquitto"} <= set(side["cpu_pct"])
+    assert "kafka" in result["cpu_pct"]
+    assert {"kafka-1", "kafka-2", "kafka-3"} <= set(replicated["cpu_pct"])
+    assert result["replication_cost_pct"] == pytest.approx(
+        100.0 * (1.0 - replicated["readings_per_s"] / result["readings_per_s"]), abs=0.1
+    )
