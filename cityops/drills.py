@@ -602,77 +602,65 @@ def _worker_drill(
     rate: float,
     fault: Callable[[], object],
 ) -> DrillResult:
-    with Progress(pipe, prefix) as progress:
-        result = _leak_drill(name, pipe, prefix, count, rate, fault)
-    result.detail.update(progress.report())
-    return result
-
-
-def _leak_drill(
-    name: str,
-    pipe: Pipeline,
-    prefix: str,
-    count: int,
-    rate: float,
-    fault: Callable[[], object],
-) -> DrillResult:
     """Every device of ``prefix`` reads methane at an orange level (a confirmed gas leak)
     over the middle half of the run, and ``fault`` strikes the workers in the middle of
     it. Afterwards each device must have exactly one anomaly and one incident, both
     cleared: a worker that lost state would raise anew (a second anomaly, a second
     incident); one that lost readings would never clear."""
-    steps = count // DEVICES
-    onset, end = steps // 4, 3 * steps // 4
+    with Progress(pipe, prefix) as progress:
+        steps = count // DEVICES
+        onset, end = steps // 4, 3 * steps // 4
 
-    def level(step: int) -> float:
-        return 60.0 if onset <= step < end else 0.0
+        def level(step: int) -> float:
+            return 60.0 if onset <= step < end else 0.0
 
-    pub = Publisher(pipe.settings, pipe.city)
-    result = DrillResult(name, sent=count)
-    publishing = threading.Thread(target=pub.run, args=(prefix, count, rate, None, level))
-    publishing.start()
-    time.sleep(count / rate * 0.45)  # in the middle of the leak
-    fault()
-    restored = time.monotonic()
+        pub = Publisher(pipe.settings, pipe.city)
+        result = DrillResult(name, sent=count)
+        publishing = threading.Thread(target=pub.run, args=(prefix, count, rate, None, level))
+        publishing.start()
+        time.sleep(count / rate * 0.45)  # in the middle of the leak
+        fault()
+        restored = time.monotonic()
 
-    def settled() -> bool:
+        def settled() -> bool:
+            anomalies, incidents = pipe.excursions(prefix)
+            return (
+                pipe.stored(prefix)[0] >= count
+                and len(anomalies) >= DEVICES
+                and all(st == "cleared" for st in anomalies.values())
+                and len(incidents) >= DEVICES
+                and all(st == "cleared" for st, _ in incidents.values())
+            )
+
+        publishing.join()
+        done = _until(settled, 300)
+        pub.close()
+        time.sleep(3)  # anything late or doubled would show now
+        rows, distinct = pipe.stored(prefix)
         anomalies, incidents = pipe.excursions(prefix)
-        return (
-            pipe.stored(prefix)[0] >= count
-            and len(anomalies) >= DEVICES
-            and all(st == "cleared" for st in anomalies.values())
-            and len(incidents) >= DEVICES
-            and all(st == "cleared" for st, _ in incidents.values())
+        uncleared = sum(1 for st in anomalies.values() if st != "cleared") + sum(
+            1 for st, _ in incidents.values() if st != "cleared"
         )
-
-    publishing.join()
-    done = _until(settled, 300)
-    pub.close()
-    time.sleep(3)  # anything late or doubled would show now
-    rows, distinct = pipe.stored(prefix)
-    anomalies, incidents = pipe.excursions(prefix)
-    uncleared = sum(1 for st in anomalies.values() if st != "cleared") + sum(
-        1 for st, _ in incidents.values() if st != "cleared"
-    )
-    result.stored = distinct
-    result.lost = (
-        (count - distinct)
-        + max(0, DEVICES - len(anomalies))
-        + max(0, DEVICES - len(incidents))
-        + uncleared
-    )
-    result.duplicated = (
-        (rows - distinct) + max(0, len(anomalies) - DEVICES) + max(0, len(incidents) - DEVICES)
-    )
-    result.recovery_s = None if done is None else round(time.monotonic() - restored, 1)
-    result.ok = result.lost == 0 and result.duplicated == 0 and done is not None
-    result.detail = {
-        "rate": rate,
-        "anomalies": len(anomalies),
-        "incidents": len(incidents),
-        "incidents_cleared": sum(1 for st, _ in incidents.values() if st == "cleared"),
-        "expected": DEVICES,
-    }
+        result.stored = distinct
+        result.lost = (
+            (count - distinct)
+            + max(0, DEVICES - len(anomalies))
+            + max(0, DEVICES - len(incidents))
+            + uncleared
+        )
+        result.duplicated = (
+            (rows - distinct) + max(0, len(anomalies) - DEVICES) + max(0, len(incidents) - DEVICES)
+        )
+        result.recovery_s = None if done is None else round(time.monotonic() - restored, 1)
+        result.ok = result.lost == 0 and result.duplicated == 0 and done is not None
+        result.detail = {
+            "rate": rate,
+            "anomalies": len(anomalies),
+            "incidents": len(incidents),
+            "incidents_cleared": sum(1 for st, _ in incidents.values() if st == "cleared"),
+            "expected": DEVICES,
+        }
+    result.detail.update(progress.report())
     return result
 
 
