@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 from tqdm import tqdm
 
-from bench._mqtt_load import paced_publisher, publisher
+from bench._mqtt_load import publisher
 from bench._support import free_port, scratch_database
 from cityops.onboard import put_device_accounts
 from cityops.settings import Settings, get_settings
@@ -407,7 +407,7 @@ async def _latency(
     go, results = ctx.Event(), ctx.Queue()
     names = [w.device_id for w in _wells() if w.device_id.startswith("w-")]
     background = ctx.Process(
-        target=paced_publisher,
+        target=publisher,
         args=(
             settings.mqtt_host,
             settings.mqtt_port,
@@ -415,10 +415,11 @@ async def _latency(
             settings.mqtt_password.get_secret_value(),
             CITY,
             names,
-            rate,
-            seconds,
+            int(rate * seconds),
+            1,
             go,
             results,
+            rate,
         ),
     )
     background.start()

@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, NamedTuple
 
@@ -316,6 +317,7 @@ def _bridge_phase(
         "CITYOPS_DB_DSN": settings.db_dsn.get_secret_value(),
         "CITYOPS_LOG_LEVEL": "WARNING",
     }
+    log = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, after the process
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -331,7 +333,7 @@ def _bridge_phase(
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
         start_offsets = asyncio.run(_wait_bridge_ready(settings, names[0]))
@@ -345,6 +347,8 @@ def _bridge_phase(
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        log.close()
         _end_sessions(settings, [f"{client_prefix}-{i + 1}" for i in range(bridges)])
     return {
         "rate": landed / (t_done - t_start),

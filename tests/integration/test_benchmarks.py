@@ -37,3 +37,24 @@ def test_e2e_on_one_and_three_kafka_nodes_loses_nothing_and_reports_both(
     assert result["replication_cost_pct"] == pytest.approx(
         100.0 * (1.0 - replicated["readings_per_s"] / result["readings_per_s"]), abs=0.1
     )
+
+
+def test_ingest_over_plaintext_and_tls_loses_nothing_and_reports_both(
+    live_stack: Settings,
+) -> None:
+    result = json.loads(
+        bench.dumps(bench.run("ingest", messages=20_000, devices=40, latency_s=2.0, accounts=0))
+    )
+    assert result["name"] == "ingest"
+    assert result["lost"] == 0
+    assert result["with_accounts"] is None
+    tls = result["tls"]
+    assert tls is not None, "the stack's broker has a TLS listener for devices"
+    for side in (result, tls):
+        assert side["readings_per_s"] > 0
+        assert side["single_bridge_per_s"] > 0
+        assert side["raw_mqtt_per_s"] > 0
+        assert side["ratio"] == pytest.approx(
+            side["single_bridge_per_s"] / side["raw_mqtt_per_s"], rel=0.01
+        )
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
