@@ -14,10 +14,16 @@ from cityops.errors import CityOpsError
 from cityops.settings import Settings
 from geo.placement import Placer
 from ingest.adapters import load_vendors
-from ingest.broker_accounts import BrokerAccountError, BrokerAdmin, DeviceAccount
+from ingest.broker_accounts import (
+    BrokerAccountError,
+    BrokerAdmin,
+    DeviceAccount,
+    device_username,
+)
 from ingest.onboarding import Plan, export_credentials, hashed, plan
 from store.devices import existing_ids, upsert_devices
 from store.migrate import migrate
+from store.push_sources import source_names
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ def onboard(
                 vendors=set(load_vendors()),
                 placer=placer,
                 existing=existing,
+                sources=source_names(conn, city),
                 rotate=rotate,
                 progress=bar.update,
             )
@@ -63,6 +70,9 @@ def onboard(
             disable=not show_progress,
         ) as bar:
             creds = hashed(validated, progress=bar.update)
+        for d in validated.devices:
+            if d.transport == "http":
+                creds[d.device_id] = (device_username(city, d.device_id), "")
         family = {d.device_id: d.family for d in validated.devices}
         accounts = [
             (DeviceAccount(city, dev_id, family[dev_id]), password)

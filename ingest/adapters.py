@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import PayloadError
+from ingest.frames import Frame
 
 VENDOR_DIR = Path(__file__).with_name("vendors")
 
@@ -197,6 +198,8 @@ class VendorMapping:
     records: str | None = None
     device_id: str | None = None
     metrics: tuple[MetricMap, ...] = field(default_factory=tuple)
+    #: A binary frame in each record, unpacked into ``frame.<field>`` for the metrics.
+    frame: Frame | None = None
 
     @classmethod
     def load(cls, path: Path) -> VendorMapping:
@@ -215,6 +218,17 @@ class VendorMapping:
                 )
                 for name, spec in data["metrics"].items()
             )
+            spec = data.get("frame")
+            frame = (
+                Frame(
+                    path=str(spec["path"]),
+                    encoding=str(spec.get("encoding", "base64")),
+                    format=str(spec["format"]),
+                    fields=tuple(str(f) for f in spec["fields"]),
+                )
+                if spec is not None
+                else None
+            )
             return cls(
                 name=str(data["name"]),
                 description=str(data.get("description", "")),
@@ -224,6 +238,7 @@ class VendorMapping:
                 records=data.get("records"),
                 device_id=data.get("device_id"),
                 metrics=metrics,
+                frame=frame,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"vendor mapping {path}: missing or bad entry {exc}") from exc
@@ -235,7 +250,12 @@ class VendorMapping:
         if not isinstance(rows, list) or not rows:
             raise PayloadError("bad_shape", f"{self.name}: {self.records!r} is not a list")
         samples: list[Sample] = []
-        for row in rows:
+        for record in rows:
+            row = record
+            if self.frame is not None:
+                if not isinstance(record, dict):
+                    raise PayloadError("bad_shape", f"{self.name}: a record is a JSON object")
+                row = {**record, "frame": self.frame.unpack(dig(record, self.frame.path))}
             ts = parse_time(dig(row, self.timestamp), self.timestamp_format, self.timezone)
             for m in self.metrics:
                 raw = dig(row, m.value)

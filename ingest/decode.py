@@ -111,7 +111,11 @@ class Decoder:
     # -- readings -------------------------------------------------------------------
 
     def _readings(self, device: Device, payload: bytes, received_at: datetime) -> list[Outgoing]:
-        data = parse_json(payload)
+        return self.readings_of(device, parse_json(payload), received_at)
+
+    def readings_of(self, device: Device, data: Any, received_at: datetime) -> list[Outgoing]:
+        """The readings records of ``device``'s parsed report ``data`` (its vendor mapping
+        or the platform's shapes), checked like every message."""
         if device.vendor:
             mapping = self.vendors.get(device.vendor)
             if mapping is None:

@@ -143,11 +143,13 @@ def plan(
     vendors: set[str] | None = None,
     placer: Placer | None = None,
     existing: set[str] | None = None,
+    sources: set[str] | None = None,
     rotate: bool = False,
     progress: Callable[[int], object] | None = None,
     max_asset_distance_m: float = 50.0,
 ) -> Plan:
-    """Validate a whole file; raise :class:`OnboardingError` listing every problem."""
+    """Validate a whole file; raise :class:`OnboardingError` listing every problem.
+    ``sources``: the city's push sources, which ``http`` devices must name."""
     if not re.fullmatch(r"\d{6}", city):
         raise OnboardingError([f"city {city!r} is not a 6-digit GB/T 2260 code"])
     if crs not in INPUT_CRS:
@@ -188,6 +190,21 @@ def plan(
             errs.append(
                 f"vendor: no mapping named {vendor!r} (known: {', '.join(sorted(vendors))})"
             )
+        transport = str(p.get("transport") or "mqtt").strip().lower()
+        source = str(p.get("source") or "").strip() or None
+        if transport not in {"mqtt", "http"}:
+            errs.append(f"transport: {transport!r} is not mqtt or http")
+        elif transport == "http" and kind == CAMERA:
+            errs.append("transport: cameras report over MQTT")
+        elif transport == "http" and source is None:
+            errs.append("source: an http device names the push source that reports it")
+        elif transport == "http" and sources is not None and source not in sources:
+            errs.append(
+                f"source: city {city} has no push source {source!r}; create it with "
+                f"`cityops push source create --city {city} {source}`"
+            )
+        elif transport == "mqtt" and source is not None:
+            errs.append("source: only http devices have a push source")
         row_crs = str(p.get("crs") or crs)
         if row_crs not in INPUT_CRS:
             errs.append(f"crs: {row_crs!r} is not one of {', '.join(INPUT_CRS)}")
@@ -215,6 +232,8 @@ def plan(
                         "lat": lat,
                         "crs": row_crs,
                         "asset_id": str(p.get("asset_id") or "") or None,
+                        "transport": transport,
+                        "source": source,
                     },
                 )
             )
@@ -256,11 +275,15 @@ def plan(
             lon=float(lon_a[i]),
             lat=float(lat_a[i]),
             grid_code=grid_codes[i],
+            transport=g["transport"],
+            source=g["source"],
         )
         for i, (_, g) in enumerate(good)
     ]
     result = Plan(city, devices)
     for d in devices:
+        if d.transport == "http":
+            continue  # pushed by its source: no MQTT account
         if rotate or existing is None or d.device_id not in existing:
             result.new_credentials[d.device_id] = (
                 device_username(city, d.device_id),

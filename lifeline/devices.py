@@ -26,3 +26,7 @@ class Device(BaseModel):
     lon: float = Field(ge=-180, le=180)
     lat: float = Field(ge=-90, le=90)
     grid_code: str | None = Field(None, pattern=r"^\d{15}$")
+    #: How its readings arrive: over MQTT, or pushed over HTTPS by ``source``.
+    transport: Literal["mqtt", "http"] = "mqtt"
+    #: The push source (carrier platform or vendor cloud) of an ``http`` device.
+    source: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")

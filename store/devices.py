@@ -26,6 +26,8 @@ _COLUMNS = (
     "lon",
     "lat",
     "grid_code",
+    "transport",
+    "source",
     "mqtt_username",
     "mqtt_password_hash",
 )
@@ -77,6 +79,8 @@ def upsert_devices(
                         d.lon,
                         d.lat,
                         d.grid_code,
+                        d.transport,
+                        d.source,
                         user,
                         pw_hash,
                     )
@@ -84,15 +88,17 @@ def upsert_devices(
         cur = conn.execute(
             """
             INSERT INTO devices AS d (city, device_id, family, kind, metrics, vendor, asset_id,
-                                      owner_dept, lon, lat, grid_code, mqtt_username,
-                                      mqtt_password_hash)
+                                      owner_dept, lon, lat, grid_code, transport, source,
+                                      mqtt_username, mqtt_password_hash)
             SELECT city, device_id, family, kind, metrics, vendor, asset_id, owner_dept, lon, lat,
-                   grid_code, mqtt_username, mqtt_password_hash FROM devices_stage
+                   grid_code, transport, source, mqtt_username, mqtt_password_hash
+            FROM devices_stage
             ON CONFLICT (city, device_id) DO UPDATE SET
                 family = EXCLUDED.family, kind = EXCLUDED.kind, metrics = EXCLUDED.metrics,
                 vendor = EXCLUDED.vendor, asset_id = EXCLUDED.asset_id,
                 owner_dept = EXCLUDED.owner_dept, lon = EXCLUDED.lon, lat = EXCLUDED.lat,
-                grid_code = EXCLUDED.grid_code, updated_at = now(),
+                grid_code = EXCLUDED.grid_code, transport = EXCLUDED.transport,
+                source = EXCLUDED.source, updated_at = now(),
                 mqtt_username = CASE WHEN EXCLUDED.mqtt_username = '' THEN d.mqtt_username
                                      ELSE EXCLUDED.mqtt_username END,
                 mqtt_password_hash = CASE WHEN EXCLUDED.mqtt_password_hash = ''
@@ -109,7 +115,7 @@ def load_devices(
 ) -> list[Device]:
     query = (
         "SELECT city, device_id, family, kind, metrics, vendor, asset_id, owner_dept, lon, lat,"
-        " grid_code FROM devices"
+        " grid_code, transport, source FROM devices"
     )
     params: tuple[Any, ...] = ()
     if cities is not None:
@@ -129,6 +135,8 @@ def load_devices(
             lon=r[8],
             lat=r[9],
             grid_code=r[10],
+            transport=r[11],
+            source=r[12],
         )
         for r in rows
     ]

@@ -62,6 +62,21 @@ def test_the_cockpit_api_is_a_service_with_a_health_check() -> None:
     assert "/health" in " ".join(api["healthcheck"]["test"])
 
 
+def test_the_push_endpoint_serves_https_with_the_brokers_certificate() -> None:
+    services = load()["services"]
+    push = services["push"]
+    assert push["command"] == ["push", "serve"]
+    assert push["image"] == "cityops:latest"
+    assert push["environment"]["CITYOPS_PUSH_PORT"] == "8443"
+    assert push["ports"] == ["8443:8443"]
+    pki = push["environment"]["CITYOPS_MQTT_TLS_DIR"]
+    assert f"mosquitto-pki:{pki}:ro" in push["volumes"]
+    # The init container leaves the key to the broker's user; the push service runs as it.
+    assert "chown -R 1883:1883" in " ".join(services["mosquitto-init"]["command"])
+    assert push["user"] == "1883"
+    assert "https://127.0.0.1:8443/health" in " ".join(push["healthcheck"]["test"])
+
+
 def test_the_broker_is_mosquitto_2_1_configured_like_the_local_stack() -> None:
     from cityops.stack.mosquitto import MAX_INFLIGHT, MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES
 

@@ -16,7 +16,18 @@ CAMERA = "32010000081320000001"
 
 
 def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
-    fields = ["device_id", "kind", "lon", "lat", "metrics", "asset_id", "owner_dept", "vendor"]
+    fields = [
+        "device_id",
+        "kind",
+        "lon",
+        "lat",
+        "metrics",
+        "asset_id",
+        "owner_dept",
+        "vendor",
+        "transport",
+        "source",
+    ]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -60,6 +71,46 @@ def test_valid_csv_becomes_devices_with_default_metrics(tmp_path: Path) -> None:
     assert by_id[CAMERA].family == "cameras"
     assert set(result.new_credentials) == {"gw-1", "tn-1", CAMERA}
     assert result.new_credentials["gw-1"][0] == "320100.gw-1"
+
+
+def test_pushed_devices_name_their_source_and_get_no_mqtt_account(tmp_path: Path) -> None:
+    rows = [
+        *good_rows(),
+        {
+            "device_id": "nb-1",
+            "kind": "gas_well",
+            "lon": 118.77,
+            "lat": 32.03,
+            "owner_dept": "gas group",
+            "transport": "HTTP",
+            "source": "ctwing",
+        },
+    ]
+    result = plan(write_csv(tmp_path / "d.csv", rows), "320100", sources={"ctwing"})
+    by_id = {d.device_id: d for d in result.devices}
+    assert (by_id["nb-1"].transport, by_id["nb-1"].source) == ("http", "ctwing")
+    assert (by_id["gw-1"].transport, by_id["gw-1"].source) == ("mqtt", None)
+    assert set(result.new_credentials) == {"gw-1", "tn-1", CAMERA}
+
+
+def test_push_columns_are_checked_with_the_citys_sources(tmp_path: Path) -> None:
+    base = {"kind": "gas_well", "lon": 118.77, "lat": 32.03, "owner_dept": "gas"}
+    rows = [
+        {**base, "device_id": "a", "transport": "http"},
+        {**base, "device_id": "b", "transport": "http", "source": "onenet"},
+        {**base, "device_id": "c", "transport": "coap"},
+        {**base, "device_id": "d", "source": "ctwing"},
+        {**base, "device_id": CAMERA, "kind": "camera", "transport": "http", "source": "ctwing"},
+    ]
+    with pytest.raises(OnboardingError) as err:
+        plan(write_csv(tmp_path / "d.csv", rows), "320100", sources={"ctwing"})
+    text = "\n".join(err.value.problems)
+    assert "row 1 (a): source: an http device names the push source" in text
+    assert "row 2 (b): source: city 320100 has no push source 'onenet'" in text
+    assert "cityops push source create --city 320100 onenet" in text
+    assert "row 3 (c): transport: 'coap' is not mqtt or http" in text
+    assert "row 4 (d): source: only http devices have a push source" in text
+    assert "transport: cameras report over MQTT" in text
 
 
 def test_every_problem_is_reported_with_row_and_field(tmp_path: Path) -> None:

@@ -1,0 +1,155 @@
+"""``cityops push serve``: the HTTPS push endpoint, its own process beside the cockpit API.
+
+It keeps the device registry and the push sources of the served cities in memory
+(reloaded when devices change, sources every few seconds), one idempotent Kafka
+producer (``acks=all``), and answers ``POST /v1/ingest/{city}/push`` (see
+``ingest.push``); ``/health`` and ``/ready`` for load balancers, ``/metrics`` for
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cityops.settings import Settings
+from ingest.adapters import load_vendors
+from ingest.decode import Decoder
+from ingest.push import MAX_BODY_BYTES, PushIngest, Sources
+from ingest.registry import Registry, watch
+from lifeline import topics
+from store.push_sources import load_sources
+
+log = logging.getLogger(__name__)
+
+#: Seconds between reloads of the push sources (a revoked source is refused after this).
+SOURCES_EVERY_S = 5.0
+#: Bytes read of a body before it is refused unread (up to here an oversize body of an
+#: authenticated source is dead-lettered, its beginning kept).
+READ_AT_MOST = 4 * MAX_BODY_BYTES
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    dsn: str
+    kafka_bootstrap: str
+    cities: tuple[str, ...]
+    vendor_dir: Path | None = None
+
+
+def create_push_app(config: PushConfig) -> FastAPI:
+    """The push endpoint's ASGI app; Kafka and the registry start with it."""
+    registry = Registry()
+    sources = Sources()
+    vendors = load_vendors(*([config.vendor_dir] if config.vendor_dir else []))
+    ingest = PushIngest(registry, sources, Decoder(registry, vendors), vendors, None, 1)
+    cities = list(config.cities)
+
+    def reload_sources() -> None:
+        with psycopg.connect(config.dsn, autocommit=True) as conn:
+            sources.replace(load_sources(conn, cities))
+
+    async def keep_sources(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SOURCES_EVERY_S)
+            try:
+                await asyncio.to_thread(reload_sources)
+            except psycopg.Error as exc:
+                log.warning("push sources not reloaded", extra={"error": str(exc)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        await asyncio.to_thread(reload_sources)
+        watcher = asyncio.create_task(watch(config.dsn, registry, config.cities, stop))
+        producer = AIOKafkaProducer(
+            bootstrap_servers=config.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=15000,
+        )
+        await producer.start()
+        try:
+            ingest.partitions = len(await producer.partitions_for(topics.READINGS.name))
+        except KafkaError:
+            await producer.stop()
+            raise
+        ingest.producer = producer
+        keeper = asyncio.create_task(keep_sources(stop))
+        for _ in range(100):
+            if len(registry) or watcher.done():
+                break
+            await asyncio.sleep(0.1)
+        log.info(
+            "push serving",
+            extra={"devices": len(registry), "sources": len(sources), "cities": cities},
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            ingest.producer = None
+            await producer.stop()
+            await asyncio.gather(watcher, keeper, return_exceptions=True)
+
+    app = FastAPI(
+        title="CityOps push ingest",
+        description="Readings pushed over HTTPS by carrier IoT platforms and vendor clouds.",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+
+    @app.post("/v1/ingest/{city}/push")
+    async def push(city: str, request: Request) -> Response:
+        """Accept one report, an array of reports or ``{"reports": [...]}`` of a push
+        source of ``city``; 200 once the readings are in Kafka."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > READ_AT_MOST:
+                return ORJSONResponse(
+                    {"error": "oversize", "detail": f"a body may have {MAX_BODY_BYTES} bytes"},
+                    status_code=413,
+                )
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        answer = await ingest.handle(city, request.headers, body)
+        return ORJSONResponse(answer.body, status_code=answer.status, headers=dict(answer.headers))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if ingest.producer is None:
+            return ORJSONResponse({"status": "starting"}, status_code=503)
+        return ORJSONResponse(
+            {"status": "ready", "devices": len(registry), "sources": len(sources)}
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def tls_files(settings: Settings) -> tuple[str, str] | None:
+    """The stack's server certificate and key, when both are there."""
+    cert, key = settings.tls_dir / "server.crt", settings.tls_dir / "server.key"
+    return (str(cert), str(key)) if cert.exists() and key.exists() else None

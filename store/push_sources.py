@@ -1,0 +1,125 @@
+"""Push sources: the carrier IoT platforms and vendor clouds that push a city's readings
+over HTTPS, each with an ingest key (stored hashed) and an HMAC secret (stored, since
+the endpoint must recompute signatures), a rate limit and an optional vendor mapping
+that says where a report names its device."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+KEY_PREFIX = "cpk_"
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+#: Readings a second a new source may push unless told otherwise.
+DEFAULT_RATE = 5000.0
+
+
+@dataclass(frozen=True)
+class PushSource:
+    city: str
+    name: str
+    key_id: str
+    key_hash: str
+    hmac_secret: str
+    vendor: str | None
+    rate_per_s: float
+
+    def key_matches(self, secret: str) -> bool:
+        return hmac.compare_digest(self.key_hash, _hash(secret))
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_source(
+    conn: psycopg.Connection[Any],
+    city: str,
+    name: str,
+    vendor: str | None = None,
+    rate_per_s: float = DEFAULT_RATE,
+) -> tuple[PushSource, str]:
+    """A new source of ``city``; returns it and its ingest key (``cpk_<id>.<secret>``),
+    which is shown once. A revoked source's name may be used again."""
+    if not re.fullmatch(r"\d{6}", city):
+        raise ValueError(f"city must be a 6-digit administrative code, not {city!r}")
+    if not NAME.match(name):
+        raise ValueError(
+            f"source name {name!r}: lower-case letters, digits, '-' and '_', at most 40"
+        )
+    if not rate_per_s > 0:
+        raise ValueError("the rate limit must be a positive number of readings a second")
+    key_id, key_secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+    hmac_secret = secrets.token_urlsafe(32)
+    with conn.transaction():
+        conn.execute(
+            "DELETE FROM push_sources WHERE city = %s AND name = %s AND revoked_at IS NOT NULL",
+            (city, name),
+        )
+        try:
+            conn.execute(
+                "INSERT INTO push_sources (city, name, key_id, key_hash, hmac_secret, vendor,"
+                " rate_per_s) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (city, name, key_id, _hash(key_secret), hmac_secret, vendor, rate_per_s),
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            raise ValueError(
+                f"city {city} already has a source named {name!r}; revoke it first or "
+                "choose another name"
+            ) from exc
+    source = PushSource(city, name, key_id, _hash(key_secret), hmac_secret, vendor, rate_per_s)
+    return source, f"{KEY_PREFIX}{key_id}.{key_secret}"
+
+
+def load_sources(
+    conn: psycopg.Connection[Any], cities: list[str] | None = None
+) -> list[PushSource]:
+    """Every source not revoked (of ``cities`` when given)."""
+    query = (
+        "SELECT city, name, key_id, key_hash, hmac_secret, vendor, rate_per_s FROM push_sources"
+        " WHERE revoked_at IS NULL"
+    )
+    params: tuple[Any, ...] = ()
+    if cities is not None:
+        query += " AND city = ANY(%s)"
+        params = (cities,)
+    return [PushSource(*row) for row in conn.execute(query, params).fetchall()]
+
+
+def list_sources(conn: psycopg.Connection[Any], city: str | None = None) -> list[dict[str, Any]]:
+    """Sources with their device counts, revoked ones included; never a secret."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT s.city, s.name, s.key_id, s.vendor, s.rate_per_s, s.created_at,"
+            " s.revoked_at, count(d.device_id) AS devices"
+            " FROM push_sources s LEFT JOIN devices d"
+            "   ON d.city = s.city AND d.source = s.name AND d.transport = 'http'"
+            " WHERE %(city)s::text IS NULL OR s.city = %(city)s"
+            " GROUP BY s.city, s.name ORDER BY s.city, s.name",
+            {"city": city},
+        ).fetchall()
+
+
+def revoke_source(conn: psycopg.Connection[Any], city: str, name: str) -> bool:
+    """Revoke a source: its key and signatures are refused from then on."""
+    cur = conn.execute(
+        "UPDATE push_sources SET revoked_at = now()"
+        " WHERE city = %s AND name = %s AND revoked_at IS NULL",
+        (city, name),
+    )
+    return cur.rowcount == 1
+
+
+def source_names(conn: psycopg.Connection[Any], city: str) -> set[str]:
+    """The names of ``city``'s sources not revoked (onboarding checks against them)."""
+    rows = conn.execute(
+        "SELECT name FROM push_sources WHERE city = %s AND revoked_at IS NULL", (city,)
+    ).fetchall()
+    return {r[0] for r in rows}
