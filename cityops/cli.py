@@ -39,6 +39,16 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+vendors_option = click.option(
+    "--vendors",
+    "vendor_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CITYOPS_VENDOR_DIR",
+    show_envvar=True,
+    help="Extra folder of vendor mapping files (*.toml).",
+)
+
+
 class CityOpsGroup(click.Group):
     """Turn project errors into a message and exit code 2 instead of a traceback."""
 
@@ -507,14 +517,7 @@ def onboard_cmd(  # click passes options positionally
     show_envvar=True,
     help="Prometheus metrics port of the first bridge (0: none).",
 )
-@click.option(
-    "--vendors",
-    "vendor_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="CITYOPS_VENDOR_DIR",
-    show_envvar=True,
-    help="Extra folder of vendor mapping files (*.toml).",
-)
+@vendors_option
 @click.option(
     "--end-session/--keep-session",
     default=False,
@@ -927,14 +930,7 @@ def push() -> None:
     help="Serve HTTP, for a TLS-terminating proxy in front (default: HTTPS with the "
     "certificate and key in CITYOPS_MQTT_TLS_DIR).",
 )
-@click.option(
-    "--vendors",
-    "vendor_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="CITYOPS_VENDOR_DIR",
-    show_envvar=True,
-    help="Extra folder of vendor mapping files (*.toml).",
-)
+@vendors_option
 def push_serve(host: str, port: int, plain: bool, vendor_dir: Path | None) -> None:
     """Serve POST /v1/ingest/{city}/push for the configured cities, its own process so
     that ingest load never slows the cockpit API. Run several behind one address for
