@@ -931,13 +931,22 @@ def push() -> None:
     "certificate and key in CITYOPS_MQTT_TLS_DIR).",
 )
 @vendors_option
-def push_serve(host: str, port: int, plain: bool, vendor_dir: Path | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="CITYOPS_PUSH_WORKERS",
+    show_envvar=True,
+    help="Processes sharing the port (each with its own Kafka producer, rate limits and "
+    "replay checks).",
+)
+def push_serve(host: str, port: int, plain: bool, vendor_dir: Path | None, workers: int) -> None:
     """Serve POST /v1/ingest/{city}/push for the configured cities, its own process so
     that ingest load never slows the cockpit API. Run several behind one address for
     more capacity (rate limits and replay checks count per process)."""
     import uvicorn
 
-    from cityops.push import PushConfig, create_push_app, tls_files
+    from cityops.push import app_from_env, tls_files
     from store.migrate import migrate
 
     settings = load_settings()
@@ -953,13 +962,14 @@ def push_serve(host: str, port: int, plain: bool, vendor_dir: Path | None) -> No
             "once, put the certificate there (CITYOPS_MQTT_TLS_DIR), or serve --plain "
             "behind a TLS proxy"
         )
-    app = create_push_app(
-        PushConfig(dsn, settings.kafka_bootstrap, settings.cities, vendor_dir=vendor_dir)
-    )
     scheme = "http" if tls is None else "https"
-    echo_err(f"push: {scheme}://{host}:{port}/v1/ingest/{{city}}/push")
+    echo_err(f"push: {scheme}://{host}:{port}/v1/ingest/{{city}}/push ({workers} process(es))")
+    if vendor_dir is not None:
+        os.environ["CITYOPS_VENDOR_DIR"] = str(vendor_dir)
     uvicorn.run(
-        app,
+        "cityops.push:app_from_env" if workers > 1 else app_from_env(),
+        factory=workers > 1,
+        workers=workers,
         host=host,
         port=port,
         log_config=None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,25 @@ def create_push_app(config: PushConfig) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one of several worker processes (``push serve --workers N``), from the
+    environment the command set up."""
+    from cityops.logs import configure
+    from cityops.settings import get_settings
+
+    settings = get_settings()
+    configure(settings.log_level)
+    vendor_dir = os.environ.get("CITYOPS_VENDOR_DIR")
+    return create_push_app(
+        PushConfig(
+            settings.db_dsn.get_secret_value(),
+            settings.kafka_bootstrap,
+            settings.cities,
+            vendor_dir=Path(vendor_dir) if vendor_dir else None,
+        )
+    )
 
 
 def tls_files(settings: Settings) -> tuple[str, str] | None:

@@ -53,6 +53,8 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_REPORTS = 1000
 #: Bytes of a body kept in its dead letter (a Kafka record holds about 1 MB).
 KEEP_BYTES = 64 * 1024
+#: Answers after which the same signed request may come again.
+RETRY_LATER = frozenset({429, 503})
 #: Seconds to wait for Kafka's acknowledgement before answering 503.
 PRODUCE_TIMEOUT_S = 10.0
 
@@ -137,21 +139,30 @@ class RateLimits:
 
 
 class Replays:
-    """Signatures seen within the replay window, each accepted once."""
+    """Signatures of requests answered within the replay window: each is answered once
+    (a request refused with 429 or 503 is not answered yet: the same one may come again)."""
 
     def __init__(self, window_s: float = REPLAY_WINDOW_S) -> None:
         self.window_s = window_s
         self.seen: dict[str, float] = {}
         self._pruned = 0.0
 
-    def first_time(self, signature: str, now: float) -> bool:
+    def answered(self, signature: str, now: float) -> bool:
         if now - self._pruned > 10:
             self.seen = {s: t for s, t in self.seen.items() if t > now - 2 * self.window_s}
             self._pruned = now
-        if signature in self.seen:
-            return False
+        return signature in self.seen
+
+    def remember(self, signature: str, now: float) -> None:
         self.seen[signature] = now
-        return True
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated request's source, and its signature when it was signed."""
+
+    source: PushSource
+    signature: str | None = None
 
 
 class PushIngest:
@@ -181,27 +192,29 @@ class PushIngest:
 
     async def handle(self, city: str, headers: Mapping[str, str], body: bytes) -> Answer:
         t0 = time.perf_counter()
-        source_name = "-"
+        caller: Caller | None = None
         try:
-            source = self.authenticate(city, headers, body)
-            source_name = source.name
-            answer = await self._accept(source, body)
+            caller = self.authenticate(city, headers, body)
+            answer = await self._accept(caller.source, body)
         except Refused as exc:
             answer = Answer(exc.status, {"error": exc.reason, "detail": exc.detail}, exc.headers)
-            REQUESTS.labels(source_name, exc.reason).inc()
+            outcome = exc.reason
         else:
-            REQUESTS.labels(source_name, "accepted").inc()
+            outcome = "accepted"
+        if caller is not None and caller.signature and answer.status not in RETRY_LATER:
+            self.replays.remember(caller.signature, self.clock())
+        REQUESTS.labels(caller.source.name if caller else "-", outcome).inc()
         SECONDS.observe(time.perf_counter() - t0)
         return answer
 
     # -- authentication -----------------------------------------------------------------
 
-    def authenticate(self, city: str, headers: Mapping[str, str], body: bytes) -> PushSource:
+    def authenticate(self, city: str, headers: Mapping[str, str], body: bytes) -> Caller:
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
-            source = self._by_key(auth[7:].strip())
+            caller = Caller(self._by_key(auth[7:].strip()))
         elif SIGNATURE_HEADER in headers:
-            source = self._by_signature(city, headers, body)
+            caller = self._by_signature(city, headers, body)
         else:
             raise Refused(
                 401,
@@ -211,13 +224,14 @@ class PushIngest:
                 "seconds>,v1=<hex HMAC-SHA256 of \"<t>.\" + body with the source's secret>'",
                 {"WWW-Authenticate": 'Bearer realm="cityops-push"'},
             )
+        source = caller.source
         if source.city != city:
             raise Refused(
                 403,
                 "wrong_city",
                 f"source {source.name!r} belongs to city {source.city}, not {city}",
             )
-        return source
+        return caller
 
     def _by_key(self, token: str) -> PushSource:
         key_id, _, secret = token.removeprefix(KEY_PREFIX).partition(".")
@@ -226,7 +240,7 @@ class PushIngest:
             raise Refused(401, "bad_key", "the ingest key is unknown, wrong or revoked")
         return source
 
-    def _by_signature(self, city: str, headers: Mapping[str, str], body: bytes) -> PushSource:
+    def _by_signature(self, city: str, headers: Mapping[str, str], body: bytes) -> Caller:
         name = headers.get(SOURCE_HEADER, "")
         source = self.sources.by_name.get((city, name))
         if source is None:
@@ -255,14 +269,14 @@ class PushIngest:
                 f"signed at {t}, {abs(now - t):.0f} s from the platform's clock (window "
                 f"{self.window_s:.0f} s); sign each attempt when it is sent",
             )
-        if not self.replays.first_time(given, now):
+        if self.replays.answered(given, now):
             raise Refused(
                 409,
                 "replayed",
-                "this signature was already received; a retry must be signed again "
+                "this signed request was already answered; a retry must be signed again "
                 "(its readings are kept once however often they come)",
             )
-        return source
+        return Caller(source, given)
 
     # -- reports ------------------------------------------------------------------------
 

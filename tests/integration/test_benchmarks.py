@@ -58,3 +58,19 @@ def test_ingest_over_plaintext_and_tls_loses_nothing_and_reports_both(
             side["single_bridge_per_s"] / side["raw_mqtt_per_s"], rel=0.01
         )
     assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings) -> None:
+    result = json.loads(
+        bench.dumps(bench.run("push", seconds=2.0, clients=1, connections=4, devices=50))
+    )
+    assert result["name"] == "push"
+    assert result["lost"] == 0
+    for label, size in (("batched", 50), ("single", 1)):
+        phase = result[label]
+        assert set(phase["statuses"]) == {"200"}, phase["statuses"]
+        assert phase["requests"] > 0
+        assert phase["readings_per_s"] == pytest.approx(phase["requests_per_s"] * size, rel=0.02)
+        assert 0 < phase["p50_ms"] <= phase["p99_ms"]
+    assert result["readings_per_s"] == result["batched"]["readings_per_s"]
+    assert result["requests_per_s"] == result["single"]["requests_per_s"]

@@ -3,11 +3,22 @@ a source only for its own city; rate limits per source; the shapes a body may ta
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ingest.decode import Decoder
 from ingest.errors import PayloadError
-from ingest.push import PushIngest, RateLimits, Refused, Replays, Sources, _reports, sign
+from ingest.push import (
+    Caller,
+    PushIngest,
+    RateLimits,
+    Refused,
+    Replays,
+    Sources,
+    _reports,
+    sign,
+)
 from ingest.registry import Registry
 from store.push_sources import PushSource, _hash
 
@@ -28,14 +39,29 @@ def _signed(body: bytes, at: int = NOW, name: str = "ctwing") -> dict[str, str]:
     return {"x-cityops-source": name, "x-cityops-signature": sign(SECRET, body, at)}
 
 
-def test_a_signed_body_authenticates_its_source_once() -> None:
+def test_a_signed_request_is_answered_once_unless_told_to_retry() -> None:
     ingest, body = _ingest(), b'{"device_id":"gw-1"}'
-    assert ingest.authenticate("320100", _signed(body), body) is SOURCE
+    caller = ingest.authenticate("320100", _signed(body), body)
+    assert caller.source is SOURCE
+    assert caller.signature == _signed(body)["x-cityops-signature"].partition(",v1=")[2]
+    # Refused with 503 (no Kafka here): not answered yet, so the same request may come
+    # again; once answered otherwise, it is a replay.
+    first = asyncio.run(ingest.handle("320100", _signed(body), body))
+    assert (first.status, first.headers["Retry-After"]) == (503, "5")
+    assert ingest.authenticate("320100", _signed(body), body).source is SOURCE
+    ingest.replays.remember(caller.signature or "", NOW)
     with pytest.raises(Refused) as again:
         ingest.authenticate("320100", _signed(body), body)
     assert (again.value.status, again.value.reason) == (409, "replayed")
     # Signed anew (another second), the same body passes: that is how a retry is sent.
-    assert ingest.authenticate("320100", _signed(body, NOW - 1), body) is SOURCE
+    assert ingest.authenticate("320100", _signed(body, NOW - 1), body).source is SOURCE
+
+
+def test_a_refused_request_is_answered_and_counted_as_such() -> None:
+    ingest, body = _ingest(), b"{}"
+    answer = asyncio.run(ingest.handle("320200", _signed(body), body))
+    assert answer.status == 401
+    assert answer.body["error"] == "unknown_source"
 
 
 @pytest.mark.parametrize(
@@ -76,7 +102,7 @@ def test_a_signature_outside_the_window_is_stale(skew: int) -> None:
 def test_the_ingest_key_authenticates_and_a_source_pushes_only_for_its_city() -> None:
     ingest = _ingest()
     key = {"authorization": "Bearer cpk_ab12cd34ef56.keysecret"}
-    assert ingest.authenticate("320100", key, b"{}") is SOURCE
+    assert ingest.authenticate("320100", key, b"{}") == Caller(SOURCE)
     with pytest.raises(Refused) as refused:
         ingest.authenticate("320200", key, b"{}")
     assert (refused.value.status, refused.value.reason) == (403, "wrong_city")
@@ -100,9 +126,10 @@ def test_the_rate_limit_lets_a_second_through_then_says_when_to_retry() -> None:
 
 def test_replays_forget_signatures_long_past_the_window() -> None:
     replays = Replays(window_s=300)
-    assert replays.first_time("sig", 0)
-    assert not replays.first_time("sig", 100)
-    assert replays.first_time("other", 700)  # prunes
+    assert not replays.answered("sig", 0)
+    replays.remember("sig", 0)
+    assert replays.answered("sig", 100)
+    assert not replays.answered("other", 700)  # prunes
     assert "sig" not in replays.seen
 
 

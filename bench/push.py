@@ -1,0 +1,329 @@
+"""``cityops bench push``: readings pushed over HTTPS into Kafka, as a carrier platform
+pushes them.
+
+`cityops push serve --workers N` (HTTPS with the stack's certificate) on a scratch
+database with ``devices`` http devices of one source; ``clients`` load processes, each
+with ``connections`` keep-alive connections, sign every request (HMAC-SHA256) as a
+carrier platform would. Two phases of ``seconds`` each: batches of ``batch`` reports a
+request, then single reports. A request is timed from its send to its answer; a phase's
+rate is what was answered 200 over its duration. ``lost``: readings answered 200 that
+the readings topic does not hold (counted from the phase's start offsets, the bench's
+city only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import multiprocessing
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from tqdm import tqdm
+
+from bench._support import free_port, scratch_database
+from cityops.settings import Settings, get_settings
+from lifeline import codec
+from lifeline.devices import Device
+from lifeline.topics import READINGS
+from store.devices import upsert_devices
+from store.migrate import migrate
+from store.push_sources import create_source
+
+CITY = "329993"
+SOURCE = "bench-carrier"
+
+
+def run(
+    seconds: float = 10.0,
+    clients: int = 2,
+    connections: int = 32,
+    batch: int = 50,
+    devices: int = 1000,
+    workers: int = 2,
+) -> dict[str, Any]:
+    settings = get_settings()
+    ca = settings.tls_dir / "ca.crt"
+    if not ca.exists():
+        raise RuntimeError(f"no {ca}: start the stack (`cityops stack up`) first")
+    with scratch_database(settings, "cityops_bench_push") as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            migrate(conn)
+            source, _key = create_source(conn, CITY, SOURCE, rate_per_s=1e9)
+            names = [f"nb-{i:05d}" for i in range(devices)]
+            upsert_devices(
+                conn,
+                [_device(n) for n in names],
+                {n: (f"{CITY}.{n}", "") for n in names},
+            )
+        port = free_port()
+        log = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, after the process
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "cityops.cli", "push", "serve"),
+                *("--port", str(port), "--workers", str(workers)),
+            ],
+            env={
+                **os.environ,
+                "CITYOPS_DB_DSN": dsn,
+                "CITYOPS_CITIES": CITY,
+                "CITYOPS_LOG_LEVEL": "WARNING",
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        url = f"https://localhost:{port}"
+        try:
+            _wait_ready(url, str(ca), proc, log)
+            bar = tqdm(total=2, desc="bench push")
+            phases = {}
+            for label, size in (("batched", batch), ("single", 1)):
+                phases[label] = _phase(
+                    settings,
+                    url,
+                    str(ca),
+                    source.hmac_secret,
+                    names,
+                    size,
+                    seconds,
+                    clients,
+                    connections,
+                )
+                bar.update()
+            bar.close()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+    batched, single = phases["batched"], phases["single"]
+    return {
+        "readings_per_s": batched["readings_per_s"],
+        "requests_per_s": single["requests_per_s"],
+        "batched": batched,
+        "single": single,
+        "batch": batch,
+        "clients": clients,
+        "connections": connections * clients,
+        "workers": workers,
+        "seconds": seconds,
+        "lost": batched["lost"] + single["lost"],
+    }
+
+
+def _device(name: str) -> Device:
+    return Device(
+        city=CITY,
+        device_id=name,
+        family="sensors",
+        kind="gas_well",
+        metrics={"ch4": "%LEL"},
+        owner_dept="bench",
+        lon=118.78,
+        lat=32.04,
+        transport="http",
+        source=SOURCE,
+    )
+
+
+def _wait_ready(url: str, ca: str, proc: subprocess.Popen[bytes], log: Any) -> None:
+    context = ssl.create_default_context(cafile=ca)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", verify=context, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            raise RuntimeError(f"push serve did not start: {log.read()[-2000:].decode()}")
+        time.sleep(0.3)
+
+
+def _phase(
+    settings: Settings,
+    url: str,
+    ca: str,
+    secret: str,
+    names: list[str],
+    batch: int,
+    seconds: float,
+    clients: int,
+    connections: int,
+) -> dict[str, Any]:
+    start = asyncio.run(_end_offsets(settings))
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_client,
+            args=(url, ca, secret, names[k::clients], batch, seconds, connections, go, results),
+        )
+        for k in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(2.0)
+    go.set()
+    outcomes = [results.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join()
+    took = max(o["t1"] for o in outcomes) - min(o["t0"] for o in outcomes)
+    ok = sum(o["ok"] for o in outcomes)
+    readings = ok * batch
+    latencies = np.concatenate([np.asarray(o["latencies_ms"]) for o in outcomes])
+    found = asyncio.run(_count_city(settings, start))
+    statuses: dict[str, int] = {}
+    for o in outcomes:
+        for status, n in o["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+    return {
+        "requests_per_s": round(ok / took),
+        "readings_per_s": round(readings / took),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 1) if latencies.size else None,
+        "p99_ms": round(float(np.percentile(latencies, 99)), 1) if latencies.size else None,
+        "requests": int(sum(statuses.values())),
+        "statuses": statuses,
+        "lost": max(0, readings - found),
+    }
+
+
+def _client(
+    url: str,
+    ca: str,
+    secret: str,
+    names: list[str],
+    batch: int,
+    seconds: float,
+    connections: int,
+    go: Event,
+    results: Queue[Any],
+) -> None:
+    """One carrier platform's pusher: ``connections`` requests in flight on keep-alive
+    connections, each a signed body of ``batch`` reports, until ``seconds`` are up."""
+    results.put(asyncio.run(_push(url, ca, secret, names, batch, seconds, connections, go)))
+
+
+async def _push(
+    url: str,
+    ca: str,
+    secret: str,
+    names: list[str],
+    batch: int,
+    seconds: float,
+    connections: int,
+    go: Event,
+) -> dict[str, Any]:
+    import aiohttp
+
+    context = ssl.create_default_context(cafile=ca)
+    connector = aiohttp.TCPConnector(limit=connections, ssl=context)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    ok = 0
+    # Each reading its own key: one microsecond apart, from a start an hour ago.
+    base = datetime.now(UTC) - timedelta(hours=1)
+    counter = [0]
+    key = secret.encode()
+
+    def body() -> bytes:
+        parts = []
+        for _ in range(batch):
+            n = counter[0]
+            counter[0] += 1
+            ts = (base + timedelta(microseconds=n)).isoformat()
+            parts.append(
+                b'{"device_id":"%s","ts":"%s","metric":"ch4","value":%d.5}'
+                % (names[n % len(names)].encode(), ts.encode(), n % 20)
+            )
+        return b'{"reports":[' + b",".join(parts) + b"]}"
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.to_thread(go.wait)
+        t0 = time.time()
+        deadline = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal ok
+            while time.monotonic() < deadline:
+                data = body()
+                t = str(int(time.time()))
+                digest = hmac.new(key, t.encode() + b"." + data, hashlib.sha256).hexdigest()
+                headers = {
+                    "content-type": "application/json",
+                    "x-cityops-source": SOURCE,
+                    "x-cityops-signature": f"t={t},v1={digest}",
+                }
+                sent = time.perf_counter()
+                async with session.post(
+                    f"{url}/v1/ingest/{CITY}/push", data=data, headers=headers
+                ) as response:
+                    await response.read()
+                    status = response.status
+                latencies.append((time.perf_counter() - sent) * 1000)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status == 200:
+                    ok += 1
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        t1 = time.time()
+    return {"t0": t0, "t1": t1, "ok": ok, "statuses": statuses, "latencies_ms": latencies}
+
+
+async def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(READINGS.name)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(READINGS.name) or set()
+        tps = [TopicPartition(READINGS.name, p) for p in sorted(parts)]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def _count_city(settings: Settings, start: dict[TopicPartition, int]) -> int:
+    """Readings of the bench's city in the readings topic past ``start``."""
+    ends = await _end_offsets(settings)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+    )
+    await consumer.start()
+    found = 0
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        remaining = {tp for tp in start if ends[tp] > start[tp]}
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                for rec in records:
+                    if rec.value is not None:
+                        found += sum(1 for r in codec.decode(rec.value) if r.city == CITY)
+                    if rec.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
