@@ -42,9 +42,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
 from ingest.deadletter import DeadLetter
-from ingest.decode import Outgoing
+from ingest.decode import Outgoing, batched
 from ingest.errors import PayloadError, TransportError
-from lifeline import codec, topics
+from lifeline import topics
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ class Bridge:
                 letter = DeadLetter.of(topic, payload, received_at, exc.reason, str(exc))
                 records.append(Outgoing(topics.DEADLETTER.name, topic.encode(), letter.to_json()))
         readings = sum(1 for r in records if r.topic == _READINGS)
-        await self._produce_until_done(self._batched(records))
+        await self._produce_until_done(batched(records, self._readings_partitions))
         self.forwarded += len(records) - bad
         metrics.READINGS.inc(readings)
         self.dead_lettered += bad
@@ -401,20 +401,6 @@ class Bridge:
         self._client.ack_all([mid for _topic, _payload, mid, qos in batch if qos == 1])
         self.handled += len(batch)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
-
-    def _batched(self, records: list[Outgoing]) -> list[Outgoing]:
-        """Readings joined into batch records, one partition each; the rest as they are."""
-        others = [r for r in records if r.topic != _READINGS]
-        by_partition = codec.group_by_partition(
-            ((r.key.decode(), r.value) for r in records if r.topic == _READINGS),
-            self._readings_partitions,
-        )
-        batched = [
-            Outgoing(_READINGS, b"", record, partition)
-            for partition, encoded in by_partition.items()
-            for record in codec.batches(encoded)
-        ]
-        return batched + others
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(

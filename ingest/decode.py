@@ -39,6 +39,20 @@ class Outgoing:
     partition: int | None = None
 
 
+def batched(records: list[Outgoing], partitions: int) -> list[Outgoing]:
+    """Readings joined into batch records, one partition each (``partitions`` of the
+    readings topic); the other records as they are."""
+    name = topics.READINGS.name
+    by_partition = codec.group_by_partition(
+        ((r.key.decode(), r.value) for r in records if r.topic == name), partitions
+    )
+    return [
+        Outgoing(name, b"", record, partition)
+        for partition, encoded in by_partition.items()
+        for record in codec.batches(encoded)
+    ] + [r for r in records if r.topic != name]
+
+
 @dataclass(frozen=True, slots=True)
 class TopicParts:
     city: str

@@ -37,10 +37,10 @@ from prometheus_client import Counter, Histogram
 
 from ingest.adapters import VendorMapping, dig
 from ingest.deadletter import DeadLetter
-from ingest.decode import Decoder, Outgoing, parse_json
+from ingest.decode import Decoder, Outgoing, batched, parse_json
 from ingest.errors import PayloadError
 from ingest.registry import Registry
-from lifeline import codec, topics
+from lifeline import topics
 from store.push_sources import KEY_PREFIX, PushSource
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ class PushIngest:
                 f"retry in {retry} s",
                 {"Retry-After": str(retry)},
             )
-        await self._produce(self._batched(records))
+        await self._produce(batched(records, self.partitions))
         READINGS.labels(source.name).inc(readings)
         return Answer(
             200,
@@ -360,17 +360,6 @@ class PushIngest:
             unit = device.metrics.get(str(report["metric"]))
             report = {"city": source.city, **({"unit": unit} if unit else {}), **report}
         return self.decoder.readings_of(device, report, received_at)
-
-    def _batched(self, records: list[Outgoing]) -> list[Outgoing]:
-        name = topics.READINGS.name
-        by_partition = codec.group_by_partition(
-            ((r.key.decode(), r.value) for r in records if r.topic == name), self.partitions
-        )
-        return [
-            Outgoing(name, b"", record, partition)
-            for partition, encoded in by_partition.items()
-            for record in codec.batches(encoded)
-        ] + [r for r in records if r.topic != name]
 
     async def _dead_letter(
         self,
