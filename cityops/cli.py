@@ -1124,7 +1124,10 @@ def simulate_cmd(
     seed: int,
     follow: bool,
 ) -> None:
-    """Publish an onboarded city's readings and camera events over MQTT, with scenarios."""
+    """Play an onboarded city's devices, with scenarios: readings and camera events over
+    MQTT, each device as itself; the readings of http devices pushed over HTTPS by their
+    source, as a carrier platform does (signed, retried, now and then repeated) to
+    CITYOPS_PUSH_URL."""
     from datetime import timedelta
 
     from cityops.simulate import simulate
@@ -1147,6 +1150,7 @@ def simulate_cmd(
             {
                 "ticks": result.ticks,
                 "messages": result.messages,
+                "pushed": result.pushed,
                 "scenarios": result.scenarios,
                 "truth": str(result.truth_file) if result.truth_file else None,
             }

@@ -32,6 +32,8 @@ SERVICES = (
     PlatformService("sink", ("sink",)),
     PlatformService("worker", ("worker",)),
     PlatformService("api", ("api", "serve")),
+    # The demo city's NB-IoT sensors arrive through their carrier platform's push.
+    PlatformService("push", ("push", "serve")),
     # The demo city's devices, each with its own credentials: the last hour played
     # at 60x (incidents within a minute), then real time with a scenario now and then.
     PlatformService(
@@ -113,6 +115,8 @@ def _cockpit_access(settings: Settings) -> list[str]:
     port = os.environ.get("CITYOPS_API_PORT", "8400")
     return [
         f"cockpit   http://{host}:{port}/  (OpenAPI: http://{host}:{port}/docs)",
+        f"push      {settings.push_url}/v1/ingest/{DEMO_CITY}/push  (source nb-carrier: gas "
+        "wells and manhole covers; `cityops push source list`)",
         f"key       {token}  (dispatcher of {DEMO_CITY}; kept in {key_file})",
     ]
 
@@ -134,20 +138,38 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     from cityops.onboard import broker_admin, onboard, placer_from_files
     from ingest.broker_accounts import device_username
     from simulators.city import build_city
-    from simulators.demo_city import DEMO_CITY, demo_devices, write_demo_city
+    from simulators.demo_city import (
+        DEMO_CITY,
+        demo_devices,
+        ensure_push_source,
+        transport_of,
+        write_demo_city,
+    )
     from store.devices import existing_ids
 
     folder = settings.stack_dir / "demo"
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        ensure_push_source(conn, DEMO_CITY)
         known = existing_ids(conn, DEMO_CITY)
+        pushed = {
+            r[0]
+            for r in conn.execute(
+                "SELECT device_id FROM devices WHERE city = %s AND transport = 'http'",
+                (DEMO_CITY,),
+            ).fetchall()
+        }
         mapped = conn.execute(
             "SELECT count(*) FROM cim_features WHERE city = %s", (DEMO_CITY,)
         ).fetchone()
-    wanted = {row[0] for row in demo_devices(build_city(county="320102", blocks=3), DEMO_CITY)}
-    # Stored devices whose accounts the broker lacks (a new broker) are onboarded anew.
+    rows = demo_devices(build_city(county="320102", blocks=3), DEMO_CITY)
+    wanted = {row[0] for row in rows}
+    over_mqtt = {row[0] for row in rows if transport_of(row[1])[0] == "mqtt"}
+    # Stored devices whose accounts the broker lacks (a new broker), or that report
+    # another way than the demo city says (an earlier version), are onboarded anew.
     with broker_admin(settings) as admin:
         on_broker = admin.usernames(f"{DEMO_CITY}.")
-    accounts_missing = not {device_username(DEMO_CITY, d) for d in wanted} <= on_broker
+    accounts_missing = not {device_username(DEMO_CITY, d) for d in over_mqtt} <= on_broker
+    accounts_missing |= pushed != wanted - over_mqtt
     if not accounts_missing and known and mapped and mapped[0] and wanted <= set(known):
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded"
     log(f"building and onboarding the demo city {DEMO_CITY}")

@@ -989,12 +989,16 @@ def drill_security(pipe: Pipeline) -> DrillResult:
         row = conn.execute("SELECT count(*) FROM alerts").fetchone()
         if row is None:
             findings.append("the alerts table is gone")
-    # 3. No secret in any log.
+    # 3. The push endpoint: signatures, replays, tenancy, hostile bodies, kept once.
+    push_probes, push_secrets = _probe_push(pipe, other, findings)
+    probes += push_probes
+    # 4. No secret in any log.
     secrets_ = {
         "MQTT platform password": pipe.settings.mqtt_password.get_secret_value(),
         "device password": pipe.device_password,
         "database DSN password": pipe.dsn.split("@")[0].rsplit(":", 1)[-1],
         "API key": mine.split(".", 1)[1],
+        **push_secrets,
     }
     for log in pipe.logs.glob("*.log"):
         text = log.read_text(errors="replace")
@@ -1005,6 +1009,223 @@ def drill_security(pipe: Pipeline) -> DrillResult:
     result.ok = not findings
     result.detail = {"probes": probes, "findings": findings}
     return result
+
+
+def _hostile_bodies() -> list[tuple[str, bytes]]:
+    """Bodies an attacker or a broken platform sends: none may cost a 5xx or a reading."""
+    return [
+        ("not JSON", b"\x00\xff{not json"),
+        ("deep nesting", b"[" * 100_000 + b"]" * 100_000),
+        ("1e309", b'{"device_id": "ps-000", "ts": "2026-01-01T00:00:00Z", "values": 1e309}'),
+        ("NaN", b'{"device_id": "ps-000", "metric": "ch4", "value": NaN}'),
+        ("too many reports", b"[" + b",".join([b"{}"] * 5000) + b"]"),
+        ("empty", b""),
+        ("empty array", b"[]"),
+        ("a string", b'"ps-000"'),
+        ("oversize", b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'),
+        *(
+            (
+                "injected device id",
+                json.dumps({"device_id": bad, "metric": "ch4", "value": 1}).encode(),
+            )
+            for bad in INJECTIONS
+        ),
+        ("lone surrogate", b'{"device_id": "ps-000\\u202e\\ud800", "metric": "ch4"}'),
+    ]
+
+
+def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, dict[str, str]]:
+    """``cityops push serve`` of the drill city under attack: wrong, stale and replayed
+    signatures, another city's source and devices, an MQTT device, hostile and oversize
+    bodies. Returns the probes made and the secrets no log may show."""
+    import ssl
+
+    import httpx
+
+    from cityops.push import tls_files
+    from ingest.push import SIGNATURE_HEADER, SOURCE_HEADER, sign
+    from lifeline.devices import Device
+    from store.devices import upsert_devices
+    from store.push_sources import create_source
+
+    probes = 0
+    with psycopg.connect(pipe.dsn, autocommit=True) as conn:
+        mine, my_key = create_source(conn, pipe.city, "drill-nb")
+        theirs, their_key = create_source(conn, other, "drill-nb")
+        pushed = [
+            Device(
+                city=city,
+                device_id=f"ps-{i:03d}",
+                family="sensors",
+                kind="gas_well",
+                metrics={"ch4": "%LEL"},
+                owner_dept="drill",
+                lon=118.78,
+                lat=32.04,
+                transport="http",
+                source="drill-nb",
+            )
+            for city in (pipe.city, other)
+            for i in range(3)
+        ]
+        for city in (pipe.city, other):
+            devices = [d for d in pushed if d.city == city]
+            upsert_devices(
+                conn, devices, {d.device_id: (f"{city}.{d.device_id}", "") for d in devices}
+            )
+    tls = tls_files(pipe.settings)
+    port = free_port()
+    env = {
+        **os.environ,
+        "CITYOPS_DB_DSN": pipe.dsn,
+        "CITYOPS_CITIES": f"{pipe.city},{other}",
+        "CITYOPS_KAFKA_BOOTSTRAP": pipe.settings.kafka_bootstrap,
+    }
+    argv = ["push", "serve", "--port", str(port), *(() if tls else ("--plain",))]
+    with (pipe.logs / "push.log").open("ab") as fh:
+        pipe.procs["push"] = subprocess.Popen(
+            [sys.executable, "-m", "cityops.cli", *argv],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    pipe.wait_log("push", "push serving")
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(pipe.settings.tls_dir / "ca.crt")) if tls else False
+    )
+    url = f"{'https://localhost' if tls else 'http://127.0.0.1'}:{port}"
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    reports = [
+        {
+            "device_id": f"ps-{i:03d}",
+            "ts": (at + timedelta(seconds=j)).isoformat(),
+            "metric": "ch4",
+            "value": 1.0,
+        }
+        for i in range(3)
+        for j in range(10)
+    ]
+    good = json.dumps(reports).encode()
+
+    def signed(body: bytes, secret: str = mine.hmac_secret, t: int | None = None) -> dict[str, str]:
+        return {SOURCE_HEADER: "drill-nb", SIGNATURE_HEADER: sign(secret, body, t)}
+
+    with httpx.Client(base_url=url, verify=verify, timeout=30) as c:
+        path = f"/v1/ingest/{pipe.city}/push"
+
+        def expect(
+            what: str, status: set[int], body: bytes, headers: dict[str, str], where: str = path
+        ) -> httpx.Response | None:
+            nonlocal probes
+            probes += 1
+            try:
+                r = c.post(
+                    where, content=body, headers={"content-type": "application/json", **headers}
+                )
+            except httpx.HTTPError as exc:
+                findings.append(f"push, {what}: {type(exc).__name__}")
+                return None
+            if r.status_code not in status:
+                findings.append(f"push, {what}: {r.status_code} {r.text[:200]}")
+            return r
+
+        expect("no credentials", {401}, good, {})
+        expect("a made-up key", {401}, good, {"Authorization": "Bearer cpk_0.bad"})
+        wrong = sign("not-the-secret", good)
+        expect(
+            "a wrong signature", {401}, good, {SOURCE_HEADER: "drill-nb", SIGNATURE_HEADER: wrong}
+        )
+        expect("another body's signature", {401}, good, signed(b"[]"))
+        expect("a stale signature", {401}, good, signed(good, t=int(time.time()) - 3600))
+        expect("a signature from the future", {401}, good, signed(good, t=int(time.time()) + 3600))
+        expect("another city's secret", {401}, good, signed(good, theirs.hmac_secret))
+        expect("another city's key", {403}, good, {"Authorization": f"Bearer {their_key}"})
+        expect(
+            "my key on another city's path",
+            {403},
+            good,
+            {"Authorization": f"Bearer {my_key}"},
+            f"/v1/ingest/{other}/push",
+        )
+        expect(
+            "a city not served",
+            {401, 403, 404},
+            good,
+            {"Authorization": f"Bearer {my_key}"},
+            "/v1/ingest/399999/push",
+        )
+        # Accepted once; the same signed request again is a replay; the same reports
+        # signed anew, and with the key, are accepted and kept once.
+        headers = signed(good)
+        expect("a signed batch", {200}, good, headers)
+        expect("the same signed request again", {409}, good, headers)
+        time.sleep(1.1)
+        expect("the batch signed anew", {200}, good, signed(good))
+        expect("the batch with the key", {200}, good, {"Authorization": f"Bearer {my_key}"})
+        # Reports a source may not send: dead-lettered, the rest of the batch kept.
+        mixed = [
+            {"device_id": "ps-000", "ts": at.isoformat(), "metric": "ch4", "value": 2.0},
+            {"device_id": "sx-000", "ts": at.isoformat(), "metric": "ch4", "value": 3.0},
+            {"device_id": "nobody", "ts": at.isoformat(), "metric": "ch4", "value": 4.0},
+            {"device_id": "ps-001", "ts": at.isoformat(), "metric": "ch4", "value": -9e9},
+        ]
+        r = expect(
+            "a batch naming foreign devices",
+            {200},
+            json.dumps(mixed).encode(),
+            {"Authorization": f"Bearer {my_key}"},
+        )
+        if r is not None and r.status_code == 200 and r.json().get("dead_lettered") != 3:
+            findings.append(f"push, foreign devices: {r.json()} (3 dead letters expected)")
+        for what, body in _hostile_bodies():
+            expect(
+                f"hostile body ({what})",
+                {400, 413, 200},
+                body,
+                {"Authorization": f"Bearer {my_key}"},
+            )
+        probes += 1
+        if c.get("/ready").status_code != 200:
+            findings.append("push: not ready after the hostile bodies")
+    # Kept once: 30 readings sent three times, the refused reports in the dead letters.
+    deadline = time.monotonic() + 60
+    stored = distinct = 0
+    while time.monotonic() < deadline:
+        stored, distinct = pipe.stored("ps-")
+        if stored >= len(reports):
+            break
+        time.sleep(1)
+    probes += 1
+    if (stored, distinct) != (len(reports), len(reports)):
+        findings.append(
+            f"push: {stored} readings stored ({distinct} distinct) of {len(reports)} sent thrice"
+        )
+    with psycopg.connect(pipe.dsn, autocommit=True) as conn:
+        foreign = conn.execute(
+            "SELECT count(*) FROM readings WHERE city <> %s AND device_id LIKE 'ps-%%'",
+            (pipe.city,),
+        ).fetchone()
+        letters = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT reason FROM deadletters WHERE mqtt_topic = %s",
+                (f"push/{pipe.city}/drill-nb",),
+            ).fetchall()
+        }
+    probes += 2
+    if foreign and foreign[0]:
+        findings.append(f"push: {foreign[0]} readings stored for another city's devices")
+    wanted = {"unknown_device", "not_this_source", "out_of_range", "bad_json", "oversize"}
+    if not wanted <= letters:
+        findings.append(
+            f"push: dead letters lack {sorted(wanted - letters)} (have {sorted(letters)})"
+        )
+    pipe.kill("push")
+    return probes, {
+        "push ingest key": my_key.split(".", 1)[1],
+        "push HMAC secret": mine.hmac_secret,
+    }
 
 
 DRILLS: dict[str, Callable[[Pipeline], DrillResult]] = {

@@ -35,5 +35,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "pyogrio"):
+    # httpx logs every request at INFO (the simulator's pushes, the drills' probes).
+    for noisy in ("aiokafka", "kafka", "pyogrio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -88,6 +88,19 @@ def onboard(
                     f"the MQTT broker did not take the device accounts: {exc}; no device "
                     "was stored, onboard the file again"
                 ) from exc
+        # A device that now reports through a push source loses its MQTT account.
+        moved = [
+            DeviceAccount(city, d.device_id, d.family)
+            for d in validated.devices
+            if d.transport == "http" and d.device_id in existing
+        ]
+        try:
+            broker.delete_devices(moved)
+        except BrokerAccountError as exc:
+            raise CityOpsError(
+                f"the MQTT broker did not remove the accounts of devices moved to push: "
+                f"{exc}; onboard the file again"
+            ) from exc
         # The passwords are on the broker now: write them out before storing the
         # devices, so a crash in between leaves usable credentials (and onboarding
         # again issues fresh ones to the devices not stored).

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         description="Seconds between the broker's commits of its session store "
         "(0: every loop; a kill -9 loses at most this much of acknowledged messages)",
     )
+    push_url: str = Field(
+        "https://127.0.0.1:8443",
+        description="Base URL of the push endpoint (cityops push serve) that simulated "
+        "carrier platforms push to",
+    )
     db_dsn: SecretStr = Field(description="PostgreSQL DSN of the platform role")
     cities: Annotated[tuple[str, ...], NoDecode] = Field(
         ("320100",), description="GB/T 2260 codes of the pilot cities, comma separated"

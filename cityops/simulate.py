@@ -29,9 +29,11 @@ from tqdm import tqdm
 
 from cityops.errors import CityOpsError
 from cityops.settings import Settings
+from simulators.carrier import CarrierPlatform
 from simulators.live import SimDevice, Simulation, plan, unit_of
 from simulators.names import SCENARIOS
 from store.devices import load_devices
+from store.push_sources import load_sources
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,8 @@ class SimResult:
     messages: int
     scenarios: int
     truth_file: Path | None
+    #: of ``messages``, the reports pushed over HTTPS by carrier platforms
+    pushed: int = 0
 
 
 def simulate(
@@ -240,9 +244,11 @@ def simulate(
                 d.lat,
                 d.grid_code,
                 d.asset_id,
+                d.source if d.transport == "http" else None,
             )
             for d in load_devices(conn, [city])
         ]
+        secrets = {s.name: s.hmac_secret for s in load_sources(conn, [city])}
     if not devices:
         raise CityOpsError(f"city {city} has no devices; onboard it first (cityops onboard)")
     rng = np.random.default_rng(seed)
@@ -258,8 +264,19 @@ def simulate(
         with truth_out.open("w") as fh:
             for s in planned:
                 fh.write(json.dumps(s.truth(), ensure_ascii=False) + "\n")
-    pubs = Publishers(settings, read_credentials(credentials, city))
-    pubs.connect([d.device_id for d in devices], show_progress)
+    over_mqtt = [d.device_id for d in devices if d.source is None]
+    pubs = Publishers(settings, read_credentials(credentials, city) if over_mqtt else {})
+    pubs.connect(over_mqtt, show_progress)
+    carrier = None
+    if len(over_mqtt) < len(devices):
+        carrier = CarrierPlatform(
+            settings.push_url,
+            city,
+            secrets,
+            ca_file=settings.tls_dir / "ca.crt",
+            seed=seed,
+            idle=lambda seconds: pubs.idle(seconds, stop),
+        )
     ticks = 0
     try:
         total = int(duration / interval)
@@ -279,32 +296,67 @@ def simulate(
                 due = wall0 + ticks * interval.total_seconds() / speed
                 if pubs.idle(due - time.monotonic(), stop):
                     break
-            _publish_tick(sim, pubs, city, t, interval)
+            _publish_tick(sim, pubs, carrier, city, t, interval)
             if on_tick is not None:
                 on_tick(t)
             ticks += 1
             bar.update()
             t += interval
         bar.close()
+        if carrier is not None:
+            carrier.flush()
     finally:
         pubs.close()
-    return SimResult(ticks, pubs.sent, len(sim.scenarios), truth_out)
+        if carrier is not None:
+            carrier.close()
+    pushed = carrier.stats if carrier is not None else None
+    if pushed is not None:
+        log.info(
+            "pushed over HTTPS",
+            extra={
+                "reports": pushed.reports,
+                "requests": pushed.requests,
+                "repeated": pushed.repeated,
+                "retries": pushed.retries,
+                "dead_lettered": pushed.dead_lettered,
+            },
+        )
+    return SimResult(
+        ticks,
+        pubs.sent + (pushed.reports if pushed else 0),
+        len(sim.scenarios),
+        truth_out,
+        pushed.reports if pushed else 0,
+    )
 
 
 def _publish_tick(
-    sim: Simulation, pubs: Publishers, city: str, t: datetime, interval: timedelta
+    sim: Simulation,
+    pubs: Publishers,
+    carrier: CarrierPlatform | None,
+    city: str,
+    t: datetime,
+    interval: timedelta,
 ) -> None:
     infos = []
     ts = t.isoformat().replace("+00:00", "Z")
+    pushed: dict[str, list[dict[str, Any]]] = {}
     for dev, values in sim.readings_at(t):
         payload = {
             "ts": ts,
             "values": values,
             "units": {m: unit_of(m) for m in values},
         }
+        if dev.source is not None:
+            # Its carrier platform pushes it, naming the device in the report.
+            pushed.setdefault(dev.source, []).append({"device_id": dev.device_id, **payload})
+            continue
         info = pubs.publish(dev.device_id, json.dumps(payload).encode())
         if info is not None:
             infos.append(info)
+    if carrier is not None:
+        for source, reports in pushed.items():
+            carrier.push(source, reports)
     for camera, event, priority, confidence, event_at in sim.camera_events_at(t, interval):
         cam = next(d for d in sim.devices if d.device_id == camera)
         body = {

@@ -5,14 +5,21 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import shapely
 
 from geo.layers import write_layer
 from simulators.city import OWNER as NETWORK_OWNER
 from simulators.city import CityLayers, build_city
+from store.push_sources import create_source, source_names
 
 DEMO_CITY = "320100"
+#: The carrier IoT platform that pushes the readings of the demo city's battery NB-IoT
+#: sensors (gas wells and manhole covers) over HTTPS; every other sensor speaks MQTT.
+PUSH_SOURCE = "nb-carrier"
+PUSHED_KINDS = frozenset({"gas_well", "manhole_cover"})
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,24 @@ def write_demo_city(
     rows = demo_devices(layers, code)
     with files.devices.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["device_id", "kind", "lon", "lat", "asset_id", "owner_dept"])
-        writer.writerows(rows)
+        writer.writerow(
+            ["device_id", "kind", "lon", "lat", "asset_id", "owner_dept", "transport", "source"]
+        )
+        writer.writerows((*row, *transport_of(row[1])) for row in rows)
     return DemoFiles(files.grid, files.pipes, files.assets, files.pois, files.devices, len(rows))
+
+
+def transport_of(kind: str) -> tuple[str, str]:
+    """How a demo device of ``kind`` reports: (transport, push source or '')."""
+    return ("http", PUSH_SOURCE) if kind in PUSHED_KINDS else ("mqtt", "")
+
+
+def ensure_push_source(conn: psycopg.Connection[Any], code: str = DEMO_CITY) -> bool:
+    """Create the demo city's push source unless it has one; True when created."""
+    if PUSH_SOURCE in source_names(conn, code):
+        return False
+    create_source(conn, code, PUSH_SOURCE)
+    return True
 
 
 #: device id, kind, lon, lat, asset id, owner department

@@ -56,6 +56,8 @@ class SimDevice:
     lat: float
     grid_code: str | None = None
     asset_id: str | None = None
+    #: The push source (carrier platform) that reports it over HTTPS; None: over MQTT.
+    source: str | None = None
 
     @property
     def is_camera(self) -> bool:

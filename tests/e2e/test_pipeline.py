@@ -1,6 +1,8 @@
-"""The whole pipeline: simulator → MQTT → ingest → Kafka → Faust worker → sink → store →
-API and WebSocket. Every injected scenario of a short run becomes exactly one incident
-of the right type, grid cell and severity; no incident appears where none was injected."""
+"""The whole pipeline: simulator → MQTT → ingest, and simulator → HTTPS push (the city's
+NB-IoT gas wells and manhole covers, through their carrier platform) → Kafka → Faust
+worker → sink → store → API and WebSocket. Every injected scenario of a short run becomes
+exactly one incident of the right type, grid cell and severity; no incident appears
+where none was injected."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import websockets
 from pydantic import SecretStr
@@ -24,8 +27,9 @@ from pydantic import SecretStr
 from cityops.cim import load_layers
 from cityops.onboard import onboard, placer_from_files
 from cityops.settings import Settings
+from cityops.stack.common import free_port
 from cockpit_api.app import ApiConfig
-from simulators.demo_city import write_demo_city
+from simulators.demo_city import PUSH_SOURCE, PUSHED_KINDS, ensure_push_source, write_demo_city
 from simulators.score import score
 from tests.integration.api_support import Server, key, serve
 
@@ -45,6 +49,7 @@ class Pilot:
     settings: Settings
     folder: Path
     credentials: Path
+    push_url: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +58,8 @@ def pilot(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFa
     folder = tmp_path_factory.mktemp("pilot")
     settings = live_stack.model_copy(update={"db_dsn": SecretStr(db_dsn), "cities": (code,)})
     files = write_demo_city(folder, code=code)
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        ensure_push_source(conn, code)
     onboard(
         settings,
         files.devices,
@@ -111,6 +118,7 @@ class Service:
 def services(pilot: Pilot, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Service]]:
     logs = tmp_path_factory.mktemp("logs")
     tag = secrets.token_hex(3)
+    port = free_port()
     env = {
         **os.environ,
         "CITYOPS_DB_DSN": pilot.settings.db_dsn.get_secret_value(),
@@ -141,10 +149,13 @@ def services(pilot: Pilot, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             env,
             logs / "worker.log",
         ),
+        Service("push", ["push", "serve", "--port", str(port)], env, logs / "push.log"),
     ]
+    pilot.push_url = f"https://localhost:{port}"
     try:
         started[0].wait_for("ingest bridging")
         started[2].wait_for("Worker ready")
+        started[3].wait_for("push serving")
         time.sleep(3)  # the sink joins its group and takes the partitions (at their end)
         yield started
     finally:
@@ -183,6 +194,7 @@ async def test_every_scenario_becomes_exactly_one_incident(
                 **os.environ,
                 "CITYOPS_DB_DSN": pilot.settings.db_dsn.get_secret_value(),
                 "CITYOPS_CITIES": pilot.code,
+                "CITYOPS_PUSH_URL": pilot.push_url,
             }
             sim = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -212,6 +224,8 @@ async def test_every_scenario_becomes_exactly_one_incident(
                     sim.kill()
                     await sim.wait()
             assert sim.returncode == 0, out.decode()[-3000:]
+            played = json.loads(out.decode().strip().splitlines()[-1])
+            assert 0 < played["pushed"] < played["messages"], played
             truth = [json.loads(line) for line in truth_file.read_text().splitlines()]
             assert len(truth) == 10
             start = min(t["start"] for t in truth)
@@ -238,5 +252,17 @@ async def test_every_scenario_becomes_exactly_one_incident(
     assert final["severity_mismatches"] == [], final
     assert final["precision"] == 1.0
     assert final["recall"] == 1.0
+    # Both ways in carried scenarios: the gas leak's wells report through the carrier.
+    with psycopg.connect(pilot.settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT device_id, kind, transport, source FROM devices WHERE city = %s",
+            (pilot.code,),
+        ).fetchall()
+    how = {d: (t, src) for d, kind, t, src in rows}
+    assert {how[d] for d, kind, _t, _s in rows if kind in PUSHED_KINDS} == {("http", PUSH_SOURCE)}
+    gas = next(t for t in truth if t["scenario"] == "gas_leak")
+    pipe = next(t for t in truth if t["scenario"] == "pipe_burst")
+    assert {how[d] for d in gas["devices"]} == {("http", PUSH_SOURCE)}
+    assert {how[d][0] for d in pipe["devices"]} == {"mqtt"}
     incident_ids = {i["incident_id"] for i in page["items"]}
     assert incident_ids <= {e["incident_id"] for e in pushed}, "not every incident was pushed"

@@ -577,3 +577,55 @@ async def test_replay_plays_a_recording_in_time_order_moved_to_now(
         times = [datetime.fromisoformat(r["ts"]) for r in mine]
         assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(times))
         assert now() - timedelta(minutes=2) < times[-1] <= datetime.now(UTC)
+
+
+def test_a_device_moved_to_a_push_source_loses_its_mqtt_account(
+    live_stack: Settings, db_dsn: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    from cityops.onboard import broker_admin
+    from store.push_sources import create_source
+
+    code = f"328{secrets.randbelow(1000):03d}"
+    settings = live_stack.model_copy(update={"db_dsn": SecretStr(db_dsn)})
+    path = tmp_path / "devices.csv"
+
+    def onboard_as(transport: str, source: str) -> None:
+        path.write_text(
+            "device_id,kind,lon,lat,owner_dept,transport,source\n"
+            f"nb-1,gas_well,118.78,32.04,gas,{transport},{source}\n"
+            "mq-1,gas_well,118.79,32.04,gas,mqtt,\n"
+        )
+        onboard(
+            settings,
+            path,
+            code,
+            crs="EPSG:4326",
+            placer=None,
+            credentials_out=tmp_path / "creds.csv",
+            rotate=False,
+            show_progress=False,
+        )
+
+    def accounts() -> set[str]:
+        with broker_admin(settings) as admin:
+            return admin.usernames(f"{code}.")
+
+    onboard_as("mqtt", "")
+    assert accounts() == {f"{code}.nb-1", f"{code}.mq-1"}
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        create_source(conn, code, "ctwing")
+    onboard_as("http", "ctwing")
+    assert accounts() == {f"{code}.mq-1"}
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT device_id, transport, source FROM devices WHERE city = %s ORDER BY 1",
+            (code,),
+        ).fetchall()
+        conn.execute("DELETE FROM devices WHERE city = %s", (code,))
+    assert rows == [("mq-1", "mqtt", None), ("nb-1", "http", "ctwing")]
+    with broker_admin(settings) as admin:
+        from ingest.broker_accounts import DeviceAccount
+
+        admin.delete_devices([DeviceAccount(code, "mq-1", "sensors")])

@@ -287,3 +287,42 @@ def test_a_revoked_source_is_refused_within_seconds(push: Push) -> None:
     while push.post(body, {"authorization": f"Bearer {key}"}).status_code != 401:
         assert time.monotonic() < deadline, "a revoked source was still accepted"
         time.sleep(0.5)
+
+
+def test_the_simulated_carrier_platform_delivers_every_report_and_repeats_some(
+    push: Push, live_stack: Settings
+) -> None:
+    from simulators.carrier import CarrierPlatform
+
+    carrier = CarrierPlatform(
+        push.url,
+        push.city,
+        {"ctwing": push.secret},
+        ca_file=live_stack.tls_dir / "ca.crt",
+        repeat_rate=1.0,  # every batch's answer "lost": each comes again with the next
+    )
+    reports = [
+        {
+            "device_id": f"nb-{1 + i % 2}",
+            "ts": _report("nb-1", 30 - i, 0)["ts"],
+            "values": {"ch4": i},
+        }
+        for i in range(6)
+    ]
+
+    def play() -> None:
+        carrier.push("ctwing", reports[:3])
+        carrier.push("ctwing", reports[3:])
+        carrier.flush()
+
+    got = asyncio.run(_readings_during(push, play, 9))
+    carrier.close()
+    # Three reports, then those three again with the next three, then those six again
+    # (answered 409 when sent within the same second as their first time: in already).
+    assert carrier.stats.reports + carrier.stats.answered_before == 15
+    assert carrier.stats.repeated == 9
+    assert carrier.stats.dead_lettered == 0
+    assert sorted({(r.device_id, r.value) for r in got}) == sorted(
+        (r["device_id"], float(r["values"]["ch4"]))
+        for r in reports  # type: ignore[index]
+    )

@@ -31,7 +31,7 @@ OTHER = PushSource("320200", "onenet", "0123456789ab", _hash("other"), "x", None
 def _ingest() -> PushIngest:
     registry = Registry()
     return PushIngest(
-        registry, Sources([SOURCE, OTHER]), Decoder(registry, {}), {}, None, 12, lambda: NOW
+        registry, Sources([SOURCE, OTHER]), Decoder(registry, {}), {}, lambda: NOW
     )
 
 

@@ -1,0 +1,150 @@
+"""A carrier IoT platform as the simulator plays it: the reports of the devices it
+serves go to the city's push endpoint (``cityops push serve``) in signed batches over
+one keep-alive HTTPS connection, as the carriers' "subscription push" does.
+
+What a real platform does, it does too: every attempt is signed when it is sent; a
+request answered 429 or 503 is sent again after its ``Retry-After``; a request whose
+answer never came (a dropped connection) is sent again; and now and then a batch whose
+answer the platform did not see comes again with the next one, so the platform's
+idempotence (each reading kept once) is exercised all the time.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from cityops.errors import CityOpsError
+from ingest.push import MAX_REPORTS, SIGNATURE_HEADER, SOURCE_HEADER, sign
+
+log = logging.getLogger(__name__)
+
+#: Reports a request carries at most (the endpoint takes up to MAX_REPORTS).
+BATCH = 500
+#: Attempts of one request before the platform gives up.
+ATTEMPTS = 8
+
+
+@dataclass
+class PushStats:
+    requests: int = 0
+    reports: int = 0
+    #: reports sent again with a later batch (their first answer "lost")
+    repeated: int = 0
+    retries: int = 0
+    #: reports of a request refused as a replay of one answered already (they are in)
+    answered_before: int = 0
+    dead_lettered: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+class CarrierPlatform:
+    """Pushes the reports of one city's push sources; ``secrets`` maps each source name
+    to its HMAC secret. ``idle(seconds)`` is called instead of sleeping between retries
+    (the simulator serves its MQTT connections meanwhile)."""
+
+    def __init__(
+        self,
+        url: str,
+        city: str,
+        secrets: dict[str, str],
+        *,
+        ca_file: Path | None = None,
+        repeat_rate: float = 0.02,
+        seed: int = 7,
+        idle: Callable[[float], object] = time.sleep,
+        timeout_s: float = 30.0,
+    ) -> None:
+        verify: ssl.SSLContext | bool = True
+        if url.startswith("https") and ca_file is not None and ca_file.exists():
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        self.path = f"/v1/ingest/{city}/push"
+        self.secrets = secrets
+        self.repeat_rate = repeat_rate
+        self.stats = PushStats()
+        self._url = url
+        self._rng = np.random.default_rng(seed)
+        self._idle = idle
+        self._held: dict[str, list[dict[str, Any]]] = {}
+        self._client = httpx.Client(
+            base_url=url,
+            verify=verify,
+            timeout=timeout_s,
+            headers={"content-type": "application/json"},
+        )
+
+    def push(self, source: str, reports: Sequence[dict[str, Any]], *, repeat: bool = True) -> None:
+        """Deliver ``reports`` of ``source`` (and any held back from the last call)."""
+        pending = [*self._held.pop(source, []), *reports]
+        for i in range(0, len(pending), BATCH):
+            chunk = pending[i : i + BATCH]
+            self._send(source, chunk)
+            if repeat and self._rng.random() < self.repeat_rate:
+                # The answer "got lost": the platform sends these reports again next time.
+                self._held.setdefault(source, []).extend(chunk)
+                self.stats.repeated += len(chunk)
+
+    def flush(self) -> None:
+        """Deliver the reports held back for a repeat, once more and for the last time."""
+        for source in list(self._held):
+            self.push(source, [], repeat=False)
+
+    def _send(self, source: str, reports: list[dict[str, Any]]) -> None:
+        assert len(reports) <= MAX_REPORTS  # noqa: S101  # BATCH is below the endpoint's limit
+        secret = self.secrets.get(source)
+        if secret is None:
+            raise CityOpsError(
+                f"push source {source!r} is not an active source of this city; create it "
+                "(cityops push source create) or onboard its devices with another source"
+            )
+        body = orjson.dumps(reports)
+        for attempt in range(1, ATTEMPTS + 1):
+            headers = {SOURCE_HEADER: source, SIGNATURE_HEADER: sign(secret, body)}
+            try:
+                answer = self._client.post(self.path, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                wait = min(2.0**attempt, 30.0)
+                log.warning(
+                    "push endpoint unreachable",
+                    extra={"url": self._url, "error": str(exc), "retry_in_s": wait},
+                )
+                self.stats.retries += 1
+                self._idle(wait)
+                continue
+            self.stats.requests += 1
+            if answer.status_code == 200:
+                result = answer.json()
+                self.stats.reports += len(reports)
+                self.stats.dead_lettered += int(result.get("dead_lettered", 0))
+                if result.get("errors") and len(self.stats.errors) < 20:
+                    self.stats.errors.extend(result["errors"][:5])
+                return
+            if answer.status_code == 409:
+                # The same signed request (same body, same second) was answered already.
+                self.stats.answered_before += len(reports)
+                return
+            if answer.status_code in (429, 503):
+                wait = float(answer.headers.get("retry-after", "1") or 1)
+                self.stats.retries += 1
+                self._idle(wait)
+                continue
+            raise CityOpsError(
+                f"the push endpoint refused source {source!r}: {answer.status_code} "
+                f"{answer.text[:300]}"
+            )
+        raise CityOpsError(
+            f"the push endpoint {self._url} did not take {len(reports)} report(s) of source "
+            f"{source!r} in {ATTEMPTS} attempts; is `cityops push serve` running?"
+        )
+
+    def close(self) -> None:
+        self._client.close()
