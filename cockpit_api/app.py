@@ -26,6 +26,7 @@ import psycopg
 from fastapi import (
     Depends,
     FastAPI,
+    Header,
     HTTPException,
     Query,
     Request,
@@ -57,6 +58,7 @@ from cockpit_api.feed import FeedHub
 from cockpit_api.layers import LayerCache, bbox_rows
 from cockpit_api.webhooks import Dispatcher
 from geo.mapout import feature_collection, grid_heat, points_layer
+from lifeline import wording
 from lifeline.alerts import ACTIONS, STATUSES, TransitionError
 from lifeline.vocabulary import IncidentType, Severity
 from store import cockpit as db
@@ -75,6 +77,19 @@ LATENCY = Histogram(
 CITY = Annotated[str, PathParam(pattern=r"^\d{6}$", description="GB/T 2260 city code")]
 ALERT_ID = Annotated[str, PathParam(min_length=1, max_length=128)]
 Who = Annotated[Principal, Depends(authenticate)]
+
+
+def _language(
+    accept_language: Annotated[str | None, Header()] = None,
+    lang: Annotated[
+        Literal["zh", "en"] | None,
+        Query(description="zh or en for titles and descriptions; else Accept-Language, else zh"),
+    ] = None,
+) -> wording.Lang:
+    return wording.language(accept_language, lang)
+
+
+Lang = Annotated[wording.Lang, Depends(_language)]
 
 
 @dataclass(frozen=True)
@@ -231,11 +246,34 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return (w, s, e, n)
 
 
-def _alert_out(row: dict[str, Any]) -> dict[str, Any]:
+def _levels_of(kind: str | None, metric: str) -> list[dict[str, Any]]:
+    """The fixed levels of the default rules of ``kind``'s ``metric`` (a chart draws them
+    as bands); empty for a series watched by the adaptive baseline."""
+    from lifeline.detect.detectors import Levels
+    from lifeline.detect.rules import defaults_for
+
+    if kind is None:
+        return []
+    return [
+        {"threshold": lv.threshold, "severity": lv.severity.value, "direction": det.direction}
+        for det in defaults_for(kind, metric)
+        if isinstance(det, Levels)
+        for lv in det.levels
+    ]
+
+
+def _alert_out(row: dict[str, Any], lang: wording.Lang = "zh") -> dict[str, Any]:
     out = dict(row)
     out["changes"] = int(out.get("changes") or 0)
     sev = Severity(out["severity"])
     out["severity_level"] = sev.roman
+    itype = IncidentType(out["type"])
+    cells, assets = out.get("grid_cells") or (), out.get("asset_ids") or ()
+    out["title"] = wording.title(itype, out["incident_id"], cells, assets, lang)
+    out["description"] = wording.description(
+        itype, sev, out["alert_status"], out.get("incident_status") or "open", cells, assets, lang
+    )
+    out["language"] = lang
     out["actions"] = [a.name for a in ACTIONS.values() if out["alert_status"] in a.allowed_from]
     return out
 
@@ -449,6 +487,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     async def list_alerts(
         request: Request,
         who: Who,
+        language: Lang,
         city: Annotated[list[str], Query(description="city codes; default all of the key's")] = [],  # noqa: B006
         type: Annotated[list[IncidentType], Query()] = [],  # noqa: B006
         severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
@@ -484,13 +523,13 @@ def create_app(config: ApiConfig) -> FastAPI:
             with conn() as c:
                 rows, total = db.list_alerts(c, f)
             return {
-                "items": [_alert_out(r) for r in rows],
+                "items": [_alert_out(r, language) for r in rows],
                 "total": total,
                 "limit": limit,
                 "offset": offset,
             }
 
-        key = alerts_key(request.query_params.multi_items(), who.scope_key)
+        key = alerts_key([*request.query_params.multi_items(), ("lang", language)], who.scope_key)
         return await cached(key, config.list_ttl_s, build)
 
     def _get(c: psycopg.Connection[Any], who: Principal, alert_id: str) -> dict[str, Any]:
@@ -503,6 +542,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     def alert_detail(
         who: Who,
         alert_id: ALERT_ID,
+        language: Lang,
         window_min: Annotated[int, Query(ge=1, le=1440, description="readings around it")] = 30,
     ) -> Response:
         """One alert: its incident, audit trail, anomalies with the readings around them,
@@ -514,6 +554,13 @@ def create_app(config: ApiConfig) -> FastAPI:
             end = (row["cleared_at"] or row["updated_at"]) + timedelta(minutes=window_min)
             evidence = []
             seen = set()
+            devices = {ev["device_id"] for a in anomalies for ev in a["evidence"] or []}
+            kinds = dict(
+                c.execute(
+                    "SELECT device_id, kind FROM devices WHERE city = %s AND device_id = ANY(%s)",
+                    (row["city"], sorted(devices)),
+                ).fetchall()
+            )
             for a in anomalies:
                 for ev in a["evidence"] or []:
                     key = (ev["device_id"], ev["metric"])
@@ -526,12 +573,14 @@ def create_app(config: ApiConfig) -> FastAPI:
                             "device_id": key[0],
                             "metric": key[1],
                             "unit": ev.get("unit"),
+                            "kind": kinds.get(key[0]),
+                            "levels": _levels_of(kinds.get(key[0]), key[1]),
                             "bucket_s": choose_bucket(start, end).total_seconds(),
                             "points": _points(points),
                         }
                     )
             trail = db.audit(c, alert_id)
-        out = _alert_out(row)
+        out = _alert_out(row, language)
         out.update(audit=trail, anomalies=anomalies, evidence=evidence, impact=_impact(row))
         return _json(out)
 
@@ -568,6 +617,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     def act(
         who: Who,
         alert_id: ALERT_ID,
+        language: Lang,
         action: Annotated[Literal[tuple(ACTIONS)], PathParam()],  # type: ignore[valid-type]
         body: ActionBody | None = None,
     ) -> Response:
@@ -587,7 +637,7 @@ def create_app(config: ApiConfig) -> FastAPI:
             except TransitionError as exc:
                 raise HTTPException(409, detail=str(exc)) from None
         writes[0] += 1
-        return _json(_alert_out(row))
+        return _json(_alert_out(row, language))
 
     @app.get("/v1/alerts/{alert_id}/cap", tags=["cap"], response_class=Response)
     def alert_cap(

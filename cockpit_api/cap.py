@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from lifeline import wording
 from lifeline.impact import zone_radius_m
 from lifeline.vocabulary import IncidentType, Severity
 
@@ -43,34 +44,6 @@ CATEGORIES: dict[IncidentType, tuple[str, ...]] = {
     IncidentType.CITY_MANAGEMENT: ("Other",),
     IncidentType.SENSOR_FAULT: ("Infra",),
     IncidentType.DEVICE_OFFLINE: ("Infra",),
-}
-EVENT_NAMES: dict[IncidentType, tuple[str, str]] = {
-    IncidentType.GAS_LEAK: ("Gas leak", "燃气泄漏"),
-    IncidentType.GAS_PRESSURE: ("Gas pressure abnormal", "燃气压力异常"),
-    IncidentType.PIPE_BURST: ("Water main burst", "供水爆管"),
-    IncidentType.WATER_LEAK: ("Water leak", "供水漏损"),
-    IncidentType.LOW_PRESSURE: ("Low water pressure", "供水低压"),
-    IncidentType.WATERLOGGING: ("Waterlogging", "城市内涝"),
-    IncidentType.UNDERPASS_FLOODING: ("Underpass flooding", "下穿通道积水"),
-    IncidentType.MANHOLE_COVER: ("Manhole cover", "井盖异常"),
-    IncidentType.BRIDGE_OVERLOAD: ("Bridge overload", "桥梁超限"),
-    IncidentType.TUNNEL_HAZARD: ("Utility tunnel hazard", "综合管廊险情"),
-    IncidentType.HEATING_LEAK: ("Heating leak", "供热泄漏"),
-    IncidentType.FIRE: ("Smoke or fire", "烟火"),
-    IncidentType.CROWD: ("Crowd density", "人员聚集"),
-    IncidentType.CITY_MANAGEMENT: ("City management event", "城市管理事件"),
-    IncidentType.SENSOR_FAULT: ("Sensor fault", "传感器故障"),
-    IncidentType.DEVICE_OFFLINE: ("Device offline", "设备离线"),
-}
-INSTRUCTIONS: dict[IncidentType, str] = {
-    IncidentType.GAS_LEAK: "Keep clear of the area; no open flames or switches; gas company to "
-    "isolate the main and ventilate wells.",
-    IncidentType.PIPE_BURST: "Water company to isolate the section at the listed valves.",
-    IncidentType.WATERLOGGING: "Avoid the flooded road; drainage crews to clear inlets and pump.",
-    IncidentType.UNDERPASS_FLOODING: "Close the underpass to traffic until the water recedes.",
-    IncidentType.BRIDGE_OVERLOAD: "Restrict heavy vehicles and inspect the bridge.",
-    IncidentType.TUNNEL_HAZARD: "No entry to the tunnel section; ventilate before inspection.",
-    IncidentType.FIRE: "Fire service to verify and respond.",
 }
 
 
@@ -172,12 +145,20 @@ def build(a: CapAlert, language: str = "zh-CN", web: str | None = None) -> ET.El
             f"{sender(a.city)},{identifier(a, first=True)},{cap_time(a.created_at)}",
         )
     _sub(root, "incidents", identifier(a, first=True))
+    # One <info> in each language the platform speaks, the one asked for first.
+    tags = ["zh-CN", "en-US"] if language.lower().startswith("zh") else ["en-US", "zh-CN"]
+    for tag in tags:
+        _info(root, a, tag, web)
+    return root
+
+
+def _info(root: ET.Element, a: CapAlert, tag: str, web: str | None) -> None:
+    lang: wording.Lang = "zh" if tag.startswith("zh") else "en"
     info = _sub(root, "info")
-    en, zh = EVENT_NAMES[a.type]
-    _sub(info, "language", language)
+    _sub(info, "language", tag)
     for cat in CATEGORIES[a.type]:
         _sub(info, "category", cat)
-    _sub(info, "event", zh if language.startswith("zh") else en)
+    _sub(info, "event", wording.event_name(a.type, lang))
     final = (
         a.alert_status in ("resolved", "closed", "false_alarm") or a.incident_status == "cleared"
     )
@@ -190,18 +171,22 @@ def build(a: CapAlert, language: str = "zh-CN", web: str | None = None) -> ET.El
     _sub(code, "value", a.type.value)
     _sub(info, "effective", cap_time(a.created_at))
     _sub(info, "onset", cap_time(a.started_at))
-    _sub(info, "senderName", f"CityOps operations centre {a.city}")
-    level = f"{a.severity.value} ({a.severity.roman})"
-    _sub(info, "headline", a.title or f"{en} — level {level}")
+    _sub(
+        info,
+        "senderName",
+        f"{a.city} 城市运行管理中心" if lang == "zh" else f"CityOps operations centre {a.city}",
+    )
+    _sub(info, "headline", wording.title(a.type, a.incident_id, a.grid_cells, a.asset_ids, lang))
     _sub(
         info,
         "description",
-        f"{en} ({zh}), severity {level}; alert {a.alert_status}, incident {a.incident_status}; "
-        f"assets: {', '.join(a.asset_ids) or 'none'}; "
-        f"grid cells: {', '.join(a.grid_cells) or 'none'}.",
+        wording.description(
+            a.type, a.severity, a.alert_status, a.incident_status, a.grid_cells, a.asset_ids, lang
+        ),
     )
-    if a.type in INSTRUCTIONS and not final:
-        _sub(info, "instruction", INSTRUCTIONS[a.type])
+    instruction = wording.instruction(a.type, lang)
+    if instruction and not final:
+        _sub(info, "instruction", instruction)
     if web:
         _sub(info, "web", web)
     for name, value in (
@@ -215,7 +200,11 @@ def build(a: CapAlert, language: str = "zh-CN", web: str | None = None) -> ET.El
         _sub(p, "valueName", name)
         _sub(p, "value", value)
     area = _sub(info, "area")
-    _sub(area, "areaDesc", f"City {a.city}" + (f", grid {a.grid_cells[0]}" if a.grid_cells else ""))
+    if lang == "zh":
+        desc = f"城市 {a.city}" + (f"，网格 {a.grid_cells[0]}" if a.grid_cells else "")
+    else:
+        desc = f"City {a.city}" + (f", grid {a.grid_cells[0]}" if a.grid_cells else "")
+    _sub(area, "areaDesc", desc)
     if a.lon is not None and a.lat is not None:
         radius_km = zone_radius_m(a.type, a.severity) / 1000
         _sub(area, "circle", f"{a.lat:.6f},{a.lon:.6f} {radius_km:.3f}")
@@ -226,7 +215,6 @@ def build(a: CapAlert, language: str = "zh-CN", web: str | None = None) -> ET.El
         gc = _sub(area, "geocode")
         _sub(gc, "valueName", "cityops:grid_cell")
         _sub(gc, "value", cell)
-    return root
 
 
 def to_xml(a: CapAlert, language: str = "zh-CN", web: str | None = None) -> bytes:
@@ -258,7 +246,8 @@ def atom_feed(
     for a in alerts:
         entry = sub(feed, "entry")
         sub(entry, "id", identifier(a))
-        sub(entry, "title", a.title or EVENT_NAMES[a.type][0])
+        lang: wording.Lang = "zh" if language.lower().startswith("zh") else "en"
+        sub(entry, "title", wording.title(a.type, a.incident_id, a.grid_cells, a.asset_ids, lang))
         sub(entry, "updated", a.updated_at.astimezone(UTC).isoformat())
         sub(
             entry,

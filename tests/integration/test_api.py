@@ -290,6 +290,59 @@ def test_cap_messages_are_valid_cap_1_2(
         _validate(schema, etree.fromstring(etree.tostring(entry)))
 
 
+def test_titles_descriptions_and_cap_speak_chinese_unless_english_is_asked(
+    server: Server,
+    db_dsn: str,
+    cities: tuple[str, str],
+    keys: dict[str, str],
+    schema: etree.XMLSchema,
+) -> None:
+    a, _ = cities
+    inc = incident(a, IncidentType.HEATING_LEAK, Severity.ORANGE)
+    store_incidents(db_dsn, [inc])
+    url = f"/v1/alerts/{inc.incident_id}"
+    cell = inc.grid_cells[0] if inc.grid_cells else None
+    with client(server, keys["viewer_a"]) as c:
+        zh = c.get(url).json()
+        en = c.get(url, headers={"Accept-Language": "en-GB,en;q=0.9,zh;q=0.5"}).json()
+        asked = c.get(url, params={"lang": "en"}, headers={"Accept-Language": "zh-CN"}).json()
+        listed_zh = c.get("/v1/alerts", params={"city": a, "type": "heating_leak"}).json()
+        listed_en = c.get(
+            "/v1/alerts",
+            params={"city": a, "type": "heating_leak"},
+            headers={"Accept-Language": "en"},
+        ).json()
+        doc = etree.fromstring(c.get(f"{url}/cap").content)
+        doc_en = etree.fromstring(c.get(f"{url}/cap", params={"lang": "en-US"}).content)
+    assert "供热泄漏" in zh["title"]
+    assert "heating" not in zh["title"].lower()
+    assert "橙色" in zh["description"]
+    assert en["title"].startswith("Heating leak")
+    assert asked["title"] == en["title"]
+    assert "orange" in en["description"]
+    if cell:
+        assert cell in zh["title"]
+        assert cell in en["title"]
+    mine = [i for i in listed_zh["items"] if i["incident_id"] == inc.incident_id]
+    assert mine
+    assert mine[0]["title"] == zh["title"]
+    mine_en = [i for i in listed_en["items"] if i["incident_id"] == inc.incident_id]
+    assert mine_en
+    assert mine_en[0]["title"] == en["title"]
+    for message, first in ((doc, "zh-CN"), (doc_en, "en-US")):
+        _validate(schema, message)
+        infos = message.findall(f"{{{CAP_NS}}}info")
+        assert [i.findtext(f"{{{CAP_NS}}}language") for i in infos] == [
+            first,
+            "en-US" if first == "zh-CN" else "zh-CN",
+        ]
+    by_lang = {i.findtext(f"{{{CAP_NS}}}language"): i for i in doc.findall(f"{{{CAP_NS}}}info")}
+    assert by_lang["zh-CN"].findtext(f"{{{CAP_NS}}}headline") == zh["title"]
+    assert by_lang["zh-CN"].findtext(f"{{{CAP_NS}}}event") == "供热泄漏"
+    assert "橙色" in by_lang["zh-CN"].findtext(f"{{{CAP_NS}}}description", "")
+    assert by_lang["en-US"].findtext(f"{{{CAP_NS}}}headline") == en["title"]
+
+
 async def _ticket(server: Server, token: str) -> str:
     async with httpx.AsyncClient(base_url=server.url) as c:
         r = await c.post("/v1/feed/ticket", headers={"Authorization": f"Bearer {token}"})

@@ -30,9 +30,7 @@ OTHER = PushSource("320200", "onenet", "0123456789ab", _hash("other"), "x", None
 
 def _ingest() -> PushIngest:
     registry = Registry()
-    return PushIngest(
-        registry, Sources([SOURCE, OTHER]), Decoder(registry, {}), {}, lambda: NOW
-    )
+    return PushIngest(registry, Sources([SOURCE, OTHER]), Decoder(registry, {}), {}, lambda: NOW)
 
 
 def _signed(body: bytes, at: int = NOW, name: str = "ctwing") -> dict[str, str]:
