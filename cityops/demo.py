@@ -158,9 +158,13 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
                 (DEMO_CITY,),
             ).fetchall()
         }
-        mapped = conn.execute(
-            "SELECT count(*) FROM cim_features WHERE city = %s", (DEMO_CITY,)
-        ).fetchone()
+        layers = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT layer FROM cim_features WHERE city = %s", (DEMO_CITY,)
+            ).fetchall()
+        }
+    mapped = {"grid", "pipes", "assets", "pois", "valves"} <= layers
     rows = demo_devices(build_city(county="320102", blocks=3), DEMO_CITY)
     wanted = {row[0] for row in rows}
     over_mqtt = {row[0] for row in rows if transport_of(row[1])[0] == "mqtt"}
@@ -170,14 +174,20 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
         on_broker = admin.usernames(f"{DEMO_CITY}.")
     accounts_missing = not {device_username(DEMO_CITY, d) for d in over_mqtt} <= on_broker
     accounts_missing |= pushed != wanted - over_mqtt
-    if not accounts_missing and known and mapped and mapped[0] and wanted <= set(known):
+    if not accounts_missing and known and mapped and wanted <= set(known):
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded"
     log(f"building and onboarding the demo city {DEMO_CITY}")
     files = write_demo_city(folder)
     load_layers(
         settings,
         DEMO_CITY,
-        {"grid": files.grid, "pipes": files.pipes, "assets": files.assets, "pois": files.pois},
+        {
+            "grid": files.grid,
+            "pipes": files.pipes,
+            "assets": files.assets,
+            "pois": files.pois,
+            "valves": files.valves,
+        },
         log,
     )
     if not accounts_missing and wanted <= set(known):

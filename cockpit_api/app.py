@@ -77,6 +77,8 @@ LATENCY = Histogram(
 CITY = Annotated[str, PathParam(pattern=r"^\d{6}$", description="GB/T 2260 city code")]
 ALERT_ID = Annotated[str, PathParam(min_length=1, max_length=128)]
 Who = Annotated[Principal, Depends(authenticate)]
+#: ECharts as the npm registry ships it, under cockpit_api/web
+ECHARTS = "node_modules/echarts/dist/echarts.min.js"
 
 
 def _language(
@@ -246,20 +248,64 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return (w, s, e, n)
 
 
+def _locate(impact: dict[str, Any], lon: float, lat: float, valves: Any) -> None:
+    """Add to an impact the valves to close as points, and each affected POI's distance
+    (metres, great circle) from the incident."""
+    import math
+
+    import shapely
+
+    def metres(x: float, y: float) -> float:
+        p1, p2 = math.radians(lat), math.radians(y)
+        dp, dl = p2 - p1, math.radians(x - lon)
+        h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+        return 2 * 6_371_008.8 * math.asin(math.sqrt(h))
+
+    for f in impact["features"]:
+        if f["properties"].get("role") == "affected_poi":
+            pt = shapely.geometry.shape(f["geometry"]).representative_point()
+            f["properties"]["distance_m"] = round(metres(pt.x, pt.y))
+    wanted = set(impact["properties"].get("valves_to_close") or ())
+    if wanted and not valves.empty:
+        for _, v in valves[valves["asset_id"].isin(wanted)].iterrows():
+            impact["features"].append(
+                {
+                    "type": "Feature",
+                    "geometry": shapely.geometry.mapping(v.geometry),
+                    "properties": {
+                        "role": "valve_to_close",
+                        "asset_id": v["asset_id"],
+                        "network": v.get("network"),
+                        "distance_m": round(metres(v.geometry.x, v.geometry.y)),
+                    },
+                }
+            )
+
+
 def _levels_of(kind: str | None, metric: str) -> list[dict[str, Any]]:
     """The fixed levels of the default rules of ``kind``'s ``metric`` (a chart draws them
     as bands); empty for a series watched by the adaptive baseline."""
-    from lifeline.detect.detectors import Levels
+    from lifeline.detect.detectors import Levels, Sustained
     from lifeline.detect.rules import defaults_for
 
     if kind is None:
         return []
-    return [
-        {"threshold": lv.threshold, "severity": lv.severity.value, "direction": det.direction}
-        for det in defaults_for(kind, metric)
-        if isinstance(det, Levels)
-        for lv in det.levels
-    ]
+    out = []
+    for det in defaults_for(kind, metric):
+        if isinstance(det, Levels):
+            out += [
+                {
+                    "threshold": lv.threshold,
+                    "severity": lv.severity.value,
+                    "direction": det.direction,
+                }
+                for lv in det.levels
+            ]
+        elif isinstance(det, Sustained):
+            out.append(
+                {"threshold": det.limit, "severity": det.severity.value, "direction": det.direction}
+            )
+    return out
 
 
 def _alert_out(row: dict[str, Any], lang: wording.Lang = "zh") -> dict[str, Any]:
@@ -611,7 +657,9 @@ def create_app(config: ApiConfig) -> FastAPI:
             pipes=pipes,
             segment_id=segment,
         )
-        return impact.to_geojson()
+        out = impact.to_geojson()
+        _locate(out, row["lon"], row["lat"], layers.frame("valves"))
+        return out
 
     @app.post("/v1/alerts/{alert_id}/actions/{action}", tags=["alerts"])
     def act(
@@ -732,10 +780,17 @@ def create_app(config: ApiConfig) -> FastAPI:
         city: CITY,
         kind: str | None = None,
         online: bool | None = None,
+        lifeline: Annotated[
+            Literal["gas", "water", "drainage", "bridge", "heating", "tunnel", "public_safety"]
+            | None,
+            Query(),
+        ] = None,
+        grid_cell: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 500,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> Response:
-        """Devices and cameras with their status (online when seen recently)."""
+        """Devices and cameras with their status (online when seen recently) and
+        lifeline, filtered by kind, lifeline, status and grid cell."""
         require_city(who, city)
         with conn() as c:
             rows = db.devices(
@@ -745,6 +800,8 @@ def create_app(config: ApiConfig) -> FastAPI:
                 config.online_window,
                 kind=kind,
                 online=online,
+                lifeline=lifeline,
+                grid_cell=grid_cell,
                 limit=limit,
                 offset=offset,
             )
@@ -778,10 +835,20 @@ def create_app(config: ApiConfig) -> FastAPI:
             )
         with conn() as c:
             points = series(c, city, device_id, metric, start, end, bucket)
+            found = c.execute(
+                "SELECT kind, metrics ->> %s FROM devices WHERE city = %s AND device_id = %s",
+                (metric, city, device_id),
+            ).fetchone()
+        kind, unit = found if found else (None, None)
         return _json(
             {
                 "device_id": device_id,
                 "metric": metric,
+                "kind": kind,
+                "unit": unit,
+                "levels": _levels_of(kind, metric),
+                "start": start,
+                "end": end,
                 "bucket_s": bucket.total_seconds(),
                 "points": _points(points),
             }
@@ -939,6 +1006,25 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     static = Path(str(resources.files("cockpit_api") / "static"))
     app.mount("/static", StaticFiles(directory=static), name="static")
+    # Browser libraries installed from the npm registry by the set-up (`make web`).
+    echarts = Path(str(resources.files("cockpit_api") / "web")) / ECHARTS
+    if not echarts.exists():
+        log.warning(
+            "the cockpit's charts are missing: run `make web` (npm ci in cockpit_api/web)",
+            extra={"missing": str(echarts)},
+        )
+
+    @app.get("/vendor/echarts.min.js", include_in_schema=False)
+    def echarts_js() -> Response:
+        if not echarts.exists():
+            raise HTTPException(
+                404, detail="ECharts is not installed: run `make web` (npm ci in cockpit_api/web)"
+            )
+        return FileResponse(
+            echarts,
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

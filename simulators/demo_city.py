@@ -28,6 +28,7 @@ class DemoFiles:
     pipes: Path
     assets: Path
     pois: Path
+    valves: Path
     devices: Path
     device_count: int
 
@@ -43,6 +44,7 @@ def write_demo_city(
         folder / "pipes.gpkg",
         folder / "assets.gpkg",
         folder / "pois.gpkg",
+        folder / "valves.gpkg",
         folder / "devices.csv",
         0,
     )
@@ -50,6 +52,7 @@ def write_demo_city(
     write_layer(layers.pipes, files.pipes)
     write_layer(layers.point_assets, files.assets)
     write_layer(layers.pois, files.pois)
+    write_layer(layers.valves, files.valves)
     rows = demo_devices(layers, code)
     with files.devices.open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -57,7 +60,9 @@ def write_demo_city(
             ["device_id", "kind", "lon", "lat", "asset_id", "owner_dept", "transport", "source"]
         )
         writer.writerows((*row, *transport_of(row[1])) for row in rows)
-    return DemoFiles(files.grid, files.pipes, files.assets, files.pois, files.devices, len(rows))
+    return DemoFiles(
+        files.grid, files.pipes, files.assets, files.pois, files.valves, files.devices, len(rows)
+    )
 
 
 def transport_of(kind: str) -> tuple[str, str]:

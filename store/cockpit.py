@@ -160,7 +160,8 @@ def known_cities(conn: psycopg.Connection[Any]) -> list[str]:
 # Devices with their last status and last reading; the last reading from the 1-minute
 # rollup (real-time past its watermark, see store.queries.rollup_rows).
 DEVICE_SEEN = sql.SQL("""
-    SELECT d.device_id, d.family, d.kind, d.asset_id, d.owner_dept, d.lon, d.lat, d.grid_code,
+    SELECT d.device_id, d.family, d.kind, d.metrics, d.transport, d.asset_id, d.owner_dept,
+           d.lon, d.lat, d.grid_code,
            s.status AS last_status, s.ts AS status_ts, s.battery_pct, r.last_ts AS last_reading,
            (coalesce(s.status <> 'offline' AND s.ts >= %(since)s, false)
             OR coalesce(r.last_ts >= %(since)s AND (s.ts IS NULL OR s.status <> 'offline'
@@ -186,23 +187,41 @@ def devices(
     *,
     kind: str | None = None,
     online: bool | None = None,
+    lifeline: str | None = None,
+    grid_cell: str | None = None,
     limit: int = 1000,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Devices of a city with their status: online when seen (reading or heartbeat)
-    within ``online_window`` and not reported offline since."""
+    within ``online_window`` and not reported offline since; each with its lifeline."""
     query = sql.SQL("SELECT * FROM ({}) x WHERE true").format(DEVICE_SEEN)
     params = _seen_params(city, now - online_window)
     if kind is not None:
         query += sql.SQL(" AND kind = %(kind)s")
         params["kind"] = kind
+    if lifeline is not None:
+        kinds = [str(k) for k, name in LIFELINE_OF_KIND.items() if name == lifeline]
+        if lifeline == "public_safety":
+            kinds.append("camera")
+        query += sql.SQL(" AND kind = ANY(%(kinds)s)")
+        params["kinds"] = kinds
+    if grid_cell is not None:
+        query += sql.SQL(" AND grid_code = %(grid_cell)s")
+        params["grid_cell"] = grid_cell
     if online is not None:
         query += sql.SQL(" AND online = %(online)s")
         params["online"] = online
     query += sql.SQL(" ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s")
     params.update(limit=max(1, min(limit, 10000)), offset=max(0, offset))
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
+        rows = cur.execute(query, params).fetchall()
+    for row in rows:
+        row["lifeline"] = (
+            "public_safety"
+            if row["kind"] == "camera"
+            else LIFELINE_OF_KIND.get(row["kind"], "devices")
+        )
+    return rows
 
 
 def overview(

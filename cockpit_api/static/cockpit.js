@@ -1,9 +1,33 @@
 "use strict";
 // The CityOps web cockpit: KPI tiles, a map of the city's GeoJSON layers drawn as SVG
-// (no tile server), the live alert list, and the incident panel with lifecycle actions.
+// (no tile server) with the selected incident's impact, the live alert list, the incident
+// panel with its readings charted (Apache ECharts, served by the API) and lifecycle
+// actions; a device view, a lifeline view, and a wall mode (/?screen=wall) for the
+// operations centre's big screen.
 
 const I18N = {
   zh: {
+    viewOverview: "综合态势", viewDevices: "设备", viewLifelines: "生命线", wall: "大屏",
+    wholeCity: "全城", trend24: "近24小时事件", timeline24: "近24小时事件时间线",
+    valvesToClose: "需关闭阀门", affectedPois: "受影响重点场所", lifeline: "生命线", cell: "网格",
+    all: "全部", onlineOnly: "在线", offlineOnly: "离线", deviceId: "设备编号", kind: "类型",
+    lastReading: "最近上报", metric: "指标", cellPh: "15位网格编码", devicesShown: "台设备",
+    noCharts: "图表库未安装（运行 make web）", noData: "该时段无数据", legend: "图例",
+    zone: "影响范围", valve: "待关阀门", poi: "重点场所", isolated: "隔离管段",
+    deviceOnline: "设备在线", deviceOffline: "设备离线", incidentsN: "起未结事件",
+    normal: "正常", warning: "预警", alarm: "告警", starts: "事件开始", distance: "距离",
+    gas: "燃气", water: "供水", drainage: "排水防涝", bridge: "桥梁", heating: "供热",
+    tunnel: "综合管廊", public_safety: "公共安全", devicesLL: "其他设备",
+    gas_well: "燃气窨井", gas_pressure: "燃气压力", water_pressure: "供水压力", water_flow: "供水流量",
+    road_ponding: "道路积水", drain_level: "排水液位", rain_gauge: "雨量计", bridge_strain: "桥梁应变",
+    bridge_deflection: "桥梁挠度", bridge_vibration: "桥梁振动", tunnel_env: "管廊环境",
+    heat_network: "供热管网", camera: "视频点位",
+    ch4: "甲烷", pressure: "压力", flow: "流量", depth: "积水深度", level: "液位", rainfall: "雨量",
+    tilt: "倾角", strain: "应变", temperature: "温度", deflection: "挠度", accel_rms: "振动加速度",
+    o2: "氧气", h2s: "硫化氢", humidity: "湿度", sump_level: "集水坑液位", supply_temp: "供水温度",
+    return_temp: "回水温度", makeup_flow: "补水流量",
+    hospital: "医院", school: "学校", kindergarten: "幼儿园", nursing_home: "养老院",
+    shelter: "避难场所", metro: "地铁站", market: "商场",
     title: "城市生命线运行驾驶舱", city: "城市", offline: "离线", online: "实时", logout: "退出",
     login: "使用 API 密钥登录", signin: "登录", heat: "网格热力", pipes: "管网", assets: "设施",
     devices: "设备", incidents: "事件", alerts: "实时告警", note: "备注", department: "部门",
@@ -22,6 +46,31 @@ const I18N = {
     city_management: "城市管理", sensor_fault: "传感器故障", device_offline: "设备离线",
   },
   en: {
+    viewOverview: "Overview", viewDevices: "Devices", viewLifelines: "Lifelines", wall: "Wall",
+    wholeCity: "Whole city", trend24: "Incidents, last 24 h", timeline24: "Incident timeline, last 24 h",
+    valvesToClose: "Valves to close", affectedPois: "Affected places", lifeline: "Lifeline",
+    cell: "Grid cell", all: "All", onlineOnly: "Online", offlineOnly: "Offline", deviceId: "Device",
+    kind: "Kind", lastReading: "Last reading", metric: "Metric", cellPh: "15-digit grid code",
+    devicesShown: "devices", noCharts: "Charts are not installed (run make web)",
+    noData: "No data in this range", legend: "Legend", zone: "Affected zone", valve: "Valve to close",
+    poi: "Key place", isolated: "Isolated section", deviceOnline: "Device online",
+    deviceOffline: "Device offline", incidentsN: "open incidents", normal: "normal",
+    warning: "warning", alarm: "alarm", starts: "incident starts", distance: "distance",
+    gas: "Gas", water: "Water supply", drainage: "Drainage & flooding", bridge: "Bridges",
+    heating: "Heating", tunnel: "Utility tunnels", public_safety: "Public safety",
+    devicesLL: "Other devices",
+    gas_well: "Gas well", gas_pressure: "Gas pressure", water_pressure: "Water pressure",
+    water_flow: "Water flow", road_ponding: "Road ponding", drain_level: "Drain level",
+    rain_gauge: "Rain gauge", bridge_strain: "Bridge strain", bridge_deflection: "Bridge deflection",
+    bridge_vibration: "Bridge vibration", tunnel_env: "Tunnel environment",
+    heat_network: "Heating network", camera: "Video point",
+    ch4: "CH4", pressure: "Pressure", flow: "Flow", depth: "Depth", level: "Level",
+    rainfall: "Rainfall", tilt: "Tilt", strain: "Strain", temperature: "Temperature",
+    deflection: "Deflection", accel_rms: "Vibration (RMS)", o2: "O2", h2s: "H2S",
+    humidity: "Humidity", sump_level: "Sump level", supply_temp: "Supply temperature",
+    return_temp: "Return temperature", makeup_flow: "Make-up flow",
+    hospital: "Hospital", school: "School", kindergarten: "Kindergarten",
+    nursing_home: "Nursing home", shelter: "Shelter", metro: "Metro station", market: "Market",
     title: "City Lifeline Operations Cockpit", city: "City", offline: "offline", online: "live",
     logout: "Sign out", login: "Sign in with an API key", signin: "Sign in", heat: "Grid heat",
     pipes: "Pipes", assets: "Assets", devices: "Devices", incidents: "Incidents",
@@ -44,43 +93,56 @@ const I18N = {
   },
 };
 const SEV_COLOR = { red: "#d7263d", orange: "#f46036", yellow: "#e6c229", blue: "#1b98e0" };
+const SEVERITIES = ["red", "orange", "yellow", "blue"];
 const FINAL = new Set(["closed", "false_alarm"]);
+const LIFELINES = ["gas", "water", "drainage", "bridge", "heating", "tunnel", "public_safety"];
+const WALL = new URLSearchParams(location.search).get("screen") === "wall";
+const STATUS_COLOR = { normal: "#2ecc71", warning: "#e6c229", alarm: "#d7263d" };
 
 const state = {
   lang: localStorage.getItem("cityops.lang") || "zh",
-  key: sessionStorage.getItem("cityops.key") || "",
-  city: null, alerts: new Map(), selected: null, lastId: null, ws: null, layers: {},
-  view: null, refreshTimer: null,
+  // A wall display keeps its key across restarts of the browser; a desk only per tab.
+  key: (WALL ? localStorage : sessionStorage).getItem("cityops.key") || "",
+  city: null, alerts: new Map(), selected: null, detail: null, lastId: null, ws: null,
+  layers: {}, view: null, focus: null, refreshTimer: null, tab: "overview",
+  devices: [], device: null, range: 24, charts: new Map(), overview: null,
 };
 const $ = (id) => document.getElementById(id);
 const t = (k) => (I18N[state.lang][k] ?? k);
+const llName = (name) => t(name === "devices" ? "devicesLL" : name);
+const hasCharts = () => typeof window.echarts !== "undefined";
 
 function applyLang() {
   document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  $("f-cell").placeholder = t("cellPh");
   $("lang").textContent = state.lang === "zh" ? "English" : "中文";
   $("live").textContent = state.ws && state.ws.readyState === 1 ? t("online") : t("offline");
+  fillLifelineFilter();
   renderAlerts();
-  if (state.selected) renderPanel(state.selected);
+  drawLegend();
 }
 
 async function api(path, options = {}) {
   const resp = await fetch(path, {
     ...options,
     headers: { Authorization: `Bearer ${state.key}`, "Content-Type": "application/json",
-               ...(options.headers || {}) },
+               "Accept-Language": state.lang === "zh" ? "zh-CN" : "en", ...(options.headers || {}) },
   });
   if (resp.status === 401) { signOut(t("badKey")); throw new Error("unauthorized"); }
   const body = resp.headers.get("content-type")?.includes("json") ? await resp.json() : await resp.text();
-  if (!resp.ok) throw new Error(body.detail || `HTTP ${resp.status}`);
+  if (!resp.ok) throw new Error(body.detail ? JSON.stringify(body.detail) : `HTTP ${resp.status}`);
   return body;
 }
 
+function keyStore() { return WALL ? localStorage : sessionStorage; }
+
 function signOut(message = "") {
-  sessionStorage.removeItem("cityops.key");
+  keyStore().removeItem("cityops.key");
   state.key = "";
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
   $("cockpit").hidden = true; $("login").hidden = false; $("logout").hidden = true;
+  $("tabs").hidden = true;
   $("login-error").textContent = message;
 }
 
@@ -92,8 +154,9 @@ async function signIn(key) {
     if (err.message !== "unauthorized") $("login-error").textContent = err.message;
     return;
   }
-  sessionStorage.setItem("cityops.key", key);
-  $("login").hidden = true; $("cockpit").hidden = false; $("logout").hidden = false;
+  keyStore().setItem("cityops.key", key);
+  $("login").hidden = true; $("cockpit").hidden = false; $("logout").hidden = WALL;
+  $("tabs").hidden = WALL;
   const { cities } = await api("/v1/cities");
   const select = $("city");
   select.innerHTML = "";
@@ -104,8 +167,12 @@ async function signIn(key) {
 }
 
 async function loadCity() {
-  state.alerts.clear(); state.selected = null; $("panel").hidden = true; state.view = null;
+  state.alerts.clear(); state.selected = null; state.detail = null; state.focus = null;
+  $("panel").hidden = true; state.view = null;
   await Promise.all([loadKpis(), loadAlerts(), loadLayers()]);
+  if (WALL) await loadTrend();
+  if (state.tab === "devices") await loadDevices();
+  if (state.tab === "lifelines") await loadLifelines();
 }
 
 function fmtDuration(s) {
@@ -115,10 +182,11 @@ function fmtDuration(s) {
 
 async function loadKpis() {
   const o = await api(`/v1/cities/${state.city}/overview`);
+  state.overview = o;
   const tiles = [
     ["devicesOnline", o.devices.online, ""], ["devicesOffline", o.devices.offline, ""],
     ["open", o.open_incidents.total, ""],
-    ...["red", "orange", "yellow", "blue"].map((s) => [s, o.open_incidents.by_severity[s], s]),
+    ...SEVERITIES.map((s) => [s, o.open_incidents.by_severity[s], s]),
     ["mtta", fmtDuration(o.mean_time_to_acknowledge_s), ""],
     ["mttr", fmtDuration(o.mean_time_to_resolve_s), ""],
   ];
@@ -131,6 +199,30 @@ async function loadKpis() {
     div.querySelector("b").textContent = value;
     div.querySelector("span").textContent = t(label);
     $("kpis").append(div);
+  }
+  renderLifelineCards($("lifeline-status"), o.lifelines, true);
+  if (state.tab === "lifelines") renderLifelineCards($("lifelines"), o.lifelines, false);
+}
+
+function renderLifelineCards(target, lifelines, compact) {
+  target.innerHTML = "";
+  for (const name of LIFELINES) {
+    const l = lifelines[name];
+    if (!l || (!compact && !l.devices && !l.open_incidents)) continue;
+    const card = document.createElement("div");
+    card.className = `lifeline ${l.status}` + (compact ? " compact" : "");
+    card.dataset.lifeline = name;
+    card.style.borderColor = STATUS_COLOR[l.status];
+    const h = document.createElement("b"); h.textContent = llName(name);
+    const status = document.createElement("span"); status.className = "ll-status";
+    status.textContent = t(l.status); status.style.color = STATUS_COLOR[l.status];
+    const inc = document.createElement("span");
+    inc.textContent = `${l.open_incidents} ${t("incidentsN")}`;
+    const dev = document.createElement("span");
+    dev.textContent = `${t("deviceOnline")} ${l.online}/${l.devices}`;
+    card.append(h, status, inc, dev);
+    if (!compact) card.onclick = () => { $("f-lifeline").value = name; showTab("devices"); };
+    target.append(card);
   }
 }
 
@@ -150,7 +242,7 @@ function renderAlerts() {
   const items = [...state.alerts.values()]
     .filter((a) => !FINAL.has(a.alert_status))
     .sort((x, y) => alertTime(y) - alertTime(x));
-  for (const a of items) {
+  for (const a of items.slice(0, WALL ? 14 : 500)) {
     const li = document.createElement("li");
     li.className = `sev-${a.severity}` + (state.selected === a.incident_id ? " selected" : "");
     li.dataset.id = a.incident_id;
@@ -173,15 +265,18 @@ async function select(id) {
   renderAlerts();
   const detail = await api(`/v1/alerts/${encodeURIComponent(id)}`);
   state.alerts.set(id, { ...state.alerts.get(id), ...detail });
-  renderPanel(id, detail);
+  state.detail = detail;
+  renderPanel(id, detail);  // first: the panel takes room from the map
+  focusOn(detail);
 }
 
 function renderPanel(id, detail) {
   const a = detail || state.alerts.get(id);
-  if (!a) return;
+  if (!a || WALL) return;
   $("panel").hidden = false;
   $("panel").dataset.id = id;
   $("panel-title").textContent = `${t(a.type)} — ${a.title || id}`;
+  $("panel-desc").textContent = a.description || "";
   const facts = [
     ["severity", `${t(a.severity)}`], ["status", t(a.alert_status)],
     ["started", new Date(a.started_at).toLocaleString()],
@@ -206,12 +301,126 @@ function renderPanel(id, detail) {
     b.onclick = () => act(id, action, b);
     actions.append(b);
   }
+  renderImpact(detail?.impact);
   const audit = $("panel-audit");
   audit.innerHTML = "";
   for (const e of a.audit || []) {
     const li = document.createElement("li");
-    li.textContent = `${new Date(e.at).toLocaleTimeString()} ${e.from_status ?? "–"} → ${e.to_status} · ${e.actor} ${e.note ? "· " + e.note : ""}`;
+    li.textContent = `${new Date(e.at).toLocaleTimeString()} ${t(e.from_status ?? "–")} → ${t(e.to_status)} · ${e.actor} ${e.note ? "· " + e.note : ""}`;
     audit.append(li);
+  }
+  if (detail) renderEvidence(detail);
+}
+
+function renderImpact(impact) {
+  const valves = $("impact-valves"), pois = $("impact-pois");
+  valves.innerHTML = ""; pois.innerHTML = "";
+  const feats = impact?.features || [];
+  const rows = (role) => feats.filter((f) => f.properties.role === role)
+    .sort((x, y) => (x.properties.distance_m ?? 0) - (y.properties.distance_m ?? 0));
+  for (const f of rows("valve_to_close")) {
+    const li = document.createElement("li");
+    li.dataset.valve = f.properties.asset_id;
+    li.textContent = `${f.properties.asset_id} · ${t(f.properties.network || "")} · ${f.properties.distance_m} m`;
+    valves.append(li);
+  }
+  for (const f of rows("affected_poi")) {
+    const li = document.createElement("li");
+    li.dataset.poi = f.properties.poi_id;
+    li.textContent = `${t(f.properties.kind)} · ${f.properties.name} · ${f.properties.distance_m} m`;
+    pois.append(li);
+  }
+  if (!valves.children.length) valves.append(Object.assign(document.createElement("li"), { textContent: t("none") }));
+  if (!pois.children.length) pois.append(Object.assign(document.createElement("li"), { textContent: t("none") }));
+}
+
+// --- charts ----------------------------------------------------------------------------
+
+function chartOn(el) {
+  if (!hasCharts()) { el.textContent = t("noCharts"); return null; }
+  const old = echarts.getInstanceByDom(el);
+  if (old) return old;
+  const chart = echarts.init(el, null, { renderer: "canvas" });
+  state.charts.set(el, chart);
+  return chart;
+}
+
+const AXIS = { axisLine: { lineStyle: { color: "#35506b" } }, axisLabel: { color: "#8aa0b6" },
+               splitLine: { lineStyle: { color: "#1f2d3d" } } };
+
+// The rule's levels as coloured bands: from each threshold to the next one past it.
+function levelBands(levels, lo, hi) {
+  const bands = [];
+  for (const dir of ["above", "below"]) {
+    const mine = levels.filter((l) => l.direction === dir)
+      .sort((x, y) => (dir === "above" ? x.threshold - y.threshold : y.threshold - x.threshold));
+    mine.forEach((l, i) => {
+      const next = mine[i + 1]?.threshold ?? (dir === "above" ? hi : lo);
+      bands.push([{ yAxis: l.threshold, name: t(l.severity),
+                    itemStyle: { color: SEV_COLOR[l.severity], opacity: 0.13 } }, { yAxis: next }]);
+    });
+  }
+  return bands;
+}
+
+function seriesOption({ title, unit, points, levels, marks, startAt, range }) {
+  const data = points.map((p) => [p.t, p.avg]);
+  const values = points.flatMap((p) => [p.min, p.max]).filter((v) => v !== null);
+  const thresholds = levels.map((l) => l.threshold);
+  let lo = Math.min(...values, ...thresholds), hi = Math.max(...values, ...thresholds);
+  if (!isFinite(lo)) { lo = 0; hi = 1; }
+  const pad = (hi - lo) * 0.08 || Math.abs(hi) * 0.1 || 1;
+  lo -= pad; hi += pad;
+  const markLines = levels.map((l) => ({ yAxis: l.threshold, lineStyle: { color: SEV_COLOR[l.severity], type: "dashed" },
+                                          label: { formatter: `${l.threshold}`, color: SEV_COLOR[l.severity], position: "end" } }));
+  if (startAt) markLines.push({ xAxis: startAt, lineStyle: { color: "#fff", type: "dotted" }, label: { formatter: t("starts"), color: "#e8eef5" } });
+  return {
+    animation: false,
+    backgroundColor: "transparent",
+    title: { text: title, left: 8, top: 2, textStyle: { color: "#e8eef5", fontSize: 13, fontWeight: "normal" } },
+    grid: { left: 56, right: 64, top: 30, bottom: 28 },
+    tooltip: { trigger: "axis", valueFormatter: (v) => (v == null ? "–" : `${(+v).toFixed(3)} ${unit || ""}`) },
+    xAxis: { type: "time", ...AXIS, splitLine: { show: false }, ...(range ? { min: range[0], max: range[1] } : {}) },
+    yAxis: { type: "value", min: +lo.toFixed(4), max: +hi.toFixed(4), ...AXIS },
+    series: [
+      { name: "min–max", type: "line", data: points.map((p) => [p.t, p.min]), showSymbol: false,
+        lineStyle: { opacity: 0 }, stack: "band", silent: true, tooltip: { show: false } },
+      { name: "range", type: "line", data: points.map((p) => [p.t, p.max - p.min]), showSymbol: false,
+        lineStyle: { opacity: 0 }, areaStyle: { color: "#4ea8f2", opacity: 0.18 }, stack: "band",
+        silent: true, tooltip: { show: false } },
+      { name: "avg", type: "line", data, showSymbol: data.length < 40, symbolSize: 4,
+        lineStyle: { color: "#4ea8f2", width: 1.6 }, itemStyle: { color: "#4ea8f2" },
+        markArea: { silent: true, data: levelBands(levels, lo, hi), label: { show: false } },
+        markLine: { symbol: "none", silent: true, data: markLines },
+        markPoint: { symbol: "pin", symbolSize: 34, data: marks } },
+    ],
+  };
+}
+
+function renderEvidence(detail) {
+  const box = $("panel-charts");
+  for (const el of box.querySelectorAll(".chart")) { state.charts.get(el)?.dispose(); state.charts.delete(el); }
+  box.innerHTML = "";
+  for (const ev of detail.evidence || []) {
+    const el = document.createElement("div");
+    el.className = "chart evidence";
+    el.dataset.device = ev.device_id;
+    el.dataset.metric = ev.metric;
+    box.append(el);
+    const chart = chartOn(el);
+    if (!chart) continue;
+    const marks = [];
+    for (const a of detail.anomalies || []) {
+      for (const e of a.evidence || []) {
+        if (e.device_id !== ev.device_id || e.metric !== ev.metric) continue;
+        marks.push({ coord: [e.ts, e.value], value: (+e.value).toPrecision(4),
+                     itemStyle: { color: SEV_COLOR[a.severity] || "#fff" } });
+      }
+    }
+    chart.setOption(seriesOption({
+      title: `${ev.device_id} · ${t(ev.metric)} (${ev.unit || ""})`, unit: ev.unit, points: ev.points,
+      levels: ev.levels || [], marks, startAt: detail.started_at,
+    }));
   }
 }
 
@@ -234,6 +443,113 @@ async function act(id, action, button) {
   }
 }
 
+// --- 24 hours of incidents ------------------------------------------------------------------
+
+async function incidentsOfDay() {
+  const start = new Date(Date.now() - 24 * 3600e3).toISOString();
+  const page = await api(`/v1/alerts?${new URLSearchParams({ city: state.city, start, limit: "500" })}`);
+  const hours = [];
+  const now = Date.now();
+  const first = Math.floor((now - 23 * 3600e3) / 3600e3) * 3600e3;
+  for (let h = 0; h < 24; h++) hours.push(first + h * 3600e3);
+  const counts = Object.fromEntries(SEVERITIES.map((s) => [s, hours.map(() => 0)]));
+  for (const a of page.items) {
+    const i = Math.floor((Date.parse(a.started_at) - first) / 3600e3);
+    if (i >= 0 && i < 24) counts[a.severity][i] += 1;
+  }
+  return { hours, counts };
+}
+
+function timelineOption({ hours, counts }) {
+  return {
+    animation: false, backgroundColor: "transparent",
+    legend: { data: SEVERITIES.map(t), textStyle: { color: "#8aa0b6" }, top: 0 },
+    grid: { left: 40, right: 16, top: 30, bottom: 28 },
+    tooltip: { trigger: "axis" },
+    xAxis: { type: "category", data: hours.map((h) => new Date(h).getHours() + ":00"), ...AXIS },
+    yAxis: { type: "value", minInterval: 1, ...AXIS },
+    series: SEVERITIES.map((s) => ({ name: t(s), type: "bar", stack: "n", data: counts[s],
+                                      itemStyle: { color: SEV_COLOR[s] } })),
+  };
+}
+
+async function loadTrend() {
+  const chart = chartOn($("trend"));
+  if (chart) chart.setOption(timelineOption(await incidentsOfDay()), true);
+}
+
+async function loadLifelines() {
+  if (!state.overview) await loadKpis();
+  renderLifelineCards($("lifelines"), state.overview.lifelines, false);
+  const chart = chartOn($("timeline"));
+  if (chart) chart.setOption(timelineOption(await incidentsOfDay()), true);
+}
+
+// --- devices ---------------------------------------------------------------------------
+
+function fillLifelineFilter() {
+  const sel = $("f-lifeline"), keep = sel.value;
+  sel.innerHTML = "";
+  sel.append(new Option(t("all"), ""));
+  for (const name of LIFELINES) sel.append(new Option(llName(name), name));
+  sel.value = keep;
+}
+
+async function loadDevices() {
+  const qs = new URLSearchParams({ limit: "2000" });
+  if ($("f-lifeline").value) qs.set("lifeline", $("f-lifeline").value);
+  if ($("f-status").value) qs.set("online", $("f-status").value);
+  const cell = $("f-cell").value.trim();
+  if (/^\d{15}$/.test(cell)) qs.set("grid_cell", cell);
+  const { items } = await api(`/v1/cities/${state.city}/devices?${qs}`);
+  state.devices = items;
+  const body = $("devices").querySelector("tbody");
+  body.innerHTML = "";
+  for (const d of items) {
+    const tr = document.createElement("tr");
+    tr.dataset.device = d.device_id;
+    tr.className = d.online ? "online" : "offline";
+    if (state.device?.device_id === d.device_id) tr.classList.add("selected");
+    const cells = [d.device_id, t(d.kind), llName(d.lifeline), d.grid_code || "–",
+                   d.online ? t("onlineOnly") : t("offlineOnly"),
+                   d.last_reading ? new Date(d.last_reading).toLocaleString() : "–"];
+    for (const text of cells) tr.append(Object.assign(document.createElement("td"), { textContent: text }));
+    tr.onclick = () => openDevice(d);
+    body.append(tr);
+  }
+  $("device-count").textContent = `${items.length} ${t("devicesShown")}`;
+}
+
+function openDevice(d) {
+  state.device = d;
+  for (const tr of $("devices").querySelectorAll("tr.selected")) tr.classList.remove("selected");
+  $("devices").querySelector(`tr[data-device="${CSS.escape(d.device_id)}"]`)?.classList.add("selected");
+  $("device-panel").hidden = false;
+  $("device-title").textContent = `${d.device_id} · ${t(d.kind)} · ${d.grid_code || ""}`;
+  const sel = $("d-metric");
+  sel.innerHTML = "";
+  for (const m of Object.keys(d.metrics || {})) sel.append(new Option(`${t(m)} (${d.metrics[m]})`, m));
+  loadSeries();
+}
+
+async function loadSeries() {
+  const d = state.device;
+  if (!d || !$("d-metric").value) return;
+  for (const b of $("d-ranges").querySelectorAll("button")) b.classList.toggle("on", +b.dataset.range === state.range);
+  const end = new Date(), start = new Date(end - state.range * 3600e3);
+  const qs = new URLSearchParams({ metric: $("d-metric").value, start: start.toISOString(), end: end.toISOString() });
+  const s = await api(`/v1/cities/${state.city}/devices/${encodeURIComponent(d.device_id)}/series?${qs}`);
+  const el = $("device-chart");
+  el.dataset.points = s.points.length;
+  const chart = chartOn(el);
+  if (!chart) return;
+  const option = seriesOption({ title: `${t(s.metric)} (${s.unit || ""}) · ${state.range >= 168 ? state.range / 24 + "d" : state.range + "h"}`,
+                                unit: s.unit, points: s.points, levels: s.levels || [], marks: [],
+                                range: [start.getTime(), end.getTime()] });
+  if (!s.points.length) option.title.subtext = t("noData");
+  chart.setOption(option, true);
+}
+
 // --- the map --------------------------------------------------------------------------
 
 async function loadLayers() {
@@ -248,9 +564,7 @@ function project(view, [lon, lat]) {
   return [(lon - view.x0) * view.k * view.c, (view.y1 - lat) * view.k];
 }
 
-function makeView() {
-  const svg = $("map");
-  const w = svg.clientWidth || 800, h = svg.clientHeight || 500;
+function bounds(geoms) {
   let minx = Infinity, miny = Infinity, maxx = -Infinity, maxy = -Infinity;
   const visit = (c) => {
     if (typeof c[0] === "number") {
@@ -258,13 +572,36 @@ function makeView() {
       miny = Math.min(miny, c[1]); maxy = Math.max(maxy, c[1]);
     } else c.forEach(visit);
   };
-  for (const n of ["grid", "pipes", "devices"]) {
-    for (const f of state.layers[n]?.features || []) visit(f.geometry.coordinates);
-  }
-  if (!isFinite(minx)) return null;
+  for (const g of geoms) visit(g.coordinates);
+  return isFinite(minx) ? [minx, miny, maxx, maxy] : null;
+}
+
+function makeView() {
+  const svg = $("map");
+  const w = svg.clientWidth || 800, h = svg.clientHeight || 500;
+  const box = state.focus || bounds(["grid", "pipes", "devices"].flatMap(
+    (n) => (state.layers[n]?.features || []).map((f) => f.geometry)));
+  if (!box) return null;
+  const [minx, miny, maxx, maxy] = box;
   const c = Math.cos(((miny + maxy) / 2) * Math.PI / 180);
   const k = Math.min(w / ((maxx - minx) * c || 1e-6), h / ((maxy - miny) || 1e-6)) * 0.95;
-  return { x0: minx, y1: maxy, k, c, w, h };
+  // Centre the box in the frame.
+  const x0 = minx - (w / (k * c) - (maxx - minx)) / 2, y1 = maxy + (h / k - (maxy - miny)) / 2;
+  return { x0, y1, k, c, w, h };
+}
+
+// Move the map to an incident: its impact zone and what it touches, with room around.
+function focusOn(detail) {
+  const near = new Set(["zone", "valve_to_close"]);
+  const feats = (detail.impact?.features || []).filter((f) => near.has(f.properties.role));
+  let box = bounds(feats.map((f) => f.geometry));
+  if (!box && detail.lon != null) box = [detail.lon - 0.004, detail.lat - 0.003, detail.lon + 0.004, detail.lat + 0.003];
+  if (!box) return;
+  const [minx, miny, maxx, maxy] = box;
+  const dx = Math.max(maxx - minx, 0.002) * 0.6, dy = Math.max(maxy - miny, 0.0015) * 0.6;
+  state.focus = [minx - dx, miny - dy, maxx + dx, maxy + dy];
+  state.view = null;
+  drawMap();
 }
 
 function pathOf(view, geom) {
@@ -284,6 +621,7 @@ function el(tag, attrs) {
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   return e;
 }
+function titled(node, text) { node.append(Object.assign(el("title", {}), { textContent: text })); return node; }
 
 function drawMap() {
   const svg = $("map");
@@ -298,15 +636,23 @@ function drawMap() {
   for (const f of state.layers.grid?.features || []) {
     const h = on("grid-heat") ? heat.get(f.properties.code) : null;
     const fill = h?.worst_severity ? SEV_COLOR[h.worst_severity] : "#101b27";
-    const p = el("path", { d: pathOf(view, f.geometry), class: "cell", fill, "fill-opacity": h ? 0.45 : 1 });
-    p.append(Object.assign(el("title", {}), { textContent: f.properties.code + (h ? ` · ${h.count}` : "") }));
-    cells.append(p);
+    cells.append(titled(el("path", { d: pathOf(view, f.geometry), class: "cell", fill, "fill-opacity": h ? 0.45 : 1 }),
+                        f.properties.code + (h ? ` · ${h.count}` : "")));
+  }
+  const impact = state.detail?.impact?.features || [];
+  const zone = g("impact-zone");
+  for (const f of impact) {
+    if (f.properties.role === "zone") zone.append(el("path", { d: pathOf(view, f.geometry), class: "zone" }));
+    if (f.properties.role === "affected_cell") zone.append(el("path", { d: pathOf(view, f.geometry), class: "affected-cell" }));
   }
   if (on("pipes")) {
     const pipes = g("pipes");
     for (const f of state.layers.pipes?.features || []) {
       pipes.append(el("path", { d: pathOf(view, f.geometry), class: `pipe ${f.properties.network}` }));
     }
+  }
+  for (const f of impact) {
+    if (f.properties.role === "isolated_segment") zone.append(el("path", { d: pathOf(view, f.geometry), class: "isolated" }));
   }
   if (on("assets")) {
     const assets = g("assets");
@@ -326,17 +672,56 @@ function drawMap() {
       devices.append(el("circle", { cx: x, cy: y, r: 2, class: "device" + (f.properties.online ? "" : " offline") }));
     }
   }
+  const marks = g("impact");
+  for (const f of impact) {
+    const p = f.properties;
+    if (f.geometry.type !== "Point") {
+      if (p.role === "affected_poi") marks.append(titled(el("path", { d: pathOf(view, f.geometry), class: "poi" }), p.name));
+      continue;
+    }
+    const [x, y] = project(view, f.geometry.coordinates);
+    if (p.role === "valve_to_close") {
+      marks.append(titled(el("path", { d: `M${x},${y - 7}L${x + 7},${y}L${x},${y + 7}L${x - 7},${y}Z`,
+                                       class: "valve-close", "data-valve": p.asset_id }), `${t("valve")} ${p.asset_id}`));
+    } else if (p.role === "affected_poi") {
+      marks.append(titled(el("rect", { x: x - 5, y: y - 5, width: 10, height: 10, class: "poi", "data-poi": p.poi_id }),
+                          `${t(p.kind)} ${p.name} · ${p.distance_m} m`));
+      const label = el("text", { x: x + 8, y: y + 4, class: "poi-label" });
+      label.textContent = p.name;
+      marks.append(label);
+    }
+  }
   if (on("incidents")) {
     const incidents = g("incidents");
     for (const a of state.alerts.values()) {
       if (a.lon == null || FINAL.has(a.alert_status)) continue;
       const [x, y] = project(view, [a.lon, a.lat]);
-      const c = el("circle", { cx: x, cy: y, r: 7, class: "incident", fill: SEV_COLOR[a.severity],
-                               "data-id": a.incident_id });
-      c.append(Object.assign(el("title", {}), { textContent: `${t(a.type)} · ${t(a.severity)}` }));
+      const c = el("circle", { cx: x, cy: y, r: state.selected === a.incident_id ? 10 : 7,
+                               class: "incident" + (state.selected === a.incident_id ? " selected" : ""),
+                               fill: SEV_COLOR[a.severity], "data-id": a.incident_id });
+      titled(c, `${t(a.type)} · ${t(a.severity)}`);
       c.onclick = () => select(a.incident_id);
       incidents.append(c);
     }
+  }
+}
+
+function drawLegend() {
+  const items = [
+    ["pipe gas", t("gas")], ["pipe water", t("water")], ["pipe drainage", t("drainage")],
+    ["pipe heating", t("heating")], ["device", t("deviceOnline")], ["device offline", t("deviceOffline")],
+    ...SEVERITIES.map((s) => [`sev ${s}`, t(s)]), ["zone", t("zone")], ["isolated", t("isolated")],
+    ["valve-close", t("valve")], ["poi", t("poi")],
+  ];
+  const box = $("legend");
+  box.innerHTML = "";
+  box.append(Object.assign(document.createElement("b"), { textContent: t("legend") }));
+  for (const [cls, label] of items) {
+    const row = document.createElement("span");
+    const sw = document.createElement("i");
+    sw.className = `sw ${cls}`;
+    row.append(sw, document.createTextNode(label));
+    box.append(row);
   }
 }
 
@@ -361,11 +746,14 @@ async function connectLive() {
     const e = JSON.parse(msg.data);
     state.lastId = e.id;
     if (e.city !== state.city) return;
-    state.alerts.set(e.incident_id, { ...state.alerts.get(e.incident_id), ...e });
+    const known = state.alerts.get(e.incident_id);
+    // The feed carries the stored wording; the page keeps the one in its language.
+    const { title, description, ...rest } = e;
+    state.alerts.set(e.incident_id, { ...known, ...rest, title: known?.title ?? title });
     renderAlerts();
     drawMap();
     if (state.selected === e.incident_id) select(e.incident_id);
-    scheduleRefresh();
+    scheduleRefresh(!known);
   };
   ws.onclose = () => {
     $("live").className = "live off"; $("live").textContent = t("offline");
@@ -373,24 +761,63 @@ async function connectLive() {
   };
 }
 
-function scheduleRefresh() {
+function scheduleRefresh(alertsToo = false) {
   clearTimeout(state.refreshTimer);
-  state.refreshTimer = setTimeout(() => { loadKpis().catch(() => {}); }, 500);
+  state.refreshTimer = setTimeout(() => {
+    loadKpis().catch(() => {});
+    if (alertsToo) loadAlerts().catch(() => {});
+    if (WALL) loadTrend().catch(() => {});
+    if (state.tab === "lifelines") loadLifelines().catch(() => {});
+  }, 500);
 }
 
-// --- wiring ------------------------------------------------------------------------------
+// --- views and wiring --------------------------------------------------------------------
 
+function showTab(tab) {
+  state.tab = tab;
+  for (const b of $("tabs").querySelectorAll("button")) b.classList.toggle("on", b.dataset.view === tab);
+  for (const v of ["overview", "devices", "lifelines"]) $(`view-${v}`).hidden = v !== tab;
+  if (!state.city) return;
+  if (tab === "devices") loadDevices();
+  if (tab === "lifelines") loadLifelines();
+  if (tab === "overview") { state.view = null; drawMap(); }
+  for (const chart of state.charts.values()) chart.resize();
+}
+
+function tick() {
+  $("clock").textContent = new Date().toLocaleString(state.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+}
+
+if (WALL) document.body.classList.add("wall");
 $("login-form").onsubmit = (ev) => { ev.preventDefault(); signIn($("key").value.trim()); };
 $("logout").onclick = () => signOut();
-$("lang").onclick = () => {
+$("lang").onclick = async () => {
   state.lang = state.lang === "zh" ? "en" : "zh";
   localStorage.setItem("cityops.lang", state.lang);
   applyLang();
-  if (state.city) loadKpis();
+  tick();
+  if (!state.city) return;
+  await Promise.all([loadKpis(), loadAlerts()]);
+  if (state.selected) await select(state.selected);
+  if (state.tab === "devices") { await loadDevices(); if (state.device) await loadSeries(); }
+  if (state.tab === "lifelines") await loadLifelines();
+  if (WALL) await loadTrend();
 };
 $("city").onchange = (ev) => { state.city = ev.target.value; loadCity(); };
 for (const box of document.querySelectorAll("[data-layer]")) box.onchange = drawMap;
-window.onresize = () => { state.view = null; drawMap(); };
+for (const b of $("tabs").querySelectorAll("button")) b.onclick = () => showTab(b.dataset.view);
+$("whole-city").onclick = () => { state.focus = null; state.view = null; drawMap(); };
+$("device-filters").onsubmit = (ev) => ev.preventDefault();
+for (const id of ["f-lifeline", "f-status"]) $(id).onchange = () => loadDevices();
+$("f-cell").onchange = () => loadDevices();
+$("d-metric").onchange = () => loadSeries();
+for (const b of $("d-ranges").querySelectorAll("button")) b.onclick = () => { state.range = +b.dataset.range; loadSeries(); };
+window.onresize = () => { state.view = null; drawMap(); for (const chart of state.charts.values()) chart.resize(); };
+setInterval(tick, 1000);
+// The wall refreshes itself: the live feed moves it, and a full reload every few minutes
+// keeps it right through anything the feed missed.
+if (WALL) setInterval(() => { if (state.city) loadCity().catch(() => {}); }, 300_000);
 
 applyLang();
+tick();
 if (state.key) signIn(state.key); else signOut();

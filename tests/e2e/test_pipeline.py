@@ -73,7 +73,13 @@ def pilot(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFa
     load_layers(
         settings,
         code,
-        {"grid": files.grid, "pipes": files.pipes, "assets": files.assets, "pois": files.pois},
+        {
+            "grid": files.grid,
+            "pipes": files.pipes,
+            "assets": files.assets,
+            "pois": files.pois,
+            "valves": files.valves,
+        },
         lambda _m: None,
     )
     return Pilot(code, settings, folder, folder / "credentials.csv")
