@@ -165,8 +165,9 @@ def description(
     if lang == "zh":
         none = "无"
         return (
-            f"{event_name(itype, 'zh')}，预警等级{severity_name(severity, 'zh')}；告警"
-            f"{status_name(alert_status, 'zh')}，事件{status_name(incident_status, 'zh')}；"
+            f"{event_name(itype, 'zh')}，预警等级{severity_name(severity, 'zh')}；"
+            f"告警状态：{status_name(alert_status, 'zh')}，"
+            f"事件状态：{status_name(incident_status, 'zh')}；"
             f"涉及设施：{'、'.join(asset_ids) or none}；网格：{'、'.join(grid_cells) or none}。"
         )
     return (
