@@ -308,6 +308,8 @@ class BaselineState:
     dvar: float = 0.0
     #: the score of the previous reading if it raised (an episode it opens continues it)
     prev_score: float = 0.0
+    #: when ``moving_from`` was last set
+    moved_at: float = float("nan")
 
 
 def _evidence_score(evidence: float) -> float:
@@ -334,8 +336,10 @@ class Baseline:
       while the level keeps moving.
       It clears when the series comes back to the old level (``back`` readings in a
       row), or, for a lasting shift, once the new level has held for ``settle``
-      readings: then the new level is normal. With ``hold_shift`` a lasting shift stays
-      raised until the series returns to its old level or an operator acknowledges it.
+      readings and ``settle_s`` seconds: then the new level is normal (a drift that
+      slows down for half an hour of 1-minute readings is still one drift). With
+      ``hold_shift`` a lasting shift stays raised until the series returns to its old
+      level or an operator acknowledges it.
     - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
       failing sensor, turbulence): raised once, the spread re-based, cleared when the
       old spread returns or the new one has held for ``settle`` readings; a spike that
@@ -362,6 +366,7 @@ class Baseline:
     severity: Severity = Severity.YELLOW
     max_gap_s: float = 3600.0
     settle: int = 30
+    settle_s: float = 3600.0
     back: int = 3
     hold_shift: bool = False
     spread_alpha: float = 0.02
@@ -574,6 +579,7 @@ class Baseline:
         old_level, old_var, age, back = st.old_level, st.old_var, st.age + 1, st.back
         profile, weight = st.profile, st.weight
         moving_from, profile_days = st.moving_from, st.profile_days
+        moved_at = st.moved_at
         dx = x - st.last_x
         dvar = st.dvar
         if self.daily and profile_days < 1.0 and not isnan(dx):
@@ -606,7 +612,7 @@ class Baseline:
             level += shift
             level_n = pos_n if pos >= h else neg_n
             episode = UP if level > old_level else DOWN
-            moving_from = level
+            moving_from, moved_at = level, t
             age, back = 0, 0
             pos = neg = pos_sum = neg_sum = vstat = vsum = vbias = 0.0
             pos_n = neg_n = vn = 0
@@ -623,6 +629,7 @@ class Baseline:
             old_level, old_var, onset = reference, var, self._onset(st, evidence)
             episode = UP if drift > 0 else DOWN
             moving_from, level_n, age, back = level, int(1.0 / alpha), 0, 0
+            moved_at = t
         elif episode == CALM:
             if not spike:
                 # Learn, with errors clipped at 2.5 spreads so a step in the making
@@ -692,7 +699,9 @@ class Baseline:
                 elif age >= self.settle:
                     moving = (level - moving_from) * episode > self.still_moving * sigma
                     if moving or max(pos, neg) >= 0.5 * h:
-                        moving_from, age = level, 0  # a drift still under way
+                        moving_from, age, moved_at = level, 0, t  # a drift still under way
+                    elif t - moved_at < self.settle_s:
+                        pass  # still for too short a time yet: a slow drift may go on
                     elif not self.hold_shift:
                         cleared = True
             if cleared:
@@ -756,6 +765,7 @@ class Baseline:
             reference,
             dvar,
             score if rank else 0.0,
+            moved_at if episode != CALM else NAN,
         )
         flags = (
             (self.name, (spike or held) and raised),

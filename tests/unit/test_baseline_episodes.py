@@ -4,6 +4,7 @@ reading, and weeks of a normal day raise nothing; scores rank the onsets."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,6 +107,20 @@ def test_a_slow_drift_is_caught_once_while_it_grows() -> None:
     eps = episodes(raised(ts, v + ramp))
     assert len(eps) == 1, eps
     assert at < eps[0][0] < at + int(DAY / 300.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_drift_that_pauses_is_one_alarm(seed: int) -> None:
+    """Every minute: eight noise deviations up over three hours, still for forty minutes
+    (longer than the thirty readings a shift needs to settle), then six more over two
+    hours. One drift, one alarm."""
+    ts, v, _ = day_signal(seed, 60.0, 5, 6.0)
+    at = int(3 * DAY / 60.0)
+    k = np.arange(v.size) - at
+    ramp = np.clip(k / 180.0, 0.0, 1.0) * 8.0 + np.clip((k - 220) / 120.0, 0.0, 1.0) * 6.0
+    eps = [e for e in episodes(raised(ts, v + ramp)) if e[1] > at]
+    assert len(eps) == 1, eps
+    assert at < eps[0][0] < at + 180
 
 
 def test_a_lasting_shift_held_until_it_returns_when_the_operator_asks() -> None:
