@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from cityops import __version__
 from cityops.errors import CityOpsError, ConfigError
 from cityops.settings import Settings, fresh_env_lines, get_settings
+from lifeline.codes import is_city_code
 from simulators.names import SCENARIOS as SIM_SCENARIOS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -781,6 +782,8 @@ def api_serve(
             rate_per_s=rate,
             burst=rate * 4,
             escalate_every_s=escalate_every,
+            cities=settings.cities,
+            webhook_allow=settings.webhook_allow,
         )
     )
     echo_err(f"api: cockpit on http://{host}:{port}/  (OpenAPI at /docs)")
@@ -815,7 +818,7 @@ def api_key_create(name: str, role: str, cities: tuple[str, ...]) -> None:
     from store.cockpit import create_key
 
     for city in cities:
-        if len(city) != 6 or not city.isdigit():
+        if not is_city_code(city):
             raise CityOpsError(f"--city {city!r} is not a 6-digit GB/T 2260 city code")
     settings = load_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
@@ -878,7 +881,7 @@ def cim_load(city: str, layers: tuple[str, ...]) -> None:
     from cityops.cim import load_layers
     from geo.errors import GeoError
 
-    if len(city) != 6 or not city.isdigit():
+    if not is_city_code(city):
         raise CityOpsError(f"--city {city!r} is not a 6-digit GB/T 2260 city code")
     files = {}
     for item in layers:
@@ -1323,7 +1326,7 @@ def grid_generate(communities: Path, cell_m: float, out: Path) -> None:
     from geo.grid import generate_grid
     from geo.layers import DISTRICTS, LayerSpec, read_layer, write_layer
 
-    spec = LayerSpec("communities", "code", DISTRICTS.geometry_types, id_pattern=r"^\d{12}$")
+    spec = LayerSpec("communities", "code", DISTRICTS.geometry_types, id_pattern=r"^[0-9]{12}$")
     try:
         cells = generate_grid(read_layer(communities, spec), cell_m)
         write_layer(cells, out)

@@ -18,7 +18,9 @@ from urllib.parse import quote, urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-CITY_CODE = re.compile(r"^\d{6}$")
+from lifeline.codes import CITY_PATTERN
+
+CITY_CODE = re.compile(CITY_PATTERN)
 
 
 def _env_file() -> str:
@@ -112,12 +114,17 @@ class Settings(BaseSettings):
         description="Folder the local stack's Kafka nodes keep their data and logs in "
         "(kafka/ for one node, kafka-cluster/node-N for several); default the stack folder",
     )
+    webhook_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Hosts (name or *.suffix) and networks (CIDR) the cockpit's webhooks may "
+        "be sent to, comma separated; empty: any host but this machine's own addresses",
+    )
     log_level: str = Field("INFO", description="Log level of every service")
     metrics_addr: str = Field(
         "127.0.0.1", description="Address the services' Prometheus endpoints listen on"
     )
 
-    @field_validator("cities", mode="before")
+    @field_validator("cities", "webhook_allow", mode="before")
     @classmethod
     def _split_cities(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -41,7 +41,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from psycopg_pool import ConnectionPool, PoolClosed
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from cockpit_api import cap
 from cockpit_api.auth import (
@@ -56,10 +56,11 @@ from cockpit_api.auth import (
 from cockpit_api.cache import ResponseCache
 from cockpit_api.feed import FeedHub
 from cockpit_api.layers import LayerCache, bbox_rows
-from cockpit_api.webhooks import Dispatcher
+from cockpit_api.webhooks import Dispatcher, destination_problem
 from geo.mapout import feature_collection, grid_heat, points_layer
 from lifeline import wording
 from lifeline.alerts import ACTIONS, STATUSES, TransitionError
+from lifeline.codes import CITY_PATTERN, GRID_PATTERN, is_city_code
 from lifeline.vocabulary import IncidentType, Severity
 from store import cockpit as db
 from store.queries import Point, choose_bucket, series
@@ -74,11 +75,33 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 
-CITY = Annotated[str, PathParam(pattern=r"^\d{6}$", description="GB/T 2260 city code")]
+CITY = Annotated[str, PathParam(pattern=CITY_PATTERN, description="GB/T 2260 city code")]
 ALERT_ID = Annotated[str, PathParam(min_length=1, max_length=128)]
 Who = Annotated[Principal, Depends(authenticate)]
 #: ECharts as the npm registry ships it, under cockpit_api/web
 ECHARTS = "node_modules/echarts/dist/echarts.min.js"
+#: Times the API takes: ISO 8601 with a time zone, within these bounds.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _iso_only(value: Any) -> Any:
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("a time is ISO 8601 with a time zone, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+def _bounded(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("a time needs a time zone, e.g. 2026-01-01T00:00:00Z or +08:00")
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"a time between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return value
+
+
+#: A time in a query: ISO 8601 with a zone, 1970-2200 (a number or a year 1 is a 422).
+Time = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_bounded)]
 
 
 def _language(
@@ -106,6 +129,10 @@ class ApiConfig:
     escalate_every_s: float = 15.0
     overview_ttl_s: float = 1.0
     list_ttl_s: float = 10.0
+    #: the platform's cities (others are known once they have devices, layers or alerts)
+    cities: tuple[str, ...] = ()
+    #: hosts and networks webhooks may be sent to; empty: any but this machine's
+    webhook_allow: tuple[str, ...] = ()
 
 
 class ActionBody(BaseModel):
@@ -116,7 +143,11 @@ class ActionBody(BaseModel):
 
 
 class WebhookBody(BaseModel):
-    url: str = Field(pattern=r"^https?://", max_length=2000)
+    url: str = Field(
+        max_length=2000,
+        description="http(s) URL of the endpoint; its host must be allowed "
+        "(CITYOPS_WEBHOOK_ALLOW), and never this machine unless allowed",
+    )
     name: str = Field("", max_length=200)
 
 
@@ -156,7 +187,7 @@ def overview_key(city: str) -> tuple[object, ...]:
     return ("overview", city)
 
 
-_OVERVIEW = re.compile(r"^/v1/cities/(\d{6})/overview$")
+_OVERVIEW = re.compile(r"^/v1/cities/([0-9]{6})/overview$")
 #: The route templates fast answers are counted under in the request metrics.
 _ROUTES = {
     "alerts": SimpleNamespace(path="/v1/alerts"),
@@ -539,16 +570,16 @@ def create_app(config: ApiConfig) -> FastAPI:
         severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
         status_: Annotated[list[Literal[STATUSES]], Query(alias="status")] = [],  # type: ignore[valid-type]  # noqa: B006
         incident_status: Annotated[list[Literal["open", "cleared"]], Query()] = [],  # noqa: B006
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
         bbox: Annotated[str | None, Query(description="west,south,east,north")] = None,
-        grid_cell: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
+        grid_cell: Annotated[str | None, Query(pattern=GRID_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> Response:
         """Alerts with their incidents, newest change first, filtered and paged."""
         for code in city:
-            if len(code) != 6 or not code.isdigit():
+            if not is_city_code(code):
                 raise HTTPException(422, detail=f"city {code!r} is not a 6-digit city code")
         scope = cities_for(who, city)
         f = db.AlertFilter(
@@ -785,7 +816,7 @@ def create_app(config: ApiConfig) -> FastAPI:
             | None,
             Query(),
         ] = None,
-        grid_cell: Annotated[str | None, Query(pattern=r"^\d{15}$")] = None,
+        grid_cell: Annotated[str | None, Query(pattern=GRID_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 500,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> Response:
@@ -813,8 +844,8 @@ def create_app(config: ApiConfig) -> FastAPI:
         city: CITY,
         device_id: Annotated[str, PathParam(min_length=1, max_length=64)],
         metric: Annotated[str, Query(min_length=1, max_length=32)],
-        start: datetime | None = None,
-        end: datetime | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
         bucket_s: Annotated[int | None, Query(ge=1, le=86400 * 7)] = None,
     ) -> Response:
         """Bucketed series (min/max/avg/last/count) of one metric; the bucket follows
@@ -828,11 +859,16 @@ def create_app(config: ApiConfig) -> FastAPI:
             )
         if start >= end:
             raise HTTPException(422, detail="start must be before end")
-        bucket = timedelta(seconds=bucket_s) if bucket_s else choose_bucket(start, end)
-        if (end - start) / bucket > 10_000:
-            raise HTTPException(
-                422, detail="more than 10,000 buckets: widen bucket_s or narrow the range"
-            )
+        if bucket_s:
+            bucket = timedelta(seconds=bucket_s)
+            if (end - start) / bucket > 10_000:
+                raise HTTPException(
+                    422, detail="more than 10,000 buckets: widen bucket_s or narrow the range"
+                )
+        else:
+            bucket = choose_bucket(start, end)
+            if (end - start) / bucket > 10_000:  # longer than the widest bucket covers
+                bucket = timedelta(seconds=-(-(end - start).total_seconds() // 10_000))
         with conn() as c:
             points = series(c, city, device_id, metric, start, end, bucket)
             found = c.execute(
@@ -921,7 +957,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         resume = (
             last_id
             if last_id is not None
-            else (int(header) if header and header.isdigit() else None)
+            else (int(header) if header and header.isascii() and header.isdigit() else None)
         )
 
         async def events() -> AsyncIterator[bytes]:
@@ -977,7 +1013,14 @@ def create_app(config: ApiConfig) -> FastAPI:
         """Register an endpoint; the response carries the signing secret, once."""
         require_role(who, "city_admin")
         require_city(who, city)
+        problem = destination_problem(body.url, config.webhook_allow)
+        if problem is not None:
+            raise HTTPException(422, detail=f"url: {problem}")
         with conn() as c:
+            if city not in config.cities and not db.city_known(c, city):
+                raise HTTPException(
+                    404, detail=f"city {city} has no devices, layers or alerts on this platform"
+                )
             return _json(db.add_webhook(c, city, body.url, body.name), status_code=201)
 
     @app.delete("/v1/cities/{city}/webhooks/{webhook_id}", tags=["webhooks"], status_code=204)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -25,6 +29,66 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
 DELIVERIES = Counter("cityops_api_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+
+
+#: Hosts a webhook may never name unless the operator allows them: this machine.
+_OWN = ("localhost", "localhost.localdomain", "ip6-localhost")
+_HOST = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+def destination_problem(url: str, allow: Sequence[str]) -> str | None:
+    """What is wrong with ``url`` as a webhook destination, or None.
+
+    An http(s) URL with a host and nothing unprintable in it. With ``allow`` (host names,
+    ``*.suffix`` patterns, addresses or networks in CIDR), the host must be one of them;
+    without, any public name or address but this machine's (loopback, link-local,
+    unspecified addresses and ``localhost``), and a name needs a dot.
+    """
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        return "the URL has spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return "the URL must start with http:// or https://"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "the URL names no host"
+    if port == 0:
+        return "port 0 is not a destination"
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+        if not _HOST.match(host):
+            return f"{host!r} is not a host name"
+    if allow:
+        for given in allow:
+            rule = given.strip().lower()
+            if rule.startswith("*.") and address is None and host.endswith(rule[1:]):
+                return None
+            if rule == host:
+                return None
+            if address is not None and "/" in rule:
+                with contextlib.suppress(ValueError):
+                    if address in ipaddress.ip_network(rule, strict=False):
+                        return None
+        return f"{host} is not among the allowed webhook destinations (CITYOPS_WEBHOOK_ALLOW)"
+    if address is not None:
+        if address.is_loopback or address.is_link_local or address.is_unspecified:
+            return f"{host} is this machine or its link: not a webhook destination"
+        if address.is_multicast or address.is_reserved:
+            return f"{host} is not a unicast address"
+        return None
+    if host in _OWN or host.endswith(".localhost"):
+        return f"{host} is this machine: not a webhook destination"
+    if "." not in host:
+        return f"{host!r} is not a full host name (e.g. cad.example.gov.cn)"
+    return None
 
 
 def backoff(attempts: int) -> timedelta:

@@ -19,6 +19,7 @@ from shapely import STRtree
 from geo.crs import metric_crs_for, require_geographic
 from geo.errors import GeoError, LayerError
 from geo.layers import GRID, validate
+from lifeline.codes import digits
 
 MIN_CELL_M, MAX_CELL_M = 100.0, 500.0
 MAX_CELLS_PER_COMMUNITY = 999
@@ -38,7 +39,7 @@ def generate_grid(communities: gpd.GeoDataFrame, cell_size_m: float) -> gpd.GeoD
     if "code" not in communities.columns:
         raise LayerError("communities", ["missing column: code (12 digits)"])
     codes = communities["code"].astype(str)
-    bad = [c for c in codes if not (len(c) == 12 and c.isdigit())]
+    bad = [c for c in codes if not digits(c, 12)]
     if bad:
         raise LayerError("communities", [f"code {c!r} is not 12 digits" for c in bad])
     if codes.duplicated().any():

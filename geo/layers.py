@@ -37,7 +37,7 @@ POLYGONS = frozenset({"Polygon", "MultiPolygon"})
 LINES = frozenset({"LineString", "MultiLineString"})
 POINTS = frozenset({"Point"})
 
-GRID = LayerSpec("grid", "code", POLYGONS, id_pattern=r"^\d{15}$")
+GRID = LayerSpec("grid", "code", POLYGONS, id_pattern=r"^[0-9]{15}$")
 DISTRICTS = LayerSpec("districts", "code", POLYGONS, ("level",))
 PIPES = LayerSpec("pipes", "asset_id", LINES, ("network", "material", "diameter_mm", "owner_dept"))
 POINT_ASSETS = LayerSpec(

@@ -23,6 +23,7 @@ import numpy as np
 from geo.chinese import in_china, to_wgs84
 from geo.placement import Placer
 from ingest.broker_accounts import device_username, password_hash
+from lifeline.codes import is_city_code
 from lifeline.devices import Device
 from lifeline.units import UnitError, converter
 from lifeline.vocabulary import KIND_ASSET_CLASSES, KIND_METRICS, METRIC_UNITS, SensorKind
@@ -32,7 +33,7 @@ INPUT_CRS = ("EPSG:4326", "EPSG:4490", "GCJ-02", "BD-09")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _METRIC = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 #: GB/T 28181: centre 8 + industry 2 + type 3 + network 1 + serial 6.
-_GB28181 = re.compile(r"^\d{8}(08|43|\d{2})(13[1-2]|118|\d{3})\d{7}$")
+_GB28181 = re.compile(r"^[0-9]{8}(08|43|[0-9]{2})(13[1-2]|118|[0-9]{3})[0-9]{7}$")
 
 
 class OnboardingError(Exception):
@@ -150,7 +151,7 @@ def plan(
 ) -> Plan:
     """Validate a whole file; raise :class:`OnboardingError` listing every problem.
     ``sources``: the city's push sources, which ``http`` devices must name."""
-    if not re.fullmatch(r"\d{6}", city):
+    if not is_city_code(city):
         raise OnboardingError([f"city {city!r} is not a 6-digit GB/T 2260 code"])
     if crs not in INPUT_CRS:
         raise OnboardingError([f"coordinates must be declared as one of {', '.join(INPUT_CRS)}"])

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from lifeline.codes import is_city_code
 from lifeline.errors import RecordError
 
 MAX_BATCH_READINGS = 500
@@ -137,7 +138,7 @@ def _reading(d: Any, index: int | None) -> WireReading:
         metric, value, unit = d["metric"], d["value"], d["unit"]
     except KeyError as exc:
         raise RecordError(f"{where}: {exc.args[0]} is missing") from None
-    if not (isinstance(city, str) and len(city) == 6 and city.isascii() and city.isdigit()):
+    if not is_city_code(city):
         raise RecordError(f"{where}: city must be a 6-digit GB/T 2260 code")
     for name, text in (("device_id", device_id), ("metric", metric), ("unit", unit)):
         if not isinstance(text, str) or not text or len(text) > 64:

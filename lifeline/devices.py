@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifeline.codes import CITY_PATTERN, GRID_PATTERN
+
 Family = Literal["sensors", "cameras"]
 
 
@@ -14,7 +16,7 @@ class Device(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    city: str = Field(pattern=r"^\d{6}$")
+    city: str = Field(pattern=CITY_PATTERN)
     device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     family: Family
     kind: str
@@ -25,7 +27,7 @@ class Device(BaseModel):
     owner_dept: str
     lon: float = Field(ge=-180, le=180)
     lat: float = Field(ge=-90, le=90)
-    grid_code: str | None = Field(None, pattern=r"^\d{15}$")
+    grid_code: str | None = Field(None, pattern=GRID_PATTERN)
     #: How its readings arrive: over MQTT, or pushed over HTTPS by ``source``.
     transport: Literal["mqtt", "http"] = "mqtt"
     #: The push source (carrier platform or vendor cloud) of an ``http`` device.

@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from lifeline.codes import CAMERA_PATTERN, CITY_PATTERN, GRID_PATTERN
 from lifeline.errors import RecordError
 from lifeline.vocabulary import IncidentType, Severity, VideoEventType
 
@@ -32,12 +33,14 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
-CityCode = Annotated[str, Field(pattern=r"^[0-9]{6}$", description="GB/T 2260 city code")]
+CityCode = Annotated[str, Field(pattern=CITY_PATTERN, description="GB/T 2260 city code")]
 DeviceId = Annotated[
     str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="device id")
 ]
-CameraId = Annotated[str, Field(pattern=r"^\d{20}$", description="GB/T 28181 20-digit device id")]
-GridCode = Annotated[str, Field(pattern=r"^\d{15}$", description="15-digit unit-grid code")]
+CameraId = Annotated[
+    str, Field(pattern=CAMERA_PATTERN, description="GB/T 28181 20-digit device id")
+]
+GridCode = Annotated[str, Field(pattern=GRID_PATTERN, description="15-digit unit-grid code")]
 MetricName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Crs = Literal["EPSG:4326", "EPSG:4490", "GCJ-02", "BD-09"]
 QualityFlag = Literal["pass", "suspect", "fail", "not_evaluated"]

@@ -293,6 +293,17 @@ def overview(
     }
 
 
+def city_known(conn: psycopg.Connection[Any], city: str) -> bool:
+    """Whether the platform knows ``city``: it has devices, map layers or alerts."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM devices WHERE city = %(c)s)"
+        " OR EXISTS (SELECT 1 FROM cim_features WHERE city = %(c)s)"
+        " OR EXISTS (SELECT 1 FROM alerts WHERE city = %(c)s)",
+        {"c": city},
+    ).fetchone()
+    return bool(row and row[0])
+
+
 # --- alerts -----------------------------------------------------------------------------
 
 ALERT_SQL = """

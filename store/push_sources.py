@@ -15,6 +15,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from lifeline.codes import is_city_code
+
 KEY_PREFIX = "cpk_"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 #: Readings a second a new source may push unless told otherwise.
@@ -48,7 +50,7 @@ def create_source(
 ) -> tuple[PushSource, str]:
     """A new source of ``city``; returns it and its ingest key (``cpk_<id>.<secret>``),
     which is shown once. A revoked source's name may be used again."""
-    if not re.fullmatch(r"\d{6}", city):
+    if not is_city_code(city):
         raise ValueError(f"city must be a 6-digit administrative code, not {city!r}")
     if not NAME.match(name):
         raise ValueError(

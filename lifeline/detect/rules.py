@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lifeline.codes import is_city_code
 from lifeline.detect.detectors import (
     Accumulation,
     Amount,
@@ -241,7 +242,7 @@ def _parse_rule(rule: dict[str, Any], where: str) -> RuleOverride:
     ):
         raise RulesError(f"{where}: levels must grow more severe as the value worsens")
     city = rule.get("city")
-    if city is not None and not (isinstance(city, str) and len(city) == 6 and city.isdigit()):
+    if city is not None and not is_city_code(city):
         raise RulesError(f"{where}: city must be a 6-digit code")
     return RuleOverride(
         str(kind),

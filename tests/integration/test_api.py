@@ -52,8 +52,14 @@ def cities() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(db_dsn: str, live_stack: Settings) -> Iterator[Server]:
-    config = ApiConfig(dsn=db_dsn, kafka_bootstrap=live_stack.kafka_bootstrap, escalate_every_s=0.5)
+def server(db_dsn: str, live_stack: Settings, cities: tuple[str, str]) -> Iterator[Server]:
+    config = ApiConfig(
+        dsn=db_dsn,
+        kafka_bootstrap=live_stack.kafka_bootstrap,
+        escalate_every_s=0.5,
+        cities=cities,
+        webhook_allow=("127.0.0.1",),  # the tests' receivers
+    )
     with serve(config) as s:
         yield s
 
@@ -745,3 +751,80 @@ def test_values_the_store_cannot_hold_are_refused_not_crashed_on(
             assert "store cannot take" in r.json()["detail"]
         r = c.post("/v1/alerts/x%00/actions/acknowledge", json={"note": "a\u0000b"})
         assert r.status_code == 422
+
+
+def test_what_a_fuzzer_found_is_refused_with_a_422_or_404(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    a, _ = cities
+    with client(server, keys["platform"]) as c:
+        # Times: a year 1, a number, a naive time: 422, never a 500.
+        series = f"/v1/cities/{a}/devices/gw-1/series"
+        for params in (
+            {"metric": "ch4", "end": "0001-01-01T00:00:00Z"},
+            {"metric": "ch4", "start": "0.5"},
+            {"metric": "ch4", "start": "1700000000"},
+            {"metric": "ch4", "end": "9999-12-31T23:59:59Z"},
+            {"metric": "ch4", "end": "2026-01-01T00:00:00"},
+        ):
+            r = c.get(series, params=params)
+            assert r.status_code == 422, (params, r.text)
+        assert c.get("/v1/alerts", params={"start": "0.5"}).status_code == 422
+        # A long span without a bucket gets a bucket that fits, not a refusal.
+        wide = c.get(
+            series,
+            params={
+                "metric": "ch4",
+                "start": "1990-01-01T00:00:00Z",
+                "end": "2026-01-01T00:00:00Z",
+            },
+        )
+        assert wide.status_code == 200, wide.text
+        assert wide.json()["bucket_s"] >= (36 * 365 * 86400) / 10_000
+        # City codes are ASCII digits: Arabic-Indic and full-width ones are not codes.
+        arabic_indic = "".join(chr(0x0660 + int(d)) for d in "320100")
+        fullwidth = "".join(chr(0xFF10 + int(d)) for d in "320100")
+        for code in (arabic_indic, fullwidth):
+            assert c.get(f"/v1/cities/{code}/overview").status_code == 422
+            assert c.get("/v1/alerts", params={"city": code}).status_code == 422
+    with client(server, keys["admin_a"]) as c:
+        hooks = f"/v1/cities/{a}/webhooks"
+        for url in (
+            "http://",
+            "https://g",
+            "http://exa mple.org/x",
+            "http://example.org/\x07",
+            "ftp://example.org/",
+            "http://localhost:8400/v1/me",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest",
+            "http://10.0.0.5/cap",  # a real-looking host, but not the allowed one
+        ):
+            r = c.post(hooks, json={"url": url})
+            assert r.status_code == 422, (url, r.text)
+            assert "url" in r.text
+    other = random_city()
+    while other in cities:
+        other = random_city()
+    with client(server, keys["platform"]) as c:
+        r = c.post(f"/v1/cities/{other}/webhooks", json={"url": "http://127.0.0.1:9/cap"})
+        assert r.status_code == 404, r.text
+        assert "no devices" in r.text
+
+
+def test_webhook_destinations_follow_the_operator_s_policy() -> None:
+    from cockpit_api.webhooks import destination_problem
+
+    # Without a policy: public names and addresses, never this machine.
+    assert destination_problem("https://cad.example.gov.cn/cap", ()) is None
+    assert destination_problem("https://203.0.113.7:8443/cap", ()) is None
+    assert destination_problem("http://127.0.0.1:9/x", ()) is not None
+    assert destination_problem("http://foo.localhost/x", ()) is not None
+    # With one: only what it allows, by name, suffix or network.
+    allow = ("cad.example.gov.cn", "*.119.example.cn", "10.20.0.0/16")
+    assert destination_problem("https://cad.example.gov.cn/cap", allow) is None
+    assert destination_problem("https://a.119.example.cn/cap", allow) is None
+    assert destination_problem("http://10.20.3.4/cap", allow) is None
+    assert destination_problem("http://10.21.3.4/cap", allow) is not None
+    assert destination_problem("https://evil.example.com/cap", allow) is not None
+    assert destination_problem("http://127.0.0.1/x", ("127.0.0.1",)) is None

@@ -37,6 +37,7 @@ def replicas(
         "CITYOPS_DB_DSN": db_dsn,
         "CITYOPS_KAFKA_BOOTSTRAP": live_stack.kafka_bootstrap,
         "CITYOPS_API_ESCALATE_EVERY_S": "0.3",
+        "CITYOPS_WEBHOOK_ALLOW": "127.0.0.1",  # the test's receiver
     }
     procs, urls = [], []
     for n in range(2):
@@ -83,11 +84,31 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+def _onboarded(dsn: str, city: str) -> None:
+    """A city the platform knows (webhooks are refused for unknown cities)."""
+    from lifeline.devices import Device
+    from store.devices import upsert_devices
+
+    device = Device(
+        city=city,
+        device_id="gw-1",
+        family="sensors",
+        kind="gas_well",
+        metrics={"ch4": "%LEL"},
+        owner_dept="gas",
+        lon=118.78,
+        lat=32.04,
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        upsert_devices(conn, [device], {"gw-1": (f"{city}.gw-1", "")})
+
+
 def test_escalation_and_webhooks_happen_once_across_two_replicas(
     replicas: list[str], db_dsn: str
 ) -> None:
     city = random_city()
     admin = key(db_dsn, "city_admin", [city])
+    _onboarded(db_dsn, city)
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     headers = {"Authorization": f"Bearer {admin}"}
