@@ -330,12 +330,13 @@ def db_migrate() -> None:
     """Apply every schema migration not applied yet (safe to re-run)."""
     import psycopg
 
-    from store.migrate import migrate
+    from store.migrate import describe, migrate
 
     dsn = load_settings().db_dsn.get_secret_value()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             applied = migrate(conn)
+            path = describe(conn)
     except psycopg.OperationalError as exc:
         raise CityOpsError(
             f"cannot reach the database: {exc}; is `cityops stack up` running?"
@@ -344,6 +345,7 @@ def db_migrate() -> None:
         click.echo(f"applied {m.version:04d}_{m.name}")
     if not applied:
         click.echo("schema is up to date")
+    click.echo(f"schema: {path}")
 
 
 @db.command("retention")

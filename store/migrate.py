@@ -52,12 +52,34 @@ def available(variant: str) -> list[Migration]:
 
 
 def timescale_available(conn: psycopg.Connection[Any]) -> bool:
+    return timescale_check(conn)[0]
+
+
+def timescale_check(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
+    """Whether a new schema may use TimescaleDB, and why: the extension must be
+    installed *and* preloaded (``shared_preload_libraries``), unless
+    ``CITYOPS_TIMESCALE=off``."""
     if os.environ.get("CITYOPS_TIMESCALE", "auto").lower() in {"off", "0", "false", "no"}:
-        return False
+        return False, "CITYOPS_TIMESCALE=off"
     row = conn.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
     ).fetchone()
-    return row is not None
+    if row is None:
+        return False, "the timescaledb extension is not installed on the server"
+    preload = conn.execute("SHOW shared_preload_libraries").fetchone()
+    libraries = {lib.strip() for lib in str(preload[0] if preload else "").split(",")}
+    if "timescaledb" not in libraries:
+        return False, "timescaledb is installed but not in shared_preload_libraries"
+    return True, "timescaledb is installed and preloaded"
+
+
+def describe(conn: psycopg.Connection[Any]) -> str:
+    """Which path the schema took, in words (``cityops db migrate`` prints it)."""
+    if not _any_applied(conn):
+        return "no schema yet"
+    if backend(conn) == TIMESCALE:
+        return "TimescaleDB (hypertables, continuous aggregates, policies)"
+    return f"plain PostgreSQL (declarative rollups); {timescale_check(conn)[1]}"
 
 
 def backend(conn: psycopg.Connection[Any]) -> str:

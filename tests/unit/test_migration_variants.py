@@ -99,3 +99,44 @@ def test_timescale_variant_sets_up_hypertable_policies_and_an_open_watermark() -
     [insert] = inserts
     [[value]] = insert.selectStmt.valuesLists
     assert value.val.sval == "infinity"  # every bucket reads from the aggregates
+
+
+class _Server:
+    """What a PostgreSQL server answers to the two questions the choice asks."""
+
+    def __init__(self, installed: bool, preload: str) -> None:
+        self.installed, self.preload = installed, preload
+
+    def execute(self, query: str, *_args: Any) -> Any:
+        answer = self
+
+        class Row:
+            def fetchone(self) -> Any:
+                if "pg_available_extensions" in query:
+                    return (1,) if answer.installed else None
+                return (answer.preload,)
+
+        return Row()
+
+
+@pytest.mark.parametrize(
+    ("installed", "preload", "chosen"),
+    [
+        (False, "", False),
+        (True, "", False),  # installed but not preloaded: CREATE EXTENSION would fail
+        (True, "pg_stat_statements", False),
+        (True, "pg_stat_statements, timescaledb", True),
+        (True, "timescaledb", True),
+    ],
+)
+def test_timescale_only_when_installed_and_preloaded(
+    installed: bool, preload: str, chosen: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from store.migrate import timescale_check
+
+    monkeypatch.delenv("CITYOPS_TIMESCALE", raising=False)
+    ok, why = timescale_check(_Server(installed, preload))  # type: ignore[arg-type]
+    assert ok is chosen
+    assert why
+    monkeypatch.setenv("CITYOPS_TIMESCALE", "off")
+    assert timescale_check(_Server(installed, preload))[0] is False  # type: ignore[arg-type]
