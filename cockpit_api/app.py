@@ -43,7 +43,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from psycopg_pool import ConnectionPool, PoolClosed
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
-from cockpit_api import cap
+from cockpit_api import cap, openapi
 from cockpit_api.auth import (
     KeyCache,
     Principal,
@@ -414,6 +414,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         ),
         lifespan=lifespan,
     )
+    openapi.install(app)
     app.state.keys = KeyCache(verify)
     app.state.limiter = RateLimiter(config.rate_per_s, config.burst)
     app.state.hub = hub

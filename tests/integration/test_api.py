@@ -828,3 +828,29 @@ def test_webhook_destinations_follow_the_operator_s_policy() -> None:
     assert destination_problem("http://10.21.3.4/cap", allow) is not None
     assert destination_problem("https://evil.example.com/cap", allow) is not None
     assert destination_problem("http://127.0.0.1/x", ("127.0.0.1",)) is None
+
+
+def test_the_openapi_document_says_what_the_api_answers(server: Server) -> None:
+    doc = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {**schemes["apiKey"], "type": "http", "scheme": "bearer"}
+    error = {"$ref": "#/components/schemas/Error"}
+    operations = [
+        (path, method, op)
+        for path, ops in doc["paths"].items()
+        if path.startswith("/v1/")
+        for method, op in ops.items()
+    ]
+    assert len(operations) >= 15
+    for path, method, op in operations:
+        assert op["security"], (method, path)
+        for code in ("401", "403", "422", "429", "503"):
+            assert op["responses"][code]["content"]["application/json"]["schema"] == error
+        assert ("409" in op["responses"]) == ("/actions/" in path), (method, path)
+    sse = doc["paths"]["/v1/feed/sse"]["get"]["responses"]["200"]["content"]
+    assert list(sse) == ["text/event-stream"]
+    assert "HTTPValidationError" not in json.dumps(doc)
+    # What the document promises is what a refusal looks like.
+    r = httpx.get(f"{server.url}/v1/alerts", timeout=10)
+    assert r.status_code == 401
+    assert isinstance(r.json()["detail"], str)
