@@ -95,7 +95,8 @@ async def serve(
     from ingest.adapters import load_vendors
     from ingest.bridge import Bridge, subscriptions
     from ingest.decode import Decoder
-    from ingest.registry import Registry, watch
+    from lifeline.registry import Registry
+    from store.registry import watch
 
     if metrics_port:
         start_http_server(metrics_port, addr=settings.metrics_addr)

@@ -30,9 +30,10 @@ from cityops.settings import Settings
 from ingest.adapters import load_vendors
 from ingest.decode import Decoder
 from ingest.push import MAX_BODY_BYTES, GroupProducer, PushIngest, Sources
-from ingest.registry import Registry, watch
 from lifeline import topics
+from lifeline.registry import Registry
 from store.push_sources import load_sources
+from store.registry import watch
 
 log = logging.getLogger(__name__)
 

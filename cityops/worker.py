@@ -26,9 +26,10 @@ def run_worker(
     readings_topic: str | None = None,
     checkpoint_s: float = 1.0,
 ) -> None:
-    from ingest.registry import Registry, load_now, watch
     from lifeline import topics
     from lifeline.detect.rules import RuleBook, RulesError
+    from lifeline.registry import Registry
+    from store.registry import load_now, watch
     from streams.app import create_app
 
     rules = None

@@ -18,11 +18,11 @@ from geo.chinese import to_wgs84
 from ingest import adapters
 from ingest.adapters import VendorMapping, parse_time
 from ingest.errors import PayloadError
-from ingest.registry import Registry
 from lifeline import codec, topics
 from lifeline.devices import Device
 from lifeline.errors import RecordError
 from lifeline.records import DeviceStatus, VideoEvent
+from lifeline.registry import Registry
 from lifeline.units import UnitError, converter
 from lifeline.vocabulary import PHYSICAL_RANGE, VideoEventType
 

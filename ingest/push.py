@@ -39,8 +39,8 @@ from ingest.adapters import VendorMapping, dig
 from ingest.deadletter import DeadLetter
 from ingest.decode import Decoder, Outgoing, batched, parse_json
 from ingest.errors import PayloadError
-from ingest.registry import Registry
 from lifeline import topics
+from lifeline.registry import Registry
 from store.push_sources import KEY_PREFIX, PushSource
 
 log = logging.getLogger(__name__)

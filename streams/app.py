@@ -33,13 +33,13 @@ from typing import Any
 import faust
 from prometheus_client import Counter
 
-from ingest.registry import Registry
 from lifeline import codec, topics
 from lifeline.detect.rules import RuleBook
 from lifeline.errors import RecordError
 from lifeline.incidents import PlaceState
 from lifeline.incidents import fold as correlate_fold
 from lifeline.records import Anomaly, VideoEvent
+from lifeline.registry import Registry
 from streams.checkpoint import Checkpoint, FaultPlan, Out, Publish, kafka_publisher
 from streams.detection import DetectionFold, SeriesState, offline_anomaly, video_anomaly
 from streams.offsets import FaustOffsets, Offsets, Position

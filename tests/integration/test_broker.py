@@ -311,7 +311,7 @@ async def test_a_bridge_whose_subscription_the_broker_refuses_stops_and_says_why
     from ingest.bridge import Bridge
     from ingest.decode import Decoder
     from ingest.errors import TransportError
-    from ingest.registry import Registry
+    from lifeline.registry import Registry
 
     config = bridge_config(live_stack, f"it-refused-{secrets.token_hex(3)}", ["elsewhere/+/up"])
     bridge = Bridge(config, Decoder(Registry(), load_vendors()))

@@ -29,9 +29,9 @@ from ingest.adapters import load_vendors
 from ingest.bridge import Bridge, subscriptions
 from ingest.deadletter import DeadLetter
 from ingest.decode import Decoder
-from ingest.registry import load_now
 from lifeline import codec
 from lifeline.records import DeviceStatus, Reading, VideoEvent
+from store.registry import load_now
 from tests.integration.helpers import TailConsumer
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ from cityops.settings import Settings
 from ingest.bridge import Bridge, BridgeConfig
 from ingest.deadletter import DeadLetter
 from ingest.decode import Decoder
-from ingest.registry import Registry
 from lifeline.devices import Device
 from lifeline.records import Reading
+from lifeline.registry import Registry
 from store.readings import read_readings, write_readings
 from tests.conftest import unique_id
 from tests.integration.helpers import TailConsumer, mqtt_publish

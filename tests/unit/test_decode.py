@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from ingest.adapters import load_vendors
 from ingest.decode import Decoder, Limits, parse_topic
 from ingest.errors import PayloadError
-from ingest.registry import Registry
 from lifeline.devices import Device
 from lifeline.records import DeviceStatus, Reading, VideoEvent
+from lifeline.registry import Registry
 
 NOW = datetime(2026, 7, 1, 2, 30, tzinfo=UTC)
 CITY = "320100"

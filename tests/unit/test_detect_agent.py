@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingest.registry import Registry
 from lifeline import codec
 from lifeline.devices import Device
 from lifeline.records import Anomaly
+from lifeline.registry import Registry
 from streams.app import create_app
 from streams.checkpoint import Out
 from streams.detection import DetectionFold, SeriesState

@@ -19,7 +19,7 @@ from ingest.push import (
     _reports,
     sign,
 )
-from ingest.registry import Registry
+from lifeline.registry import Registry
 from store.push_sources import PushSource, _hash
 
 NOW = 1_800_000_000

@@ -1,35 +1,20 @@
-"""The device registry ingest checks every message against, kept current from the store."""
+"""Loading the device registry from the store and keeping it current: reloaded on every
+devices NOTIFY (onboarding sends one) and every minute."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import psycopg
 
 from lifeline.devices import Device
+from lifeline.registry import Registry
 from store.devices import DEVICES_CHANNEL, load_devices
 
 log = logging.getLogger(__name__)
-
-
-class Registry:
-    """Onboarded devices by (city, device id). Replaced whole on reload, read lock-free."""
-
-    def __init__(self, devices: Iterable[Device] = ()) -> None:
-        self._devices: dict[tuple[str, str], Device] = {}
-        self.replace(devices)
-
-    def replace(self, devices: Iterable[Device]) -> None:
-        self._devices = {(d.city, d.device_id): d for d in devices}
-
-    def get(self, city: str, device_id: str) -> Device | None:
-        return self._devices.get((city, device_id))
-
-    def __len__(self) -> int:
-        return len(self._devices)
 
 
 async def watch(
