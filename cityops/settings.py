@@ -12,7 +12,7 @@ import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -118,6 +118,16 @@ class Settings(BaseSettings):
         (),
         description="Hosts (name or *.suffix) and networks (CIDR) the cockpit's webhooks may "
         "be sent to, comma separated; empty: any host but this machine's own addresses",
+    )
+    worker_data: Path | None = Field(
+        None,
+        description="Where detection workers keep Faust's per-app files (default: the "
+        "system temp directory)",
+    )
+    timescale: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: a new schema uses TimescaleDB when the server has it installed "
+        "and preloaded; off: always the plain-PostgreSQL schema",
     )
     log_level: str = Field("INFO", description="Log level of every service")
     metrics_addr: str = Field(

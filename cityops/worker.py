@@ -74,6 +74,7 @@ def run_worker(
         checkpoint_s=checkpoint_s,
         acknowledged=acknowledged,
         replication_factor=settings.kafka_replication,
+        data_dir=settings.worker_data,
     )
 
     asyncio.run(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import tempfile
 import time
@@ -109,6 +108,7 @@ def create_app(
     replication_factor: int = 1,
     acknowledged: Acknowledged | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    data_dir: Path | None = None,
 ) -> tuple[faust.App, Agents]:
     """The app and its agents (returned for tests).
 
@@ -127,7 +127,7 @@ def create_app(
     normal, so that their anomalies clear with the next reading.
     """
     # Faust keeps per-app files even with in-memory tables: not in the working directory.
-    datadir = Path(os.environ.get("CITYOPS_WORKER_DATA", tempfile.gettempdir())) / "cityops-worker"
+    datadir = (data_dir or Path(tempfile.gettempdir())) / "cityops-worker"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
