@@ -15,6 +15,7 @@ from cityops import __version__
 from cityops.errors import CityOpsError, ConfigError
 from cityops.settings import Settings, fresh_env_lines, get_settings
 from lifeline.codes import is_city_code
+from lifeline.roles import ROLES
 from simulators.names import SCENARIOS as SIM_SCENARIOS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
@@ -809,7 +810,7 @@ def api_key() -> None:
 @click.option("--name", required=True, help="Who or what uses the key.")
 @click.option(
     "--role",
-    type=click.Choice(["viewer", "dispatcher", "city_admin", "platform_admin"]),
+    type=click.Choice(ROLES),
     required=True,
 )
 @click.option("--city", "cities", multiple=True, help="A city the key may see (repeatable).")

@@ -17,9 +17,8 @@ from typing import Any
 
 from fastapi import HTTPException, Request, status
 
-from store.cockpit import ROLES, ApiKey
-
-RANK = {role: i for i, role in enumerate(ROLES)}
+from lifeline.roles import PLATFORM_ADMIN, RANK
+from store.cockpit import ApiKey
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Principal:
 
     @property
     def all_cities(self) -> bool:
-        return self.role == "platform_admin"
+        return self.role == PLATFORM_ADMIN
 
     @property
     def actor(self) -> str:

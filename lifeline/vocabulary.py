@@ -183,3 +183,41 @@ KIND_ASSET_CLASSES: MappingProxyType[SensorKind, tuple[str, ...]] = MappingProxy
         SensorKind.GENERIC: (),
     }
 )
+
+
+#: Which lifeline an incident type or a sensor kind belongs to, for the overview and the
+#: cockpit's lifeline views; "devices" holds what belongs to no one lifeline.
+LIFELINE_OF_TYPE: dict[str, str] = {
+    IncidentType.GAS_LEAK: "gas",
+    IncidentType.GAS_PRESSURE: "gas",
+    IncidentType.PIPE_BURST: "water",
+    IncidentType.WATER_LEAK: "water",
+    IncidentType.LOW_PRESSURE: "water",
+    IncidentType.WATERLOGGING: "drainage",
+    IncidentType.UNDERPASS_FLOODING: "drainage",
+    IncidentType.MANHOLE_COVER: "drainage",
+    IncidentType.BRIDGE_OVERLOAD: "bridge",
+    IncidentType.TUNNEL_HAZARD: "tunnel",
+    IncidentType.HEATING_LEAK: "heating",
+    IncidentType.FIRE: "public_safety",
+    IncidentType.CROWD: "public_safety",
+    IncidentType.CITY_MANAGEMENT: "public_safety",
+    IncidentType.SENSOR_FAULT: "devices",
+    IncidentType.DEVICE_OFFLINE: "devices",
+}
+LIFELINE_OF_KIND: dict[str, str] = {
+    SensorKind.GAS_WELL: "gas",
+    SensorKind.GAS_PRESSURE: "gas",
+    SensorKind.WATER_PRESSURE: "water",
+    SensorKind.WATER_FLOW: "water",
+    SensorKind.ROAD_PONDING: "drainage",
+    SensorKind.DRAIN_LEVEL: "drainage",
+    SensorKind.RAIN_GAUGE: "drainage",
+    SensorKind.MANHOLE_COVER: "drainage",
+    SensorKind.BRIDGE_STRAIN: "bridge",
+    SensorKind.BRIDGE_DEFLECTION: "bridge",
+    SensorKind.BRIDGE_VIBRATION: "bridge",
+    SensorKind.TUNNEL_ENV: "tunnel",
+    SensorKind.HEAT_NETWORK: "heating",
+}
+LIFELINES = ("gas", "water", "drainage", "bridge", "heating", "tunnel", "public_safety", "devices")

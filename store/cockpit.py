@@ -20,48 +20,17 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from lifeline.alerts import OPEN_STATUSES, escalation_due, next_status
-from lifeline.vocabulary import IncidentType, SensorKind, Severity
+from lifeline.roles import PLATFORM_ADMIN, ROLES
+from lifeline.vocabulary import (
+    LIFELINE_OF_KIND,
+    LIFELINE_OF_TYPE,
+    LIFELINES,
+    Severity,
+)
 from store import queries
 from store.events import append_feed
 
-ROLES = ("viewer", "dispatcher", "city_admin", "platform_admin")
 KEY_PREFIX = "cok_"
-
-#: Which lifeline an incident type or a sensor kind belongs to, for the overview.
-LIFELINE_OF_TYPE: dict[str, str] = {
-    IncidentType.GAS_LEAK: "gas",
-    IncidentType.GAS_PRESSURE: "gas",
-    IncidentType.PIPE_BURST: "water",
-    IncidentType.WATER_LEAK: "water",
-    IncidentType.LOW_PRESSURE: "water",
-    IncidentType.WATERLOGGING: "drainage",
-    IncidentType.UNDERPASS_FLOODING: "drainage",
-    IncidentType.MANHOLE_COVER: "drainage",
-    IncidentType.BRIDGE_OVERLOAD: "bridge",
-    IncidentType.TUNNEL_HAZARD: "tunnel",
-    IncidentType.HEATING_LEAK: "heating",
-    IncidentType.FIRE: "public_safety",
-    IncidentType.CROWD: "public_safety",
-    IncidentType.CITY_MANAGEMENT: "public_safety",
-    IncidentType.SENSOR_FAULT: "devices",
-    IncidentType.DEVICE_OFFLINE: "devices",
-}
-LIFELINE_OF_KIND: dict[str, str] = {
-    SensorKind.GAS_WELL: "gas",
-    SensorKind.GAS_PRESSURE: "gas",
-    SensorKind.WATER_PRESSURE: "water",
-    SensorKind.WATER_FLOW: "water",
-    SensorKind.ROAD_PONDING: "drainage",
-    SensorKind.DRAIN_LEVEL: "drainage",
-    SensorKind.RAIN_GAUGE: "drainage",
-    SensorKind.MANHOLE_COVER: "drainage",
-    SensorKind.BRIDGE_STRAIN: "bridge",
-    SensorKind.BRIDGE_DEFLECTION: "bridge",
-    SensorKind.BRIDGE_VIBRATION: "bridge",
-    SensorKind.TUNNEL_ENV: "tunnel",
-    SensorKind.HEAT_NETWORK: "heating",
-}
-LIFELINES = ("gas", "water", "drainage", "bridge", "heating", "tunnel", "public_safety", "devices")
 
 
 # --- API keys ---------------------------------------------------------------------------
@@ -85,10 +54,10 @@ def create_key(
     """A new key; the token (``cok_<id>.<secret>``) is returned once and stored only hashed."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if role != "platform_admin" and not cities:
+    if role != PLATFORM_ADMIN and not cities:
         raise ValueError(f"a {role} key needs at least one city")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    cities = () if role == "platform_admin" else tuple(sorted(set(cities)))
+    cities = () if role == PLATFORM_ADMIN else tuple(sorted(set(cities)))
     conn.execute(
         "INSERT INTO api_keys (key_id, secret_hash, name, role, cities)"
         " VALUES (%s, %s, %s, %s, %s)",
