@@ -1,4 +1,4 @@
-"""CRS policy (DESIGN §6): what is stored, what is metric, and checks at every boundary."""
+"""CRS policy: what is stored, what is metric, and checks at every boundary."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """The alert lifecycle: which actions are allowed from which status, and the deadlines.
 
-new → acknowledged → dispatched → on_site → resolved → closed, or false_alarm
-(DESIGN §4). Assigning to a department is allowed while the alert is being worked and
-does not change its status. Deadlines to acknowledge follow the practice quoted in
-LIFELINE.md (dispatch within 10 min; on site for a gas leak within 5 min in Hefei).
+new → acknowledged → dispatched → on_site → resolved → closed, or false_alarm.
+Assigning to a department is allowed while the alert is being worked and does not change
+its status. Deadlines to acknowledge follow the practice of lifeline operations centres
+(dispatch within 10 min; on site for a gas leak within 5 min in Hefei).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ situation and type: it opens when its rule is satisfied, is updated (new revisio
 anomalies join or the severity changes, escalates with the worst active anomaly, and
 clears when none of its anomalies is active any more.
 
-Rules (LIFELINE.md, "Anomaly patterns that matter"):
+Rules (the anomaly patterns that matter on the lifelines):
 * gas leak: methane in a gas well is confirmed by a second well of the same cell, or by
   one well staying in alarm for ``GAS_PERSISTENCE``, or by a level of orange or above —
   a single well's whiff of sewer biogas is not a leak;

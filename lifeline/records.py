@@ -1,4 +1,4 @@
-"""Wire records (DESIGN §4): one named, versioned, validated type per message.
+"""Wire records: one named, versioned, validated type per message.
 
 Every record is frozen, carries its schema version in ``v``, and round-trips through
 JSON: ``Record.from_json(r.to_json()) == r``. Timestamps are aware and normalised to

@@ -1,4 +1,4 @@
-"""Kafka topics of the platform (DESIGN §2, §4): names, keys and partition counts."""
+"""Kafka topics of the platform: names, keys and partition counts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared vocabulary of sensor kinds, metrics and units (LIFELINE.md, 'Shared vocabulary').
+"""Shared vocabulary of sensor kinds, metrics and units, with their canonical units.
 
 These identifiers are used on the wire, in rules files, by ``cityops detect --kind``
 and by the simulator. Extend the tables; never rename an entry.
@@ -103,7 +103,8 @@ PHYSICAL_RANGE = MappingProxyType(
 
 
 class Severity(StrEnum):
-    """Four warning levels, level I highest (LIFELINE.md, 'Severity and lifecycle')."""
+    """Four warning levels, level I (red) highest, as the national emergency plans grade
+    them."""
 
     RED = "red"
     ORANGE = "orange"

@@ -2,7 +2,7 @@
 
 A version may come in two variants, ``NNNN_name.timescale.sql`` and
 ``NNNN_name.plain.sql``: the TimescaleDB one is used when the server offers the
-extension, the plain-PostgreSQL one otherwise (DESIGN §7). Each file runs in its own
+extension, the plain-PostgreSQL one otherwise. Each file runs in its own
 transaction under an advisory lock, so concurrent runs are safe and re-running is a
 no-op. Setting ``CITYOPS_TIMESCALE=off`` forces the plain path.
 """

@@ -1,4 +1,4 @@
-"""The detector families of DESIGN §5, vectorised over a batch of one series, each with
+"""The detector families, vectorised over a batch of one series, each with
 a scalar ``step`` for one reading that gives what ``run`` gives for a one-row batch (the
 stream worker's path: a numpy call per reading costs more than the arithmetic).
 

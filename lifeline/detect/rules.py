@@ -1,15 +1,16 @@
 """Default detection rules per sensor kind and metric, with their sources, and the
 rules files through which a city or a device overrides them.
 
-Defaults (LIFELINE.md): CH4 levels per GB/T 50493-2019 (warn 10, level-1 25, level-2 50
-%LEL); utility tunnels per GB 50838-2015 (CH4 20/25 %LEL, O2 19.5-23.5 %vol, H2S 10 ppm,
-40 °C); water network-end pressure 0.14 MPa (CJJ 58/CJJ 92); background water leaks by
-the minimum night flow (02:00-04:00) 10 % above the median of recent nights; gas
-pressure class bands (GB 50028, medium B by default); road ponding 15 cm lane / 25 cm
-underpass closure (Shanghai practice); manhole-cover tilt 5-10 degrees (vendor
-practice); heating make-up water over 2 % of the circulating flow (CJJ 34); rainstorm
-signals on the rain accumulated at a gauge (CMA: 50 mm in 12/6/3 h blue/yellow/orange,
-100 mm in 3 h red). Signals without fixed limits use the adaptive baseline.
+Defaults, from the standards and practice they follow: CH4 levels per GB/T 50493-2019
+(warn 10, level-1 25, level-2 50 %LEL); utility tunnels per GB 50838-2015 (CH4 20/25
+%LEL, O2 19.5-23.5 %vol, H2S 10 ppm, 40 °C); water network-end pressure 0.14 MPa (CJJ
+58/CJJ 92); background water leaks by the minimum night flow (02:00-04:00) 10 % above
+the median of recent nights; gas pressure class bands (GB 50028, medium B by default);
+road ponding 15 cm lane / 25 cm underpass closure (Shanghai practice); manhole-cover
+tilt 5-10 degrees (vendor practice); heating make-up water over 2 % of the circulating
+flow (CJJ 34); rainstorm signals on the rain accumulated at a gauge (CMA: 50 mm in
+12/6/3 h blue/yellow/orange, 100 mm in 3 h red). Signals without fixed limits use the
+adaptive baseline.
 """
 
 from __future__ import annotations
