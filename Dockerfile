@@ -18,6 +18,7 @@ COPY cockpit_api ./cockpit_api
 COPY --from=web /web/node_modules/echarts/dist/echarts.min.js ./cockpit_api/web/node_modules/echarts/dist/
 COPY simulators ./simulators
 COPY bench ./bench
+COPY drills ./drills
 RUN pip install . && useradd --system --uid 10001 cityops
 USER cityops
 ENTRYPOINT ["cityops"]

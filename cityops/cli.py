@@ -1230,7 +1230,7 @@ def drill_cmd(names: tuple[str, ...], as_json: bool, short: bool) -> None:
     """Run drills (security, hostile, mosquitto, mosquitto-crash, bridge, kafka, postgres,
     worker, workers, kafka-node, or all) on the real services. kafka-node needs three
     Kafka nodes (CITYOPS_KAFKA_BROKERS=3); all takes it when the stack has them."""
-    from cityops.drills import CLUSTER_DRILLS, DRILLS, run_drills
+    from drills import CLUSTER_DRILLS, DRILLS, run_drills
 
     settings = load_settings()
     chosen = list(names)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from cityops.drills import run_drills
 from cityops.settings import Settings
+from drills import run_drills
 
 pytestmark = pytest.mark.integration
 

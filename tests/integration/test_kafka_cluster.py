@@ -13,8 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from cityops import stack
-from cityops.drills import run_drills
 from cityops.settings import Settings
+from drills import run_drills
 from lifeline.topics import ALL_TOPICS, READINGS
 
 pytestmark = pytest.mark.integration

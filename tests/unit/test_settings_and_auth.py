@@ -118,7 +118,7 @@ def test_a_cluster_node_names_every_voter_and_replicates_internal_topics(tmp_pat
 
 
 def test_the_longest_pause_counts_only_while_a_count_advances() -> None:
-    from cityops.drills import Progress
+    from drills import Progress
 
     samples = [(0.0, 0), (1.0, 0), (2.0, 5), (3.0, 9), (4.0, 9), (5.0, 9), (9.5, 12), (10.0, 12)]
     assert Progress.longest_pause(samples) == 6.5
