@@ -45,7 +45,7 @@ from cityops.onboard import delete_device_accounts, put_device_accounts
 from cityops.settings import Settings, get_settings
 from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline import codec
-from lifeline.devices import Device
+from lifeline.devices import gas_well
 from lifeline.topics import READINGS
 from store.devices import upsert_devices
 from store.migrate import migrate
@@ -196,19 +196,7 @@ def _bench_db(settings: Settings) -> str:
 
 
 def _onboard(settings: Settings, names: list[str]) -> None:
-    devices = [
-        Device(
-            city=CITY,
-            device_id=n,
-            family="sensors",
-            kind="gas_well",
-            metrics={"ch4": "%LEL"},
-            owner_dept="bench",
-            lon=118.78,
-            lat=32.04,
-        )
-        for n in names
-    ]
+    devices = [gas_well(CITY, n, owner_dept="bench") for n in names]
     password = os.urandom(16).hex()
     pw = password_hash(password)
     creds = {n: (device_username(CITY, n), pw) for n in names}

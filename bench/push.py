@@ -38,7 +38,7 @@ from tqdm import tqdm
 from bench._support import free_port, scratch_database
 from cityops.settings import Settings, get_settings
 from lifeline import codec
-from lifeline.devices import Device
+from lifeline.devices import Device, gas_well
 from lifeline.topics import READINGS
 from store.devices import upsert_devices
 from store.migrate import migrate
@@ -130,15 +130,10 @@ def run(
 
 
 def _device(name: str) -> Device:
-    return Device(
-        city=CITY,
-        device_id=name,
-        family="sensors",
-        kind="gas_well",
-        metrics={"ch4": "%LEL"},
+    return gas_well(
+        CITY,
+        name,
         owner_dept="bench",
-        lon=118.78,
-        lat=32.04,
         transport="http",
         source=SOURCE,
     )

@@ -202,7 +202,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
     """A scratch database, a fresh city of ``DEVICES`` gas wells, and the services."""
     from cityops.onboard import delete_device_accounts, put_device_accounts
     from ingest.broker_accounts import DeviceAccount, device_username, password_hash
-    from lifeline.devices import Device
+    from lifeline.devices import gas_well
     from store.devices import upsert_devices
     from store.migrate import migrate
 
@@ -215,16 +215,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
     # never share a city, so neither sees the other's devices, sessions or readings.
     city = f"39{secrets.randbelow(9000) + 1000:04d}"
     wells = [
-        Device(
-            city=city,
-            device_id=f"{p}-{i:03d}",
-            family="sensors",
-            kind="gas_well",
-            metrics={"ch4": "%LEL"},
-            owner_dept="drill",
-            lon=118.78,
-            lat=32.04,
-        )
+        gas_well(city, f"{p}-{i:03d}", owner_dept="drill")
         for p in ("pg", "mq", "mc", "br", "kf", "hx", "sx", "wk", "tw", "kn")
         for i in range(DEVICES)
     ]
@@ -1044,7 +1035,7 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
 
     from cityops.push import tls_files
     from ingest.push import SIGNATURE_HEADER, SOURCE_HEADER, sign
-    from lifeline.devices import Device
+    from lifeline.devices import gas_well
     from store.devices import upsert_devices
     from store.push_sources import create_source
 
@@ -1053,18 +1044,7 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
         mine, my_key = create_source(conn, pipe.city, "drill-nb")
         theirs, their_key = create_source(conn, other, "drill-nb")
         pushed = [
-            Device(
-                city=city,
-                device_id=f"ps-{i:03d}",
-                family="sensors",
-                kind="gas_well",
-                metrics={"ch4": "%LEL"},
-                owner_dept="drill",
-                lon=118.78,
-                lat=32.04,
-                transport="http",
-                source="drill-nb",
-            )
+            gas_well(city, f"ps-{i:03d}", owner_dept="drill", transport="http", source="drill-nb")
             for city in (pipe.city, other)
             for i in range(3)
         ]

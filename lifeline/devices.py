@@ -32,3 +32,17 @@ class Device(BaseModel):
     transport: Literal["mqtt", "http"] = "mqtt"
     #: The push source (carrier platform or vendor cloud) of an ``http`` device.
     source: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def gas_well(city: str, device_id: str, **fields: object) -> Device:
+    """A gas-well methane monitor (``ch4`` in %LEL) of ``city``, as drills, benchmarks and
+    tests onboard them; ``fields`` override the rest (place, owner, transport, source)."""
+    base: dict[str, object] = {
+        "family": "sensors",
+        "kind": "gas_well",
+        "metrics": {"ch4": "%LEL"},
+        "owner_dept": "gas",
+        "lon": 118.78,
+        "lat": 32.04,
+    }
+    return Device.model_validate({**base, **fields, "city": city, "device_id": device_id})

@@ -86,19 +86,10 @@ class _Receiver(BaseHTTPRequestHandler):
 
 def _onboarded(dsn: str, city: str) -> None:
     """A city the platform knows (webhooks are refused for unknown cities)."""
-    from lifeline.devices import Device
+    from lifeline.devices import gas_well
     from store.devices import upsert_devices
 
-    device = Device(
-        city=city,
-        device_id="gw-1",
-        family="sensors",
-        kind="gas_well",
-        metrics={"ch4": "%LEL"},
-        owner_dept="gas",
-        lon=118.78,
-        lat=32.04,
-    )
+    device = gas_well(city, "gw-1")
     with psycopg.connect(dsn, autocommit=True) as conn:
         upsert_devices(conn, [device], {"gw-1": (f"{city}.gw-1", "")})
 
