@@ -1,0 +1,1 @@
+"""The ``cityops`` subcommands, one module per command group."""

@@ -1,0 +1,186 @@
+"""HTTPS push ingest and its sources."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from cityops.cli_support import (
+    CONTEXT,
+    echo_err,
+    load_settings,
+    vendors_option,
+)
+from cityops.errors import CityOpsError
+
+
+@click.group(context_settings=CONTEXT)
+def push() -> None:
+    """HTTPS push ingest: readings pushed by carrier IoT platforms and vendor clouds."""
+
+
+@push.command("serve")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    envvar="CITYOPS_PUSH_HOST",
+    show_envvar=True,
+    help="Bind address (0.0.0.0 to take pushes from other machines).",
+)
+@click.option(
+    "--port", type=int, default=8443, envvar="CITYOPS_PUSH_PORT", show_envvar=True, help="Port."
+)
+@click.option(
+    "--plain",
+    is_flag=True,
+    envvar="CITYOPS_PUSH_PLAIN",
+    show_envvar=True,
+    help="Serve HTTP, for a TLS-terminating proxy in front (default: HTTPS with the "
+    "certificate and key in CITYOPS_MQTT_TLS_DIR).",
+)
+@vendors_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="CITYOPS_PUSH_WORKERS",
+    show_envvar=True,
+    help="Processes sharing the port (each with its own Kafka producer, rate limits and "
+    "replay checks).",
+)
+def push_serve(host: str, port: int, plain: bool, vendor_dir: Path | None, workers: int) -> None:
+    """Serve POST /v1/ingest/{city}/push for the configured cities, its own process so
+    that ingest load never slows the cockpit API. Run several behind one address for
+    more capacity (rate limits and replay checks count per process)."""
+    import uvicorn
+
+    from cityops.push import app_from_env, tls_files
+    from store.migrate import migrate
+
+    settings = load_settings()
+    dsn = settings.db_dsn.get_secret_value()
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn)
+    tls = None if plain else tls_files(settings)
+    if not plain and tls is None:
+        raise CityOpsError(
+            f"no server.crt and server.key in {settings.tls_dir}: run `cityops stack up` "
+            "once, put the certificate there (CITYOPS_MQTT_TLS_DIR), or serve --plain "
+            "behind a TLS proxy"
+        )
+    scheme = "http" if tls is None else "https"
+    echo_err(f"push: {scheme}://{host}:{port}/v1/ingest/{{city}}/push ({workers} process(es))")
+    if vendor_dir is not None:
+        os.environ["CITYOPS_VENDOR_DIR"] = str(vendor_dir)
+    uvicorn.run(
+        "cityops.push:app_from_env" if workers > 1 else app_from_env(),
+        factory=workers > 1,
+        workers=workers,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@push.group("source")
+def push_source() -> None:
+    """Push sources: a carrier or vendor account of one city, with its key and secret."""
+
+
+@push_source.command("create")
+@click.option("--city", required=True, help="The source's city (6-digit code).")
+@click.argument("name")
+@click.option(
+    "--vendor",
+    default=None,
+    help="Vendor mapping that says where a report names its device (default: 'device_id').",
+)
+@click.option("--rate", type=float, default=5000.0, help="Readings a second the source may push.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def push_source_create(
+    city: str, name: str, vendor: str | None, rate: float, as_json: bool
+) -> None:
+    """Create a source; its ingest key and HMAC secret are printed once."""
+    import psycopg
+
+    from ingest.adapters import load_vendors
+    from store.migrate import migrate
+    from store.push_sources import create_source
+
+    if vendor is not None and vendor not in (known := load_vendors()):
+        raise CityOpsError(
+            f"no vendor mapping named {vendor!r} (known: {', '.join(sorted(known))})"
+        )
+    with psycopg.connect(load_settings().db_dsn.get_secret_value(), autocommit=True) as conn:
+        migrate(conn)
+        try:
+            source, key = create_source(conn, city, name, vendor, rate)
+        except ValueError as exc:
+            raise CityOpsError(str(exc)) from exc
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "city": source.city,
+                    "name": source.name,
+                    "key_id": source.key_id,
+                    "ingest_key": key,
+                    "hmac_secret": source.hmac_secret,
+                    "vendor": source.vendor,
+                    "rate_per_s": source.rate_per_s,
+                }
+            )
+        )
+        return
+    click.echo(f"push source {name} of city {city} ({source.key_id})")
+    click.echo(f"ingest key:  {key}")
+    click.echo(f"hmac secret: {source.hmac_secret}")
+    echo_err("Shown once: give both to the source's operator over a secure channel.")
+
+
+@push_source.command("list")
+@click.option("--city", default=None, help="Only this city's sources.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+def push_source_list(city: str | None, as_json: bool) -> None:
+    """Sources with their devices, revoked ones too; never a secret."""
+    import psycopg
+
+    from store.migrate import migrate
+    from store.push_sources import list_sources
+
+    with psycopg.connect(load_settings().db_dsn.get_secret_value(), autocommit=True) as conn:
+        migrate(conn)
+        rows = list_sources(conn, city)
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
+        click.echo(
+            f"{r['city']}  {r['name']:<20} {r['key_id']}  {r['devices']:>7} devices  "
+            f"{r['rate_per_s']:g}/s  {r['vendor'] or '-':<12} {state}"
+        )
+
+
+@push_source.command("revoke")
+@click.option("--city", required=True, help="The source's city.")
+@click.argument("name")
+def push_source_revoke(city: str, name: str) -> None:
+    """Revoke a source: its key and signatures are refused within seconds."""
+    import psycopg
+
+    from store.push_sources import revoke_source
+
+    with psycopg.connect(load_settings().db_dsn.get_secret_value(), autocommit=True) as conn:
+        if not revoke_source(conn, city, name):
+            raise CityOpsError(f"city {city} has no active push source named {name!r}")
+    click.echo(f"revoked push source {name} of city {city}")
