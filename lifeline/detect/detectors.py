@@ -339,7 +339,10 @@ class Baseline:
       readings and ``settle_s`` seconds: then the new level is normal (a drift that
       slows down for half an hour of 1-minute readings is still one drift). With
       ``hold_shift`` a lasting shift stays raised until the series returns to its old
-      level or an operator acknowledges it.
+      level or an operator acknowledges it. During a shift, readings still plausible
+      against the old level teach the profile only where it has learnt less than
+      ``episode_learn_days`` (a new weekend's later morning is learnt; a slow drift is
+      not absorbed into a settled profile).
     - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
       failing sensor, turbulence): raised once, the spread re-based, cleared when the
       old spread returns or the new one has held for ``settle`` readings; a spike that
@@ -367,6 +370,7 @@ class Baseline:
     max_gap_s: float = 3600.0
     settle: int = 30
     settle_s: float = 3600.0
+    episode_learn_days: float = 3.0
     back: int = 3
     hold_shift: bool = False
     spread_alpha: float = 0.02
@@ -423,6 +427,13 @@ class Baseline:
         a = p[base + h0] if w[base + h0] > 0 else p[other + h0]
         b = p[base + h1] if w[base + h1] > 0 else p[other + h1]
         return (1.0 - frac) * a + frac * b
+
+    def _slot_days(self, st: BaselineState, t: float) -> float:
+        """Days of readings the slot of ``t`` (its day type) has learnt from."""
+        if not st.weight:
+            return 0.0
+        h0, _h1, _frac, base = self._slots(t)
+        return st.weight[base + h0]
 
     def _learn_profile(
         self, st: BaselineState, t: float, resid: float, dt: float
@@ -684,7 +695,11 @@ class Baseline:
                 # (a weekend's later morning is learnt, not alarmed at every weekend);
                 # a dropout or a step does not.
                 e_old = u - old_level
-                if self.daily and abs(e_old) < 3.0 * old_sigma:
+                if (
+                    self.daily
+                    and abs(e_old) < 3.0 * old_sigma
+                    and self._slot_days(st, t) < self.episode_learn_days
+                ):
                     clip = 2.5 * old_sigma
                     e_old = min(max(e_old, -clip), clip)
                     profile, weight, profile_days, moved = self._learn_profile(

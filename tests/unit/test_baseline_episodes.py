@@ -123,6 +123,19 @@ def test_a_drift_that_pauses_is_one_alarm(seed: int) -> None:
     assert at < eps[0][0] < at + 180
 
 
+@pytest.mark.parametrize(("seed", "size", "hours"), [(2162, 12.0, 12.0), (7, 15.0, 12.0)])
+def test_a_slow_drift_is_not_absorbed_by_a_settled_profile(
+    seed: int, size: float, hours: float
+) -> None:
+    """Minute readings, six days of profile, then a level creeping up by ``size`` noise
+    deviations over ``hours`` (a day 6 deviations deep): one alarm, not two."""
+    ts, v, _ = day_signal(seed, 60.0, 8, 6.0)
+    at = int(6 * DAY / 60.0)
+    ramp = np.clip((np.arange(v.size) - at) / (hours * 60.0), 0.0, 1.0) * size
+    eps = [e for e in episodes(raised(ts, v + ramp)) if e[1] > at]
+    assert len(eps) == 1, eps
+
+
 def test_a_lasting_shift_held_until_it_returns_when_the_operator_asks() -> None:
     ts, v, _ = day_signal(9, 300.0, 6, 8.0)
     at = int(3 * DAY / 300.0)
