@@ -13,7 +13,7 @@ from cityops.settings import Settings
 from ingest.bridge import Bridge, BridgeConfig
 from ingest.deadletter import DeadLetter
 from ingest.decode import Decoder
-from lifeline.devices import Device
+from lifeline.devices import gas_well
 from lifeline.records import Reading
 from lifeline.registry import Registry
 from store.readings import read_readings, write_readings
@@ -26,20 +26,7 @@ CITY = "320100"
 
 
 def registry_for(device_id: str) -> Registry:
-    return Registry(
-        [
-            Device(
-                city=CITY,
-                device_id=device_id,
-                family="sensors",
-                kind="gas_well",
-                metrics={"ch4": "%LEL"},
-                owner_dept="gas group",
-                lon=118.8,
-                lat=32.0,
-            )
-        ]
-    )
+    return Registry([gas_well(CITY, device_id, owner_dept="gas group", lon=118.8, lat=32.0)])
 
 
 def bridge_config(settings: Settings) -> BridgeConfig:

@@ -24,7 +24,7 @@ from cityops.settings import Settings
 from cityops.stack.common import free_port
 from ingest.push import sign
 from lifeline import codec, topics
-from lifeline.devices import Device
+from lifeline.devices import Device, gas_well
 from store.devices import upsert_devices
 from store.push_sources import create_source, revoke_source
 from tests.integration.api_support import random_city
@@ -62,19 +62,7 @@ class Push:
 
 
 def _device(city: str, device_id: str, source: str | None, **kw: object) -> Device:
-    return Device(
-        city=city,
-        device_id=device_id,
-        family="sensors",
-        kind="gas_well",
-        metrics={"ch4": "%LEL"},
-        owner_dept="gas",
-        lon=118.78,
-        lat=32.04,
-        transport="http" if source else "mqtt",
-        source=source,
-        **kw,
-    )
+    return gas_well(city, device_id, transport="http" if source else "mqtt", source=source, **kw)
 
 
 @pytest.fixture(scope="module")
