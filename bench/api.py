@@ -33,8 +33,8 @@ from bench._support import free_port, scratch_database
 from cityops.settings import get_settings
 from lifeline.records import Incident
 from lifeline.vocabulary import IncidentType, Severity
-from store.cockpit import create_key
 from store.events import upsert_incidents
+from store.keys import create_key
 from store.migrate import migrate
 from streams.sink import Sink
 

@@ -48,8 +48,8 @@ from cityops.stack import Stack, scratch_kafka
 from cityops.stack.common import read_pid
 from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline.devices import Device
-from store.cockpit import create_key
 from store.devices import upsert_devices
+from store.keys import create_key
 from store.migrate import migrate
 
 CITY = "329900"

@@ -19,7 +19,7 @@ from geo.layers import (
     read_layer,
     to_rows,
 )
-from store.cockpit import store_layer
+from store.layers import store_layer
 
 #: Stored layer name → how its file is validated.
 LAYER_SPECS: dict[str, LayerSpec] = {

@@ -101,7 +101,7 @@ def _cockpit_access(settings: Settings) -> list[str]:
     import os
 
     from simulators.demo_city import DEMO_CITY
-    from store.cockpit import create_key, verify_key
+    from store.keys import create_key, verify_key
 
     key_file = settings.stack_dir / "demo" / "cockpit-key"
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:

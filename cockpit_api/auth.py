@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import HTTPException, Request, status
 
 from lifeline.roles import PLATFORM_ADMIN, RANK
-from store.cockpit import ApiKey
+from store.keys import ApiKey
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def unauthorized(detail: str) -> HTTPException:
 
 async def authenticate(request: Request) -> Principal:
     """The caller, from its key; 401 without a valid one, 429 over its rate."""
-    state = request.app.state
+    state = request.app.state.services
     token = token_of(request)
     if not token:
         raise unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
@@ -138,7 +138,7 @@ async def authenticate(request: Request) -> Principal:
 
 
 def _admit(request: Any, who: Principal | None) -> Principal:
-    state = request.app.state
+    state = request.app.state.services
     if who is None:
         raise unauthorized("the API key is not valid or has been revoked")
     wait = state.limiter.take(who.key_id)

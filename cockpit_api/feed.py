@@ -19,8 +19,8 @@ import psycopg
 from prometheus_client import Counter, Gauge
 from psycopg.rows import dict_row
 
-from store.cockpit import feed_head, feed_query, feed_since
 from store.events import FEED_CHANNEL
+from store.feed import feed_head, feed_query, feed_since
 
 log = logging.getLogger(__name__)
 

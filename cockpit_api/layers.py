@@ -13,7 +13,7 @@ import psycopg
 
 from geo.layers import GRID, PIPES, POINT_ASSETS, POIS, VALVES, LayerSpec, from_rows
 from geo.network import PipeNetwork
-from store.cockpit import load_layer
+from store.layers import load_layer
 
 SPECS: dict[str, LayerSpec] = {
     "grid": GRID,

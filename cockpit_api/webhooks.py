@@ -23,7 +23,8 @@ import psycopg
 from prometheus_client import Counter
 
 from cockpit_api.cap import CAP_MIME, CapAlert, to_xml
-from store.cockpit import claim_deliveries, enqueue_deliveries, get_alert, record_delivery, sign
+from store.alerts import get_alert
+from store.webhooks import claim_deliveries, enqueue_deliveries, record_delivery, sign
 
 log = logging.getLogger(__name__)
 

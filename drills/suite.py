@@ -867,7 +867,7 @@ def drill_security(pipe: Pipeline) -> DrillResult:
     import httpx
 
     from ingest.broker_accounts import device_username
-    from store.cockpit import create_key
+    from store.keys import create_key
 
     result = DrillResult("security")
     findings: list[str] = []

@@ -1,15 +1,21 @@
-"""Device registry: bulk upsert at onboarding, reads for ingest and the API."""
+"""Device registry: bulk upsert at onboarding, reads for ingest, and devices with their
+status (online, last status, last reading) for the API."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from lifeline.devices import Device
+from lifeline.vocabulary import LIFELINE_OF_KIND
+from store import queries
 
 #: NOTIFY channel raised whenever devices change, so ingest reloads its registry.
 DEVICES_CHANNEL = "cityops_devices"
@@ -149,3 +155,70 @@ def load_credentials(conn: psycopg.Connection[Any], city: str) -> list[Credentia
         (city,),
     ).fetchall()
     return [Credential(*r) for r in rows]
+
+
+# Devices with their last status and last reading; the last reading from the 1-minute
+# rollup (real-time past its watermark, see store.queries.rollup_rows).
+DEVICE_SEEN = sql.SQL("""
+    SELECT d.device_id, d.family, d.kind, d.metrics, d.transport, d.asset_id, d.owner_dept,
+           d.lon, d.lat, d.grid_code,
+           s.status AS last_status, s.ts AS status_ts, s.battery_pct, r.last_ts AS last_reading,
+           (coalesce(s.status <> 'offline' AND s.ts >= %(since)s, false)
+            OR coalesce(r.last_ts >= %(since)s AND (s.ts IS NULL OR s.status <> 'offline'
+                                                   OR r.last_ts > s.ts), false)) AS online
+    FROM devices d
+    LEFT JOIN device_status s ON s.city = d.city AND s.device_id = d.device_id
+    LEFT JOIN (SELECT device_id, max(last_ts) AS last_ts FROM ({rows}) r1
+               GROUP BY device_id) r ON r.device_id = d.device_id
+    WHERE d.city = %(city)s
+""").format(rows=queries.rollup_rows("minute", sql.SQL("r.city = %(city)s")))
+
+
+def seen_params(city: str, since: datetime) -> dict[str, Any]:
+    start = queries.floor_minute(since)
+    return {"city": city, "since": since, "start": start, "end": queries.FOREVER}
+
+
+def with_status(
+    conn: psycopg.Connection[Any],
+    city: str,
+    now: datetime,
+    online_window: timedelta,
+    *,
+    kind: str | None = None,
+    online: bool | None = None,
+    lifeline: str | None = None,
+    grid_cell: str | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Devices of a city with their status: online when seen (reading or heartbeat)
+    within ``online_window`` and not reported offline since; each with its lifeline."""
+    query = sql.SQL("SELECT * FROM ({}) x WHERE true").format(DEVICE_SEEN)
+    params = seen_params(city, now - online_window)
+    if kind is not None:
+        query += sql.SQL(" AND kind = %(kind)s")
+        params["kind"] = kind
+    if lifeline is not None:
+        kinds = [str(k) for k, name in LIFELINE_OF_KIND.items() if name == lifeline]
+        if lifeline == "public_safety":
+            kinds.append("camera")
+        query += sql.SQL(" AND kind = ANY(%(kinds)s)")
+        params["kinds"] = kinds
+    if grid_cell is not None:
+        query += sql.SQL(" AND grid_code = %(grid_cell)s")
+        params["grid_cell"] = grid_cell
+    if online is not None:
+        query += sql.SQL(" AND online = %(online)s")
+        params["online"] = online
+    query += sql.SQL(" ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s")
+    params.update(limit=max(1, min(limit, 10000)), offset=max(0, offset))
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    for row in rows:
+        row["lifeline"] = (
+            "public_safety"
+            if row["kind"] == "camera"
+            else LIFELINE_OF_KIND.get(row["kind"], "devices")
+        )
+    return rows

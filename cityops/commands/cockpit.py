@@ -110,7 +110,7 @@ def api_key_create(name: str, role: str, cities: tuple[str, ...]) -> None:
     """Create a key; the token is printed once and stored only as a hash."""
     import psycopg
 
-    from store.cockpit import create_key
+    from store.keys import create_key
 
     for city in cities:
         if not is_city_code(city):
@@ -130,7 +130,7 @@ def api_key_list() -> None:
     """Keys with their role, cities and whether revoked (never the tokens)."""
     import psycopg
 
-    from store.cockpit import list_keys
+    from store.keys import list_keys
 
     settings = load_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
@@ -146,7 +146,7 @@ def api_key_revoke(key_id: str) -> None:
     """Revoke a key (effective within 30 s on running API processes)."""
     import psycopg
 
-    from store.cockpit import revoke_key
+    from store.keys import revoke_key
 
     settings = load_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:

@@ -13,7 +13,7 @@ import pytest
 from cityops.settings import Settings
 from cockpit_api.app import ApiConfig
 from lifeline.vocabulary import IncidentType, Severity
-from store.cockpit import store_layer
+from store.layers import store_layer
 from tests.integration.api_support import (
     Server,
     incident,

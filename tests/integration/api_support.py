@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import threading
 import time
@@ -10,8 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
+import jsonschema
 import psycopg
 import uvicorn
 
@@ -19,8 +22,8 @@ from cityops.stack.common import free_port
 from cockpit_api.app import ApiConfig, create_app
 from lifeline.records import Incident
 from lifeline.vocabulary import IncidentType, Severity
-from store.cockpit import create_key
 from store.events import upsert_incidents
+from store.keys import create_key
 
 
 @dataclass
@@ -107,9 +110,69 @@ def store_incidents(dsn: str, incidents: list[Incident]) -> None:
         upsert_incidents(conn, incidents)
 
 
+class Contract:
+    """The API's OpenAPI document as a check on real answers: each answer's status must be
+    documented for its operation, and a JSON body must match the documented schema."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        routes = []
+        for template, operations in doc["paths"].items():
+            parts = re.split(r"(\{[^}]+\})", template)
+            pattern = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+            routes.append((template.count("{"), re.compile(f"^{pattern}$"), template, operations))
+        self.routes = sorted(routes, key=lambda r: r[0])  # literal paths before templates
+
+    def operation(self, method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+        for _, pattern, template, operations in self.routes:
+            if pattern.match(path) and method.lower() in operations:
+                return template, operations[method.lower()]
+        return None
+
+    def check(self, response: httpx.Response) -> None:
+        found = self.operation(response.request.method, response.request.url.path)
+        if found is None:
+            return  # not an operation of the document (the page, static files, metrics)
+        template, op = found
+        where = f"{response.request.method} {template} -> {response.status_code}"
+        documented = op["responses"].get(str(response.status_code))
+        assert documented is not None, f"{where}: the document does not list this answer"
+        media = response.headers.get("content-type", "").split(";")[0].strip()
+        if response.status_code == 204 or media == "text/event-stream":
+            return
+        content = documented.get("content", {})
+        assert media in content, f"{where}: {media} is not documented ({sorted(content)})"
+        if media != "application/json":
+            return
+        response.read()
+        schema = {**content[media]["schema"], "components": self.doc["components"]}
+        try:
+            jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
+        except jsonschema.ValidationError as exc:
+            path = "/".join(str(p) for p in exc.absolute_path)
+            raise AssertionError(f"{where}: the body differs at {path!r}: {exc.message}") from None
+
+
+_contracts: dict[str, Contract] = {}
+
+
+def contract(server: Server) -> Contract:
+    if server.url not in _contracts:
+        _contracts[server.url] = Contract(
+            httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+        )
+    return _contracts[server.url]
+
+
 def client(server: Server, token: str | None) -> httpx.Client:
+    """A client of the server whose every answer is checked against its OpenAPI document."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=10)
+    return httpx.Client(
+        base_url=server.url,
+        headers=headers,
+        timeout=10,
+        event_hooks={"response": [contract(server).check]},
+    )
 
 
 @asynccontextmanager

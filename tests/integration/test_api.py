@@ -26,7 +26,7 @@ from lxml import etree
 from cityops.settings import Settings
 from cockpit_api.app import ApiConfig
 from lifeline.vocabulary import IncidentType, Severity
-from store.cockpit import sign
+from store.webhooks import sign
 from tests.integration.api_support import (
     Server,
     client,
@@ -537,7 +537,7 @@ def test_unacknowledged_alert_is_escalated(
 def test_alerts_not_yet_due_never_hold_back_one_that_is(
     db_dsn: str, cities: tuple[str, str]
 ) -> None:
-    from store.cockpit import escalate
+    from store.alerts import escalate
 
     a, _ = cities
     now = datetime.now(UTC)
@@ -847,6 +847,29 @@ def test_the_openapi_document_says_what_the_api_answers(server: Server) -> None:
         for code in ("401", "403", "422", "429", "503"):
             assert op["responses"][code]["content"]["application/json"]["schema"] == error
         assert ("409" in op["responses"]) == ("/actions/" in path), (method, path)
+    # Every answer with a JSON body has a schema a client generator can use.
+    schemas = doc["components"]["schemas"]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for code, answer in op["responses"].items():
+                json_body = answer.get("content", {}).get("application/json")
+                if json_body is None:
+                    assert code == "204" or "content" in answer, (method, path, code)
+                    continue
+                ref = json_body["schema"].get("$ref", "")
+                assert ref.startswith("#/components/schemas/"), (method, path, code)
+                assert schemas[ref.rsplit("/", 1)[1]].get("properties"), (method, path, code)
+    assert (
+        len(
+            {
+                op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+                for path, ops in doc["paths"].items()
+                for op in ops.values()
+                if "application/json" in op["responses"].get("200", {}).get("content", {})
+            }
+        )
+        >= 12
+    )
     sse = doc["paths"]["/v1/feed/sse"]["get"]["responses"]["200"]["content"]
     assert list(sse) == ["text/event-stream"]
     assert "HTTPValidationError" not in json.dumps(doc)

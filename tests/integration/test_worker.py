@@ -387,7 +387,7 @@ async def test_an_acknowledged_lasting_shift_becomes_the_new_normal(
     normal and the anomaly clears with the next reading."""
     from lifeline.records import Incident
     from lifeline.vocabulary import IncidentType
-    from store.cockpit import transition
+    from store.alerts import transition
     from store.events import upsert_anomalies, upsert_incidents
 
     settings, code = city
