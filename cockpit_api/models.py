@@ -221,6 +221,37 @@ class AlertDetail(Alert):
     )
 
 
+# --- the sensor-kind catalogue ------------------------------------------------------------
+
+
+class Label(Answer):
+    zh: str
+    en: str
+
+
+class MetricInfo(Answer):
+    metric: str
+    unit: str
+    low: float = Field(description="the lowest value the quantity can take at all")
+    high: float = Field(description="the highest value the quantity can take at all")
+    label: Label
+    levels: list[Level] = Field(description="the default rules' fixed levels")
+    adaptive: bool = Field(description="watched by the adaptive baseline")
+
+
+class KindInfo(Answer):
+    kind: str
+    label: Label
+    lifeline: str
+    assets: list[str] = Field(description="CIM asset classes a device is placed on")
+    metrics: list[MetricInfo]
+    sources: str = Field(description="the standards and practice the default rules follow")
+
+
+class Catalogue(Answer):
+    kinds: list[KindInfo]
+
+
 # --- devices ------------------------------------------------------------------------------
 
 

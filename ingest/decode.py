@@ -21,10 +21,11 @@ from ingest.errors import PayloadError
 from lifeline import codec, topics
 from lifeline.devices import Device
 from lifeline.errors import RecordError
+from lifeline.kinds import PHYSICAL_RANGE
 from lifeline.records import DeviceStatus, VideoEvent
 from lifeline.registry import Registry
 from lifeline.units import UnitError, converter
-from lifeline.vocabulary import PHYSICAL_RANGE, VideoEventType
+from lifeline.vocabulary import VideoEventType
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 

@@ -25,8 +25,8 @@ from geo.placement import Placer
 from ingest.broker_accounts import device_username, password_hash
 from lifeline.codes import is_city_code
 from lifeline.devices import Device
+from lifeline.kinds import GENERIC, KIND_ASSET_CLASSES, KIND_METRICS, KIND_NAMES, METRIC_UNITS
 from lifeline.units import UnitError, converter
-from lifeline.vocabulary import KIND_ASSET_CLASSES, KIND_METRICS, METRIC_UNITS, SensorKind
 
 CAMERA = "camera"
 INPUT_CRS = ("EPSG:4326", "EPSG:4490", "GCJ-02", "BD-09")
@@ -102,14 +102,14 @@ def read_rows(path: Path) -> Iterator[Row]:
 def parse_metrics(text: Any, kind: str) -> dict[str, str]:
     """``"ch4:%LEL;temperature:°C"`` (or a JSON object) → metric → canonical unit.
 
-    Empty means the kind's standard metrics. Metrics of the shared vocabulary get
+    Empty means the kind's standard metrics. Metrics of the catalogue get
     their canonical unit (the given one must convert to it); other metrics keep the
     unit given, which they must name.
     """
     if text in (None, ""):
-        if kind == SensorKind.GENERIC:
+        if kind == GENERIC:
             raise ValueError("generic devices must list their metrics as name:unit;...")
-        return {m: METRIC_UNITS[m] for m in KIND_METRICS[SensorKind(kind)]}
+        return {m: METRIC_UNITS[m] for m in KIND_METRICS[kind]}
     pairs: dict[str, str] = {}
     if isinstance(text, dict):
         items = [(str(k), str(v)) for k, v in text.items()]
@@ -158,7 +158,7 @@ def plan(
     problems: list[str] = []
     good: list[tuple[Row, dict[str, Any]]] = []
     seen: dict[str, int] = {}
-    kinds = {k.value for k in SensorKind} | {CAMERA}
+    kinds = KIND_NAMES | {CAMERA}
     for row in read_rows(path):
         errs: list[str] = []
         p = row.props
@@ -255,7 +255,7 @@ def plan(
         placed = placer.place(lon_a, lat_a)
         grid_codes = [c or None for c in placed["grid_code"]]
         for kind in {g["kind"] for _, g in good} - {CAMERA}:
-            classes = KIND_ASSET_CLASSES[SensorKind(kind)]
+            classes = KIND_ASSET_CLASSES[kind]
             idx = [i for i, (_, g) in enumerate(good) if g["kind"] == kind and not assets[i]]
             if classes and idx and placer.assets is not None:
                 ids, _ = placer.assets.nearest(

@@ -17,35 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from lifeline.vocabulary import KIND_METRICS, METRIC_UNITS, IncidentType
+from lifeline.kinds import KIND_METRICS, KINDS, METRIC_UNITS, Normal
+from lifeline.vocabulary import IncidentType
 from simulators.names import SCENARIOS
-
-#: (mean, daily amplitude, noise sd, lower bound) of each metric's normal behaviour.
-NORMAL: dict[tuple[str, str], tuple[float, float, float, float]] = {
-    ("gas_well", "ch4"): (0.5, 0.0, 0.25, 0.0),
-    ("gas_pressure", "pressure"): (0.1, 0.005, 0.0008, 0.0),
-    ("water_pressure", "pressure"): (0.32, 0.02, 0.002, 0.0),
-    ("water_flow", "flow"): (120.0, 35.0, 3.0, 0.0),
-    ("road_ponding", "depth"): (0.3, 0.0, 0.2, 0.0),
-    ("drain_level", "level"): (1.5, 0.15, 0.01, 0.0),
-    ("rain_gauge", "rainfall"): (0.0, 0.0, 0.0, 0.0),
-    ("manhole_cover", "tilt"): (0.5, 0.0, 0.08, 0.0),
-    ("bridge_strain", "strain"): (120.0, 15.0, 2.0, -1e9),
-    ("bridge_strain", "temperature"): (18.0, 6.0, 0.2, -60.0),
-    ("bridge_deflection", "deflection"): (6.0, 0.8, 0.05, -1e9),
-    ("bridge_vibration", "accel_rms"): (0.02, 0.005, 0.002, 0.0),
-    ("tunnel_env", "o2"): (20.9, 0.0, 0.04, 0.0),
-    ("tunnel_env", "h2s"): (0.4, 0.0, 0.1, 0.0),
-    ("tunnel_env", "ch4"): (0.3, 0.0, 0.1, 0.0),
-    ("tunnel_env", "temperature"): (22.0, 0.5, 0.1, -60.0),
-    ("tunnel_env", "humidity"): (65.0, 2.0, 0.5, 0.0),
-    ("tunnel_env", "sump_level"): (0.3, 0.0, 0.005, -10.0),
-    ("heat_network", "supply_temp"): (85.0, 2.0, 0.3, -20.0),
-    ("heat_network", "return_temp"): (55.0, 2.0, 0.3, -20.0),
-    ("heat_network", "pressure"): (0.6, 0.01, 0.002, 0.0),
-    ("heat_network", "flow"): (300.0, 30.0, 3.0, 0.0),
-    ("heat_network", "makeup_flow"): (1.0, 0.0, 0.05, 0.0),
-}
 
 
 @dataclass(frozen=True)
@@ -65,7 +39,7 @@ class SimDevice:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return KIND_METRICS.get(self.kind, ())  # type: ignore[call-overload, no-any-return]
+        return KIND_METRICS.get(self.kind, ())
 
 
 @dataclass(frozen=True)
@@ -136,12 +110,14 @@ class Simulation:
                     assert value is not None  # noqa: S101  # offline handled above
                     values[metric] = round(value + float(self._rng.normal(0, abs(value) * 0.01)), 4)
                     continue
-                mean, amp, sd, low = NORMAL.get((dev.kind, metric), (0.0, 0.0, 0.0, -1e9))
-                cycle = amp * math.sin(2 * math.pi * (day - 0.25 + self._phase[dev.device_id]))
-                value = mean + cycle + added.get(metric, 0.0) + float(self._rng.normal(0, sd))
+                normal = normal_of(dev.kind, metric)
+                phase = day - 0.25 + self._phase[dev.device_id]
+                cycle = normal.amplitude * math.sin(2 * math.pi * phase)
+                value = normal.mean + cycle + added.get(metric, 0.0)
+                value += float(self._rng.normal(0, normal.sd))
                 if dev.kind == "gas_well" and self._rng.random() < self.glitch_rate:
                     value += float(self._rng.uniform(12, 20))  # one-sample biogas whiff
-                values[metric] = round(max(low, value), 4)
+                values[metric] = round(max(normal.floor, value), 4)
             out.append((dev, values))
         return out
 
@@ -164,6 +140,16 @@ _NEED_BASELINE = ("pipe_burst", "heating_leak", "bridge_overload")
 
 def unit_of(metric: str) -> str:
     return str(METRIC_UNITS[metric])
+
+
+_FLAT = Normal(0.0, floor=-1e9)
+
+
+def normal_of(kind: str, metric: str) -> Normal:
+    """How the catalogue says ``kind``'s ``metric`` behaves when nothing happens."""
+    spec = KINDS.get(kind)
+    found = spec.metric(metric) if spec else None
+    return found.normal if found else _FLAT
 
 
 # --- scenario building ----------------------------------------------------------------

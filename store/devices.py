@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from lifeline.devices import Device
-from lifeline.vocabulary import LIFELINE_OF_KIND
+from lifeline.kinds import LIFELINE_OF_KIND
 from store import queries
 
 #: NOTIFY channel raised whenever devices change, so ingest reloads its registry.

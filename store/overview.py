@@ -10,7 +10,8 @@ import psycopg
 from psycopg import sql
 
 from lifeline.alerts import OPEN_STATUSES
-from lifeline.vocabulary import LIFELINE_OF_KIND, LIFELINE_OF_TYPE, LIFELINES, Severity
+from lifeline.kinds import LIFELINE_OF_KIND
+from lifeline.vocabulary import LIFELINE_OF_TYPE, LIFELINES, Severity
 from store.devices import DEVICE_SEEN, seen_params
 
 

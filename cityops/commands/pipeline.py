@@ -320,11 +320,10 @@ def worker_cmd(
 def detect_cmd(csv_path: Path, metric: str, kind: str, out: Path) -> None:
     """Run the detectors causally over a recorded series (score >= 0.5: would alarm)."""
     from cityops.detect import detect_csv
-    from lifeline.vocabulary import SensorKind
+    from lifeline.kinds import KIND_NAMES
 
-    kinds = {k.value for k in SensorKind}
-    if kind not in kinds:
-        raise CityOpsError(f"--kind {kind!r} is not one of {', '.join(sorted(kinds))}")
+    if kind not in KIND_NAMES:
+        raise CityOpsError(f"--kind {kind!r} is not one of {', '.join(sorted(KIND_NAMES))}")
     counts = detect_csv(csv_path, metric, kind, out)
     click.echo(
         f"scored {counts['scored']} of {counts['rows']} rows; "

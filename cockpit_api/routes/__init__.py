@@ -1,6 +1,17 @@
 """The API's routers, one per resource; ``create_app`` includes them in this order."""
 
-from cockpit_api.routes import alerts, cap, devices, feed, maps, ops, overview, web, webhooks
+from cockpit_api.routes import (
+    alerts,
+    cap,
+    devices,
+    feed,
+    kinds,
+    maps,
+    ops,
+    overview,
+    web,
+    webhooks,
+)
 
 ROUTERS = (
     ops.router,
@@ -9,6 +20,7 @@ ROUTERS = (
     cap.router,
     maps.router,
     devices.router,
+    kinds.router,
     feed.router,
     webhooks.router,
     web.router,

@@ -18,14 +18,7 @@ const I18N = {
     normal: "正常", warning: "预警", alarm: "告警", starts: "事件开始", distance: "距离",
     gas: "燃气", water: "供水", drainage: "排水防涝", bridge: "桥梁", heating: "供热",
     tunnel: "综合管廊", public_safety: "公共安全", devicesLL: "其他设备",
-    gas_well: "燃气窨井", gas_pressure: "燃气压力", water_pressure: "供水压力", water_flow: "供水流量",
-    road_ponding: "道路积水", drain_level: "排水液位", rain_gauge: "雨量计", bridge_strain: "桥梁应变",
-    bridge_deflection: "桥梁挠度", bridge_vibration: "桥梁振动", tunnel_env: "管廊环境",
-    heat_network: "供热管网", camera: "视频点位",
-    ch4: "甲烷", pressure: "压力", flow: "流量", depth: "积水深度", level: "液位", rainfall: "雨量",
-    tilt: "倾角", strain: "应变", temperature: "温度", deflection: "挠度", accel_rms: "振动加速度",
-    o2: "氧气", h2s: "硫化氢", humidity: "湿度", sump_level: "集水坑液位", supply_temp: "供水温度",
-    return_temp: "回水温度", makeup_flow: "补水流量",
+    camera: "视频点位",
     hospital: "医院", school: "学校", kindergarten: "幼儿园", nursing_home: "养老院",
     shelter: "避难场所", metro: "地铁站", market: "商场",
     title: "城市生命线运行驾驶舱", city: "城市", offline: "离线", online: "实时", logout: "退出",
@@ -59,16 +52,7 @@ const I18N = {
     gas: "Gas", water: "Water supply", drainage: "Drainage & flooding", bridge: "Bridges",
     heating: "Heating", tunnel: "Utility tunnels", public_safety: "Public safety",
     devicesLL: "Other devices",
-    gas_well: "Gas well", gas_pressure: "Gas pressure", water_pressure: "Water pressure",
-    water_flow: "Water flow", road_ponding: "Road ponding", drain_level: "Drain level",
-    rain_gauge: "Rain gauge", bridge_strain: "Bridge strain", bridge_deflection: "Bridge deflection",
-    bridge_vibration: "Bridge vibration", tunnel_env: "Tunnel environment",
-    heat_network: "Heating network", camera: "Video point",
-    ch4: "CH4", pressure: "Pressure", flow: "Flow", depth: "Depth", level: "Level",
-    rainfall: "Rainfall", tilt: "Tilt", strain: "Strain", temperature: "Temperature",
-    deflection: "Deflection", accel_rms: "Vibration (RMS)", o2: "O2", h2s: "H2S",
-    humidity: "Humidity", sump_level: "Sump level", supply_temp: "Supply temperature",
-    return_temp: "Return temperature", makeup_flow: "Make-up flow",
+    camera: "Video point",
     hospital: "Hospital", school: "School", kindergarten: "Kindergarten",
     nursing_home: "Nursing home", shelter: "Shelter", metro: "Metro station", market: "Market",
     title: "City Lifeline Operations Cockpit", city: "City", offline: "offline", online: "live",
@@ -106,10 +90,15 @@ const state = {
   city: null, alerts: new Map(), selected: null, detail: null, lastId: null, ws: null,
   layers: {}, view: null, focus: null, refreshTimer: null, tab: "overview",
   devices: [], device: null, range: 24, charts: new Map(), overview: null,
+  kinds: new Map(), metrics: new Map(),
 };
 const $ = (id) => document.getElementById(id);
 const t = (k) => (I18N[state.lang][k] ?? k);
 const llName = (name) => t(name === "devices" ? "devicesLL" : name);
+// Sensor kinds and metrics are named by the platform's catalogue (GET /v1/kinds).
+const label = (entry, k) => (entry ? entry.label[state.lang] : t(k));
+const kindName = (k) => label(state.kinds.get(k), k);
+const metricName = (m) => label(state.metrics.get(m), m);
 const hasCharts = () => typeof window.echarts !== "undefined";
 
 function applyLang() {
@@ -157,6 +146,11 @@ async function signIn(key) {
   keyStore().setItem("cityops.key", key);
   $("login").hidden = true; $("cockpit").hidden = false; $("logout").hidden = WALL;
   $("tabs").hidden = WALL;
+  const catalogue = await api("/v1/kinds");
+  for (const k of catalogue.kinds) {
+    state.kinds.set(k.kind, k);
+    for (const m of k.metrics) state.metrics.set(m.metric, m);
+  }
   const { cities } = await api("/v1/cities");
   const select = $("city");
   select.innerHTML = "";
@@ -418,7 +412,7 @@ function renderEvidence(detail) {
       }
     }
     chart.setOption(seriesOption({
-      title: `${ev.device_id} · ${t(ev.metric)} (${ev.unit || ""})`, unit: ev.unit, points: ev.points,
+      title: `${ev.device_id} · ${metricName(ev.metric)} (${ev.unit || ""})`, unit: ev.unit, points: ev.points,
       levels: ev.levels || [], marks, startAt: detail.started_at,
     }));
   }
@@ -510,7 +504,7 @@ async function loadDevices() {
     tr.dataset.device = d.device_id;
     tr.className = d.online ? "online" : "offline";
     if (state.device?.device_id === d.device_id) tr.classList.add("selected");
-    const cells = [d.device_id, t(d.kind), llName(d.lifeline), d.grid_code || "–",
+    const cells = [d.device_id, kindName(d.kind), llName(d.lifeline), d.grid_code || "–",
                    d.online ? t("onlineOnly") : t("offlineOnly"),
                    d.last_reading ? new Date(d.last_reading).toLocaleString() : "–"];
     for (const text of cells) tr.append(Object.assign(document.createElement("td"), { textContent: text }));
@@ -525,10 +519,10 @@ function openDevice(d) {
   for (const tr of $("devices").querySelectorAll("tr.selected")) tr.classList.remove("selected");
   $("devices").querySelector(`tr[data-device="${CSS.escape(d.device_id)}"]`)?.classList.add("selected");
   $("device-panel").hidden = false;
-  $("device-title").textContent = `${d.device_id} · ${t(d.kind)} · ${d.grid_code || ""}`;
+  $("device-title").textContent = `${d.device_id} · ${kindName(d.kind)} · ${d.grid_code || ""}`;
   const sel = $("d-metric");
   sel.innerHTML = "";
-  for (const m of Object.keys(d.metrics || {})) sel.append(new Option(`${t(m)} (${d.metrics[m]})`, m));
+  for (const m of Object.keys(d.metrics || {})) sel.append(new Option(`${metricName(m)} (${d.metrics[m]})`, m));
   loadSeries();
 }
 
@@ -543,7 +537,7 @@ async function loadSeries() {
   el.dataset.points = s.points.length;
   const chart = chartOn(el);
   if (!chart) return;
-  const option = seriesOption({ title: `${t(s.metric)} (${s.unit || ""}) · ${state.range >= 168 ? state.range / 24 + "d" : state.range + "h"}`,
+  const option = seriesOption({ title: `${metricName(s.metric)} (${s.unit || ""}) · ${state.range >= 168 ? state.range / 24 + "d" : state.range + "h"}`,
                                 unit: s.unit, points: s.points, levels: s.levels || [], marks: [],
                                 range: [start.getTime(), end.getTime()] });
   if (!s.points.length) option.title.subtext = t("noData");

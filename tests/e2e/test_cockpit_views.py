@@ -277,6 +277,7 @@ async def test_the_cockpit_views_in_a_real_browser(
             device_row = page.locator(f'#devices tr[data-device="{burst.device}"]')
             await device_row.wait_for()
             assert await page.locator("#devices tbody tr").count() == 1
+            assert "供水压力" in await device_row.inner_text()  # named by the catalogue
             await device_row.click()
             await page.wait_for_selector("#device-chart canvas")
             await page.click("#d-ranges [data-range='6']")

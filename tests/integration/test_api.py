@@ -830,6 +830,26 @@ def test_webhook_destinations_follow_the_operator_s_policy() -> None:
     assert destination_problem("http://127.0.0.1/x", ("127.0.0.1",)) is None
 
 
+def test_the_sensor_kind_catalogue_is_served_as_declared(
+    server: Server, keys: dict[str, str]
+) -> None:
+    from lifeline.kinds import KINDS
+
+    with client(server, keys["viewer_a"]) as c:
+        kinds = {k["kind"]: k for k in c.get("/v1/kinds").json()["kinds"]}
+    assert set(kinds) == set(KINDS)
+    gas = kinds["gas_well"]
+    assert (gas["lifeline"], gas["label"]["zh"]) == ("gas", "燃气窨井")
+    (ch4,) = gas["metrics"]
+    assert (ch4["metric"], ch4["unit"], ch4["low"], ch4["high"]) == ("ch4", "%LEL", 0, 100)
+    assert [lv["threshold"] for lv in ch4["levels"]] == [10, 25, 50]
+    assert not ch4["adaptive"]
+    assert "GB/T 50493" in gas["sources"]
+    flow = kinds["water_flow"]["metrics"][0]
+    assert flow["adaptive"]
+    assert flow["levels"] == []
+
+
 def test_the_openapi_document_says_what_the_api_answers(server: Server) -> None:
     doc = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     schemes = doc["components"]["securitySchemes"]

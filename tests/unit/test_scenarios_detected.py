@@ -16,8 +16,8 @@ from geo.grid import GridIndex
 from lifeline.devices import Device
 from lifeline.incidents import PlaceState
 from lifeline.incidents import fold as correlate
+from lifeline.kinds import METRIC_UNITS
 from lifeline.records import Anomaly, Incident, VideoEvent
-from lifeline.vocabulary import METRIC_UNITS
 from simulators.city import build_city
 from simulators.demo_city import demo_devices
 from simulators.live import SimDevice, Simulation, plan
