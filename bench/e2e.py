@@ -48,6 +48,7 @@ from cityops.stack import Stack, scratch_kafka
 from cityops.stack.common import read_pid
 from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline.devices import Device
+from simulators.publisher import DevicePublisher
 from store.devices import upsert_devices
 from store.keys import create_key
 from store.migrate import migrate
@@ -268,7 +269,7 @@ def _prepare(settings: Settings, dsn: str) -> str:
     password = os.urandom(16).hex()
     pw = password_hash(password)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, settings.timescale)
         upsert_devices(
             conn, wells, {w.device_id: (device_username(CITY, w.device_id), pw) for w in wells}
         )
@@ -400,8 +401,6 @@ async def _latency(
     settings: Settings, api: str, token: str, rate: float, seconds: float, round_: int
 ) -> dict[str, Any]:
     import aiohttp
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
     ctx = multiprocessing.get_context("spawn")
     go, results = ctx.Event(), ctx.Queue()
@@ -423,10 +422,7 @@ async def _latency(
         ),
     )
     background.start()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
-    client.connect(settings.mqtt_host, settings.mqtt_port)
-    client.loop_start()
+    client = DevicePublisher(settings.broker()).connect()
     sent: dict[str, float] = {}
     latencies: list[float] = []
     async with aiohttp.ClientSession(api, headers={"Authorization": f"Bearer {token}"}) as session:
@@ -465,9 +461,7 @@ async def _latency(
                     # One at a time, as a device reports: with several bridges sharing the
                     # subscription, readings of one device sent together may be forwarded
                     # out of order, and a reading older than one already applied is not.
-                    info = client.publish(
-                        f"cityops/{CITY}/sensors/{dev}/up", json.dumps(body), qos=1
-                    )
+                    info = client.publish(f"cityops/{CITY}/sensors/{dev}/up", json.dumps(body))
                     await asyncio.to_thread(info.wait_for_publish, 10)
             sent[f"{CITY}002002{probe:03d}"] = time.time()
             await asyncio.sleep(max(1.0, (seconds - 4) / probes))
@@ -477,8 +471,7 @@ async def _latency(
             await asyncio.sleep(0.5)
         listener.cancel()
         await ws.close()
-    client.disconnect()
-    client.loop_stop()
+    client.close()
     _kind, t0, t1, published = results.get(timeout=120)
     background.join()
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else None

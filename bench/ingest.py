@@ -31,12 +31,8 @@ import time
 from typing import Any, NamedTuple
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from psycopg import sql
 from tqdm import tqdm
 
@@ -47,6 +43,7 @@ from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline import codec
 from lifeline.devices import gas_well
 from lifeline.topics import READINGS
+from simulators.publisher import DevicePublisher, end_session
 from store.devices import upsert_devices
 from store.migrate import migrate
 
@@ -191,7 +188,7 @@ def _bench_db(settings: Settings) -> str:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
     dsn = base.rsplit("/", 1)[0] + "/" + BENCH_DB
     with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, settings.timescale)
     return dsn
 
 
@@ -358,10 +355,7 @@ async def _wait_bridge_ready(settings: Settings, device: str) -> dict[TopicParti
     await consumer.start()
     try:
         before = await _end_offsets(consumer)
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
-        client.connect(settings.mqtt_host, settings.mqtt_port)
-        client.loop_start()
+        client = DevicePublisher(settings.broker()).connect()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             probe = {
@@ -373,15 +367,14 @@ async def _wait_bridge_ready(settings: Settings, device: str) -> dict[TopicParti
                 "value": 0.0,
                 "unit": "%LEL",
             }
-            client.publish(f"cityops/{CITY}/sensors/{device}/up", json.dumps(probe), qos=1)
+            client.publish(f"cityops/{CITY}/sensors/{device}/up", json.dumps(probe))
             await asyncio.sleep(0.5)
             now = await _end_offsets(consumer)
             if sum(now.values()) > sum(before.values()):
                 break
         else:
             raise RuntimeError("the bridge did not forward a probe within 60 s")
-        client.disconnect()
-        client.loop_stop()
+        client.close()
         await asyncio.sleep(1.0)
         return await _end_offsets(consumer)
     finally:
@@ -453,12 +446,4 @@ async def _latencies(settings: Settings, start: dict[TopicPartition, int]) -> np
 def _end_sessions(settings: Settings, client_ids: list[str]) -> None:
     """Drop the bridges' persistent sessions so later phases get every message."""
     for cid in client_ids:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
-        client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 0
-        client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=props)
-        client.loop_start()
-        time.sleep(0.2)
-        client.disconnect()
-        client.loop_stop()
+        end_session(settings.broker(), cid)

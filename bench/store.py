@@ -95,7 +95,7 @@ def _database(settings: Settings) -> str:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
     dsn = base.rsplit("/", 1)[0] + "/" + BENCH_DB
     with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, settings.timescale)
     return dsn
 
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from cityops.errors import CityOpsError, ConfigError
 from cityops.settings import Settings, get_settings
+from simulators.errors import SimulationError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -52,7 +53,7 @@ class CityOpsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except CityOpsError as exc:
+        except (CityOpsError, SimulationError) as exc:
             echo_err(f"error: {exc}")
             sys.exit(2)
 

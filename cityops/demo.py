@@ -72,7 +72,7 @@ def up(settings: Settings, log: Callable[[str], None]) -> list[str]:
     for r in stack.up(settings, log):
         lines.append(f"{r.name:<9} {'started' if r.started else 'running'} ({r.seconds:.1f} s)")
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
-        applied = migrate(conn)
+        applied = migrate(conn, settings.timescale)
     lines.append(f"database  {len(applied)} migration(s) applied")
     lines.append(_demo_city(settings, log))
     folder = services_dir(settings)

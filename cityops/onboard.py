@@ -49,7 +49,7 @@ def onboard(
 ) -> OnboardResult:
     dsn = settings.db_dsn.get_secret_value()
     with psycopg.connect(dsn, autocommit=True) as conn, broker_admin(settings) as broker:
-        migrate(conn)
+        migrate(conn, settings.timescale)
         existing = existing_ids(conn, city)
         with tqdm(desc="validate", unit="row", disable=not show_progress) as bar:
             validated: Plan = plan(

@@ -12,13 +12,16 @@ import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lifeline.codes import CITY_PATTERN
+
+if TYPE_CHECKING:
+    from simulators.publisher import Broker
 
 CITY_CODE = re.compile(CITY_PATTERN)
 
@@ -205,6 +208,17 @@ class Settings(BaseSettings):
     @property
     def mqtt_port(self) -> int:
         return urlsplit(self.mqtt_url).port or 1883
+
+    def broker(self) -> Broker:
+        """The MQTT broker, as the platform's account (a device connects as itself)."""
+        from simulators.publisher import Broker
+
+        return Broker(
+            self.mqtt_host,
+            self.mqtt_port,
+            self.mqtt_username,
+            self.mqtt_password.get_secret_value(),
+        )
 
     @property
     def kafka_nodes(self) -> list[tuple[str, int]]:

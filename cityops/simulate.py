@@ -8,11 +8,8 @@ on reporting in real time afterwards, with a new scenario now and then.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 import logging
-import selectors
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
 from tqdm import tqdm
 
 from cityops.errors import CityOpsError
@@ -32,178 +27,11 @@ from cityops.settings import Settings
 from simulators.carrier import CarrierPlatform
 from simulators.live import SimDevice, Simulation, plan, unit_of
 from simulators.names import SCENARIOS
+from simulators.publisher import Publishers, read_credentials
 from store.devices import load_devices
 from store.push_sources import load_sources
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Credential:
-    username: str
-    password: str
-    topic: str
-
-
-def read_credentials(path: Path, city: str) -> dict[str, Credential]:
-    creds = {}
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("city") == city:
-                creds[row["device_id"]] = Credential(
-                    row["mqtt_username"], row["mqtt_password"], row["publish_topic"]
-                )
-    if not creds:
-        raise CityOpsError(f"{path} has no credentials for city {city}; onboard the city first")
-    return creds
-
-
-def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
-    """Whether the broker acknowledged a QoS 1 message. ``is_published()`` raises for a
-    message first queued while disconnected, even once it has gone out and been
-    acknowledged, so the flag it guards is read directly."""
-    return bool(getattr(info, "_published", False))
-
-
-class Publishers:
-    """One MQTT connection per device, with that device's own credentials, all served by
-    the calling thread over one epoll selector: a city has thousands of devices, more
-    than a network thread per connection (or ``select``, limited to 1,024 descriptors)
-    will carry. Connections that drop are reconnected."""
-
-    def __init__(self, settings: Settings, creds: dict[str, Credential]) -> None:
-        self.creds = creds
-        self.clients: dict[str, mqtt.Client] = {}
-        self._settings = settings
-        self.refused: list[str] = []
-        self.sent = 0
-        self._selector = selectors.DefaultSelector()
-        self._sockets: dict[str, Any] = {}
-        self._connected: set[str] = set()
-        self._lost: set[str] = set()
-        self._misc_at = 0.0
-
-    def connect(self, devices: Sequence[str], show_progress: bool, timeout_s: float = 60.0) -> None:
-        bar = tqdm(
-            total=len(devices), desc="connect devices", unit="device", disable=not show_progress
-        )
-        for device_id in devices:
-            cred = self.creds.get(device_id)
-            if cred is None:
-                self.refused.append(device_id)
-                bar.update()
-                continue
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=f"sim-{cred.username}",
-                protocol=mqtt.MQTTv5,
-            )
-            client.username_pw_set(cred.username, cred.password)
-            client.max_inflight_messages_set(100)
-            client.on_connect = self._on_connect(device_id)
-            try:
-                client.connect(self._settings.mqtt_host, self._settings.mqtt_port, keepalive=60)
-            except OSError as exc:
-                raise CityOpsError(f"device {device_id} could not connect to MQTT: {exc}") from exc
-            self.clients[device_id] = client
-            self._watch(device_id)
-            self.pump(0)
-            bar.update()
-        deadline = time.monotonic() + timeout_s
-        while len(self._connected) < len(self.clients) and time.monotonic() < deadline:
-            self.pump(0.05)
-        bar.close()
-        waiting = sorted(set(self.clients) - self._connected)
-        if waiting:
-            raise CityOpsError(
-                f"{len(waiting)} device(s) were not let in by the broker, e.g. {waiting[:3]}; "
-                "check their credentials (cityops onboard exports them)"
-            )
-
-    def _on_connect(self, device_id: str) -> Callable[..., None]:
-        def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-            if reason.is_failure:
-                raise CityOpsError(f"device {device_id} refused by the broker: {reason}")
-            self._connected.add(device_id)
-
-        return on_connect
-
-    def _watch(self, device_id: str) -> None:
-        sock = self.clients[device_id].socket()
-        if sock is not None:
-            self._selector.register(sock, selectors.EVENT_READ, device_id)
-            self._sockets[device_id] = sock
-
-    def _drop(self, device_id: str) -> None:
-        sock = self._sockets.pop(device_id, None)
-        if sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(sock)
-        self._connected.discard(device_id)
-        self._lost.add(device_id)
-
-    def pump(self, timeout: float) -> None:
-        """Read what has arrived (acknowledgements), write what is pending, keep the
-        connections alive, reconnect lost ones; waits up to ``timeout`` for input."""
-        for key, _events in self._selector.select(timeout) if self._sockets else ():
-            device_id = key.data
-            if self.clients[device_id].loop_read(100) != mqtt.MQTT_ERR_SUCCESS:
-                self._drop(device_id)
-        for device_id, client in self.clients.items():
-            writable = device_id in self._sockets and client.want_write()
-            if writable and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
-                self._drop(device_id)
-        now = time.monotonic()
-        if now - self._misc_at >= 1.0:
-            self._misc_at = now
-            for device_id, client in self.clients.items():
-                if device_id in self._sockets and client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
-                    self._drop(device_id)
-            for device_id in list(self._lost):
-                try:
-                    self.clients[device_id].reconnect()
-                except OSError:
-                    continue
-                self._lost.discard(device_id)
-                self._watch(device_id)
-
-    def publish(self, device_id: str, payload: bytes) -> mqtt.MQTTMessageInfo | None:
-        """On the device's own topic; None for a device the broker did not let in."""
-        if device_id not in self.clients:
-            return None
-        return self.publish_to(device_id, self.creds[device_id].topic, payload)
-
-    def publish_to(self, device_id: str, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
-        self.sent += 1
-        return self.clients[device_id].publish(topic, payload, qos=1)
-
-    def wait(self, infos: Sequence[mqtt.MQTTMessageInfo], timeout_s: float = 30.0) -> int:
-        """Serve the connections until the broker has acknowledged ``infos`` (QoS 1), at
-        most ``timeout_s``; returns how many are still unacknowledged."""
-        deadline = time.monotonic() + timeout_s
-        pending = [i for i in infos if not acknowledged(i)]
-        while pending and time.monotonic() < deadline:
-            self.pump(0.01)
-            pending = [i for i in pending if not acknowledged(i)]
-        return len(pending)
-
-    def idle(self, seconds: float, stop: threading.Event) -> bool:
-        """Serve the connections for ``seconds`` (acknowledgements, keep-alive); True
-        as soon as ``stop`` is set."""
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.pump(min(left, 0.2))
-        return True
-
-    def close(self) -> None:
-        for device_id, client in self.clients.items():
-            if device_id in self._sockets:
-                client.disconnect()
-        self.pump(0)
-        self._selector.close()
 
 
 @dataclass
@@ -265,7 +93,7 @@ def simulate(
             for s in planned:
                 fh.write(json.dumps(s.truth(), ensure_ascii=False) + "\n")
     over_mqtt = [d.device_id for d in devices if d.source is None]
-    pubs = Publishers(settings, read_credentials(credentials, city) if over_mqtt else {})
+    pubs = Publishers(settings.broker(), read_credentials(credentials, city) if over_mqtt else {})
     pubs.connect(over_mqtt, show_progress)
     carrier = None
     if len(over_mqtt) < len(devices):

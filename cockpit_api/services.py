@@ -46,7 +46,7 @@ class Services:
         )
         self.keys = KeyCache(self._verify)
         self.limiter = RateLimiter(config.rate_per_s, config.burst)
-        self.dispatcher = Dispatcher(config.dsn)
+        self.dispatcher = Dispatcher(config.dsn, allow=config.webhook_allow)
         self.hub = FeedHub(config.dsn, on_entries=self.dispatcher.enqueue)
         self.layers = LayerCache(self.pool.connection)
         self.cache = ResponseCache()

@@ -13,11 +13,13 @@ import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import psycopg
 from prometheus_client import Counter
@@ -92,14 +94,102 @@ def destination_problem(url: str, allow: Sequence[str]) -> str | None:
     return None
 
 
+def _own(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """This machine or its link, or no single host: never a default destination."""
+    return (
+        address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+        or address.is_multicast
+        or address.is_reserved
+    )
+
+
+class DestinationRefused(httpcore.ConnectError):
+    """A webhook host that resolves to an address it may not be sent to."""
+
+
+class VettedBackend(httpcore.AsyncNetworkBackend):
+    """Connects only to addresses a webhook may reach: the host is resolved here, and
+    the connection made to the address that was checked, so a name that resolves to
+    this machine (or is made to, between registration and delivery) is refused. With
+    an operator's allow list, the hosts it names were allowed by name and go through."""
+
+    def __init__(self, allow: Sequence[str]) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._allow = tuple(a.strip().lower() for a in allow)
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109  # httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        address = await self.vet(host, port)
+        return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+
+    async def vet(self, host: str, port: int) -> str:
+        """The address to connect to for ``host``; ``DestinationRefused`` if none may be."""
+        if self._allow:
+            return host  # checked against the allow list before every delivery
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise httpcore.ConnectError(f"{host}: {exc}") from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        refused = [a for a in addresses if _own(a)]
+        if refused or not addresses:
+            raise DestinationRefused(
+                f"{host} resolves to {refused[0] if refused else 'nothing'}: this machine or"
+                " its link is not a webhook destination (CITYOPS_WEBHOOK_ALLOW)"
+            )
+        return str(addresses[0])
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109  # httpcore's interface
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise DestinationRefused("a webhook is never a local socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class VettedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over ``VettedBackend``."""
+
+    def __init__(self, allow: Sequence[str]) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=20,
+            max_keepalive_connections=10,
+            keepalive_expiry=5.0,
+            network_backend=VettedBackend(allow),
+        )
+
+
 def backoff(attempts: int) -> timedelta:
     """Wait before the next attempt after ``attempts`` failed ones: 1, 2, 4, … s."""
     return timedelta(seconds=min(300, 2 ** max(0, attempts - 1)))
 
 
 class Dispatcher:
-    def __init__(self, dsn: str, poll_s: float = 1.0, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        poll_s: float = 1.0,
+        timeout_s: float = 5.0,
+        allow: Sequence[str] = (),
+    ) -> None:
         self.dsn = dsn
+        self.allow = tuple(allow)
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self._wake = asyncio.Event()
@@ -135,7 +225,7 @@ class Dispatcher:
                 await self._task
 
     async def _run(self) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        async with self.client() as client:
             while True:
                 try:
                     await self.deliver_due(client)
@@ -144,6 +234,12 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
                 self._wake.clear()
+
+    def client(self) -> httpx.AsyncClient:
+        """The client deliveries go through: it reaches only allowed destinations."""
+        return httpx.AsyncClient(
+            timeout=self.timeout_s, transport=VettedTransport(self.allow), follow_redirects=False
+        )
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
         due = await asyncio.to_thread(self._claim)
@@ -163,6 +259,12 @@ class Dispatcher:
         body: bytes = d["body"]
         status: int | None = None
         error = ""
+        problem = destination_problem(d["url"], self.allow)
+        if problem is not None:  # the operator's policy changed since it was registered
+            DELIVERIES.labels("refused").inc()
+            error = f"destination refused: {problem}"
+            await asyncio.to_thread(self._record, d["delivery_id"], False, None, error, None)
+            return
         try:
             resp = await client.post(
                 d["url"],
@@ -180,6 +282,8 @@ class Dispatcher:
         except httpx.HTTPError as exc:
             ok = False
             error = f"{type(exc).__name__}: {exc}"
+            if "not a webhook destination" in str(exc):
+                error = f"destination refused: {exc}"
         attempts = d["attempts"] + 1
         retry = None if ok or attempts >= MAX_ATTEMPTS else backoff(attempts)
         DELIVERIES.labels("delivered" if ok else "retry" if retry else "failed").inc()

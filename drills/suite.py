@@ -32,17 +32,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from psycopg import sql
 
 from cityops.errors import CityOpsError
 from cityops.settings import Settings
-from cityops.simulate import acknowledged
 from cityops.stack import Stack
 from cityops.stack.common import free_port
 from simulators.lean_mqtt import LeanPublisher, publish_packet, utf8
+from simulators.publisher import DevicePublisher, acknowledged
 
 DEVICES = 50
 
@@ -222,7 +219,7 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
     device_password = secrets.token_urlsafe(18)
     pw = password_hash(device_password)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, settings.timescale)
         upsert_devices(
             conn, wells, {w.device_id: (device_username(city, w.device_id), pw) for w in wells}
         )
@@ -273,22 +270,12 @@ class Publisher:
         self.city = city
         self.base = datetime.now(UTC)
         self.sent: dict[int, tuple[str, bytes, mqtt.MQTTMessageInfo]] = {}
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+        self.device = DevicePublisher(
+            settings.broker(),
             client_id=f"drill-pub-{secrets.token_hex(3)}",
-            protocol=mqtt.MQTTv5,
-        )
-        self.client.username_pw_set(
-            settings.mqtt_username, settings.mqtt_password.get_secret_value()
-        )
-        self.client.max_inflight_messages_set(500)
-        self.client.reconnect_delay_set(1, 2)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho untyped
-        props.SessionExpiryInterval = 3600
-        self.client.connect(
-            settings.mqtt_host, settings.mqtt_port, clean_start=False, properties=props
-        )
-        self.client.loop_start()
+            inflight=500,
+            session_expiry_s=3600,
+        ).connect()
 
     def reading(self, device: str, n: int, base: datetime, level: float = 0.0) -> tuple[str, bytes]:
         return _reading(self.city, device, n, base, level)
@@ -326,7 +313,7 @@ class Publisher:
 
     def _publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
         while True:
-            info = self.client.publish(topic, payload, qos=1)
+            info = self.device.publish(topic, payload)
             if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 return info  # queued; sent (again) once connected
             time.sleep(0.05)
@@ -341,8 +328,7 @@ class Publisher:
         return [i for i, (_t, _p, info) in self.sent.items() if not acknowledged(info)]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.device.close()
 
 
 def _run_base(count: int) -> datetime:
@@ -822,34 +808,6 @@ def drill_hostile(pipe: Pipeline, count: int = 10_000, hostile: int = 10_000) ->
     return result
 
 
-class _Device:
-    """A device's own MQTT connection; keeps the broker's PUBACK reason codes."""
-
-    def __init__(self, settings: Settings, username: str, password: str) -> None:
-        self.codes: dict[int, int] = {}
-        self.done = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(username, password)
-        self.client.on_publish = self._on_publish
-        self.client.connect(settings.mqtt_host, settings.mqtt_port)
-        self.client.loop_start()
-
-    def _on_publish(self, _c: object, _u: object, mid: int, rc: object, _p: object) -> None:
-        with self.done:
-            self.codes[mid] = int(getattr(rc, "value", 0))
-            self.done.notify_all()
-
-    def publish(self, topic: str, payload: bytes) -> int:
-        info = self.client.publish(topic, payload, qos=1)
-        with self.done:
-            self.done.wait_for(lambda: info.mid in self.codes, timeout=10)
-        return self.codes.get(info.mid, -1)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 INJECTIONS = (
     "' OR 1=1 --",
     "x'; DROP TABLE alerts; --",
@@ -873,7 +831,11 @@ def drill_security(pipe: Pipeline) -> DrillResult:
     findings: list[str] = []
     probes = 0
     # 1. MQTT: a device may publish only on its own topics.
-    me = _Device(pipe.settings, device_username(pipe.city, "sx-000"), pipe.device_password)
+    me = DevicePublisher(
+        pipe.settings.broker().as_account(
+            device_username(pipe.city, "sx-000"), pipe.device_password
+        )
+    ).connect()
     pub = Publisher(pipe.settings, pipe.city)
     _topic, body = pub.reading("sx-000", 1, datetime.now(UTC) - timedelta(minutes=1))
     pub.close()
@@ -885,11 +847,11 @@ def drill_security(pipe: Pipeline) -> DrillResult:
         "$SYS/broker/anything",
     ):
         probes += 1
-        code = me.publish(topic, body)
+        code = me.publish_acked(topic, body)
         if code == 0:
             findings.append(f"device sx-000 could publish to {topic}")
     probes += 1
-    own = me.publish(f"cityops/{pipe.city}/sensors/sx-000/up", body)
+    own = me.publish_acked(f"cityops/{pipe.city}/sensors/sx-000/up", body)
     if own != 0:  # the control: without it, a failed login would pass as refusals
         findings.append(f"device sx-000 could not publish to its own topic (code {own})")
     me.close()

@@ -4,15 +4,14 @@ A version may come in two variants, ``NNNN_name.timescale.sql`` and
 ``NNNN_name.plain.sql``: the TimescaleDB one is used when the server offers the
 extension, the plain-PostgreSQL one otherwise. Each file runs in its own
 transaction under an advisory lock, so concurrent runs are safe and re-running is a
-no-op. Setting ``CITYOPS_TIMESCALE=off`` forces the plain path.
+no-op. ``timescale="off"`` (``CITYOPS_TIMESCALE=off``) forces the plain path.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
@@ -51,15 +50,18 @@ def available(variant: str) -> list[Migration]:
     return [by_version[v] for v in sorted(by_version)]
 
 
-def timescale_available(conn: psycopg.Connection[Any]) -> bool:
-    return timescale_check(conn)[0]
+#: ``auto``: TimescaleDB where the server offers it; ``off``: always plain PostgreSQL.
+Mode = Literal["auto", "off"]
 
 
-def timescale_check(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
+def timescale_available(conn: psycopg.Connection[Any], mode: Mode = "auto") -> bool:
+    return timescale_check(conn, mode)[0]
+
+
+def timescale_check(conn: psycopg.Connection[Any], mode: Mode = "auto") -> tuple[bool, str]:
     """Whether a new schema may use TimescaleDB, and why: the extension must be
-    installed *and* preloaded (``shared_preload_libraries``), unless
-    ``CITYOPS_TIMESCALE=off``."""
-    if os.environ.get("CITYOPS_TIMESCALE", "auto").lower() in {"off", "0", "false", "no"}:
+    installed *and* preloaded (``shared_preload_libraries``), unless ``mode`` is off."""
+    if mode == "off":
         return False, "CITYOPS_TIMESCALE=off"
     row = conn.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
@@ -73,13 +75,13 @@ def timescale_check(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
     return True, "timescaledb is installed and preloaded"
 
 
-def describe(conn: psycopg.Connection[Any]) -> str:
+def describe(conn: psycopg.Connection[Any], mode: Mode = "auto") -> str:
     """Which path the schema took, in words (``cityops db migrate`` prints it)."""
     if not _any_applied(conn):
         return "no schema yet"
     if backend(conn) == TIMESCALE:
         return "TimescaleDB (hypertables, continuous aggregates, policies)"
-    return f"plain PostgreSQL (declarative rollups); {timescale_check(conn)[1]}"
+    return f"plain PostgreSQL (declarative rollups); {timescale_check(conn, mode)[1]}"
 
 
 def backend(conn: psycopg.Connection[Any]) -> str:
@@ -90,8 +92,10 @@ def backend(conn: psycopg.Connection[Any]) -> str:
     return str(row[0]) if row else PLAIN
 
 
-def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
-    """Apply every migration not yet applied; return those applied now."""
+def migrate(conn: psycopg.Connection[Any], timescale: Mode = "auto") -> list[Migration]:
+    """Apply every migration not yet applied; return those applied now. A new schema
+    takes TimescaleDB where ``timescale`` allows and the server offers it; an existing
+    one keeps the path it took."""
     applied_now: list[Migration] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
@@ -102,7 +106,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[Migration]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         chosen = backend(conn) if _any_applied(conn) else None
-    variant = chosen or (TIMESCALE if timescale_available(conn) else PLAIN)
+    variant = chosen or (TIMESCALE if timescale_available(conn, timescale) else PLAIN)
     for migration in available(variant):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))

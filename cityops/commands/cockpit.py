@@ -68,7 +68,7 @@ def api_serve(
     settings = load_settings()
     dsn = settings.db_dsn.get_secret_value()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, settings.timescale)
     app = create_app(
         ApiConfig(
             dsn=dsn,

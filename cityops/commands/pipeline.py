@@ -203,7 +203,7 @@ def sink_cmd(group: str, metrics_port: int, workers: int, offset_reset: str) -> 
 
     settings = load_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, settings.timescale)
     echo_err(f"sink: writing Kafka topics to the store with {workers} worker(s)")
     run_sinks(
         settings,

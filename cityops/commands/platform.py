@@ -275,11 +275,12 @@ def db_migrate() -> None:
 
     from store.migrate import describe, migrate
 
-    dsn = load_settings().db_dsn.get_secret_value()
+    settings = load_settings()
+    dsn = settings.db_dsn.get_secret_value()
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            applied = migrate(conn)
-            path = describe(conn)
+            applied = migrate(conn, settings.timescale)
+            path = describe(conn, settings.timescale)
     except psycopg.OperationalError as exc:
         raise CityOpsError(
             f"cannot reach the database: {exc}; is `cityops stack up` running?"

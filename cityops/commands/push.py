@@ -65,7 +65,7 @@ def push_serve(host: str, port: int, plain: bool, vendor_dir: Path | None, worke
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn)
+        migrate(conn, settings.timescale)
     tls = None if plain else tls_files(settings)
     if not plain and tls is None:
         raise CityOpsError(
@@ -120,8 +120,9 @@ def push_source_create(
         raise CityOpsError(
             f"no vendor mapping named {vendor!r} (known: {', '.join(sorted(known))})"
         )
-    with psycopg.connect(load_settings().db_dsn.get_secret_value(), autocommit=True) as conn:
-        migrate(conn)
+    settings = load_settings()
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        migrate(conn, settings.timescale)
         try:
             source, key = create_source(conn, city, name, vendor, rate)
         except ValueError as exc:
@@ -157,8 +158,9 @@ def push_source_list(city: str | None, as_json: bool) -> None:
     from store.migrate import migrate
     from store.push_sources import list_sources
 
-    with psycopg.connect(load_settings().db_dsn.get_secret_value(), autocommit=True) as conn:
-        migrate(conn)
+    settings = load_settings()
+    with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
+        migrate(conn, settings.timescale)
         rows = list_sources(conn, city)
     if as_json:
         click.echo(json.dumps(rows, default=str))

@@ -119,9 +119,10 @@ def simulate_cmd(
 )
 def replay_cmd(recording: Path, city: str, credentials: Path, speed: str, shift: bool) -> None:
     """Publish a recording (JSONL or CSV) over MQTT in time order."""
-    from cityops.replay import replay
+    from simulators.replay import replay
 
-    result = replay(load_settings(), city, recording, credentials, speed_of(speed), shift=shift)
+    broker = load_settings().broker()
+    result = replay(broker, city, recording, credentials, speed_of(speed), shift=shift)
     click.echo(json.dumps(result))
 
 
@@ -138,13 +139,13 @@ def replay_cmd(recording: Path, city: str, credentials: Path, speed: str, shift:
 @click.option("--from-beginning", is_flag=True, help="Kafka: start at the oldest record.")
 def record_cmd(city: str, source: str, out: Path, duration: str, from_beginning: bool) -> None:
     """Capture a city's readings and video events to JSONL, appended to OUT."""
-    from cityops.replay import record_kafka, record_mqtt
+    from simulators.replay import record_kafka, record_mqtt
 
     settings = load_settings()
     if source == "kafka":
-        n = record_kafka(settings, city, out, duration_of(duration), from_beginning)
+        n = record_kafka(settings.kafka_bootstrap, city, out, duration_of(duration), from_beginning)
     else:
-        n = record_mqtt(settings, city, out, duration_of(duration))
+        n = record_mqtt(settings.broker(), city, out, duration_of(duration))
     click.echo(json.dumps({"recorded": n, "out": str(out)}))
 
 

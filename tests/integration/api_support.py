@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -64,6 +65,29 @@ def serve(config: ApiConfig) -> Iterator[Server]:
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[bytes]]]:
+    """A real HTTP endpoint on 127.0.0.1: its URL, and every body posted to it."""
+    received: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cap", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def random_city() -> str:

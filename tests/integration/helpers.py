@@ -6,12 +6,11 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from paho.mqtt.enums import CallbackAPIVersion
 
 from cityops.settings import Settings
 from lifeline import codec, topics
+from simulators.publisher import DevicePublisher
 
 
 def mqtt_publish(
@@ -20,25 +19,15 @@ def mqtt_publish(
     *,
     username: str | None = None,
     password: str | None = None,
-    qos: int = 1,
 ) -> None:
-    """Publish and wait until the broker has acknowledged every message."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.username_pw_set(
-        username or settings.mqtt_username,
-        password or settings.mqtt_password.get_secret_value(),
-    )
-    client.connect(settings.mqtt_host, settings.mqtt_port)
-    client.loop_start()
-    try:
-        infos = [client.publish(topic, payload, qos=qos) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(timeout=10)
-            if not info.is_published():
-                raise TimeoutError(f"MQTT publish of mid {info.mid} not acknowledged")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    """Publish at QoS 1 and wait until the broker has acknowledged every message."""
+    broker = settings.broker()
+    if username is not None:
+        broker = broker.as_account(username, password or "")
+    with DevicePublisher(broker).connect() as pub:
+        infos = [pub.publish(topic, payload) for topic, payload in messages]
+        if pub.wait(infos, timeout_s=10):
+            raise TimeoutError("MQTT publishes not acknowledged within 10 s")
 
 
 class TailConsumer:

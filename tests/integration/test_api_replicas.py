@@ -8,13 +8,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import httpx
 import psycopg
@@ -22,7 +19,13 @@ import pytest
 
 from cityops.settings import Settings
 from cityops.stack.common import free_port
-from tests.integration.api_support import incident, key, random_city, store_incidents
+from tests.integration.api_support import (
+    incident,
+    key,
+    random_city,
+    store_incidents,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,18 +75,6 @@ def replicas(
             proc.wait(30)
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[bytes]] = []
-
-    def do_POST(self) -> None:
-        type(self).received.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def _onboarded(dsn: str, city: str) -> None:
     """A city the platform knows (webhooks are refused for unknown cities)."""
     from lifeline.devices import gas_well
@@ -100,11 +91,8 @@ def test_escalation_and_webhooks_happen_once_across_two_replicas(
     city = random_city()
     admin = key(db_dsn, "city_admin", [city])
     _onboarded(db_dsn, city)
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     headers = {"Authorization": f"Bearer {admin}"}
-    try:
-        url = f"http://127.0.0.1:{receiver.server_address[1]}/cap"
+    with webhook_receiver() as (url, received):
         hook = httpx.post(
             f"{replicas[0]}/v1/cities/{city}/webhooks",
             json={"url": url, "name": "119 centre"},
@@ -141,18 +129,15 @@ def test_escalation_and_webhooks_happen_once_across_two_replicas(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             escalations, changes, deliveries = state()
-            if escalations and changes >= 2 and len(_Receiver.received) >= changes:
+            if escalations and changes >= 2 and len(received) >= changes:
                 break
             time.sleep(0.3)
         time.sleep(3)  # a second escalation or delivery would show by now
         escalations, changes, deliveries = state()
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
     assert escalations == 1
     assert changes == 2  # the alert raised, then escalated
     assert deliveries == [("delivered", 1)] * changes
-    bodies = [b for b in _Receiver.received if old.incident_id.encode() in b]
+    bodies = [b for b in received if old.incident_id.encode() in b]
     assert len(bodies) == changes
 
 

@@ -8,17 +8,14 @@ import csv
 import itertools
 import json
 import secrets
-import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
 from cityops.ingest import bridge_config, drain_left_sessions
@@ -31,6 +28,7 @@ from ingest.deadletter import DeadLetter
 from ingest.decode import Decoder
 from lifeline import codec
 from lifeline.records import DeviceStatus, Reading, VideoEvent
+from simulators.publisher import DevicePublisher
 from store.registry import load_now
 from tests.integration.helpers import TailConsumer
 
@@ -104,40 +102,12 @@ async def running_bridge(city: PilotCity) -> AsyncIterator[Bridge]:
     await bridge.stop(keep_session=False)
 
 
-class DevicePublisher:
-    """A device's own MQTT connection; records the broker's PUBACK reason codes."""
-
-    def __init__(self, settings: Settings, username: str, password: str) -> None:
-        self.codes: dict[int, int] = {}
-        self.done = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.username_pw_set(username, password)
-        self.client.on_publish = self._on_publish
-        self.client.connect(settings.mqtt_host, settings.mqtt_port)
-        self.client.loop_start()
-
-    def _on_publish(
-        self, client: object, userdata: object, mid: int, rc: object, props: object
-    ) -> None:
-        with self.done:
-            self.codes[mid] = int(getattr(rc, "value", 0))
-            self.done.notify_all()
-
-    def publish(self, topic: str, payload: bytes) -> int:
-        """Publish at QoS 1 and return the broker's reason code (0 = accepted)."""
-        info = self.client.publish(topic, payload, qos=1)
-        with self.done:
-            self.done.wait_for(lambda: info.mid in self.codes, timeout=10)
-        return self.codes[info.mid]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 @pytest.fixture
 def devices(city: PilotCity) -> Iterator[dict[str, DevicePublisher]]:
-    pubs = {dev: DevicePublisher(city.settings, *cred) for dev, cred in city.creds.items()}
+    broker = city.settings.broker()
+    pubs = {
+        dev: DevicePublisher(broker.as_account(*cred)).connect() for dev, cred in city.creds.items()
+    }
     yield pubs
     for p in pubs.values():
         p.close()
@@ -197,25 +167,31 @@ async def test_every_payload_shape_reaches_its_topic(
         pub = devices
         assert (
             await asyncio.to_thread(
-                pub["gw-1"].publish, f"cityops/{c}/sensors/gw-1/up", reading(city, "gw-1", 7.5)
+                pub["gw-1"].publish_acked,
+                f"cityops/{c}/sensors/gw-1/up",
+                reading(city, "gw-1", 7.5),
             )
             == 0
         )
         assert (
             await asyncio.to_thread(
-                pub["tn-1"].publish, f"cityops/{c}/sensors/tn-1/up", json.dumps(compact).encode()
+                pub["tn-1"].publish_acked,
+                f"cityops/{c}/sensors/tn-1/up",
+                json.dumps(compact).encode(),
             )
             == 0
         )
         assert (
             await asyncio.to_thread(
-                pub["acme-1"].publish, f"cityops/{c}/sensors/acme-1/up", json.dumps(vendor).encode()
+                pub["acme-1"].publish_acked,
+                f"cityops/{c}/sensors/acme-1/up",
+                json.dumps(vendor).encode(),
             )
             == 0
         )
         assert (
             await asyncio.to_thread(
-                pub[city.camera].publish,
+                pub[city.camera].publish_acked,
                 f"cityops/{c}/cameras/{city.camera}/event",
                 json.dumps(video).encode(),
             )
@@ -223,7 +199,7 @@ async def test_every_payload_shape_reaches_its_topic(
         )
         assert (
             await asyncio.to_thread(
-                pub["gw-2"].publish, f"cityops/{c}/sensors/gw-2/status", b"online"
+                pub["gw-2"].publish_acked, f"cityops/{c}/sensors/gw-2/status", b"online"
             )
             == 0
         )
@@ -278,7 +254,7 @@ async def test_each_bad_input_is_dead_lettered_with_its_reason(
     }
     async with TailConsumer(city.settings, "cityops.deadletter") as tail:
         for payload in cases.values():
-            assert await asyncio.to_thread(devices["gw-1"].publish, topic, payload) == 0
+            assert await asyncio.to_thread(devices["gw-1"].publish_acked, topic, payload) == 0
         letters = await tail.collect(lambda _v, k: k == topic.encode(), count=len(cases))
     by_reason = {DeadLetter.from_json(v).reason: DeadLetter.from_json(v) for _k, v in letters}
     assert set(by_reason) == set(cases)
@@ -309,16 +285,18 @@ async def test_devices_cannot_publish_on_other_devices_or_cities_topics(
         other_device = f"cityops/{city.code}/sensors/gw-2/up"
         other_city = "cityops/320100/sensors/gw-1/up"
         assert (
-            await asyncio.to_thread(gw1.publish, other_device, reading(city, "gw-2", 3.0))
+            await asyncio.to_thread(gw1.publish_acked, other_device, reading(city, "gw-2", 3.0))
             == not_authorized
         )
         assert (
-            await asyncio.to_thread(gw1.publish, other_city, reading(city, "gw-1", 3.0))
+            await asyncio.to_thread(gw1.publish_acked, other_city, reading(city, "gw-1", 3.0))
             == not_authorized
         )
         assert (
             await asyncio.to_thread(
-                gw1.publish, f"cityops/{city.code}/sensors/gw-1/up", reading(city, "gw-1", 4.0)
+                gw1.publish_acked,
+                f"cityops/{city.code}/sensors/gw-1/up",
+                reading(city, "gw-1", 4.0),
             )
             == 0
         )
@@ -341,7 +319,7 @@ async def test_messages_published_while_the_bridge_is_down_arrive_after_restart(
             payload = reading(city, "gw-2", v, ts=base + timedelta(seconds=i))
             assert (
                 await asyncio.to_thread(
-                    devices["gw-2"].publish, f"cityops/{city.code}/sensors/gw-2/up", payload
+                    devices["gw-2"].publish_acked, f"cityops/{city.code}/sensors/gw-2/up", payload
                 )
                 == 0
             )
@@ -396,7 +374,7 @@ async def _publish_readings(
     for i, v in enumerate(values):
         payload = reading(city, device_id, v, ts=base + timedelta(milliseconds=100 * i))
         topic = f"cityops/{city.code}/sensors/{device_id}/up"
-        assert await asyncio.to_thread(device.publish, topic, payload) == 0
+        assert await asyncio.to_thread(device.publish_acked, topic, payload) == 0
 
 
 @pytest.mark.asyncio
@@ -481,7 +459,7 @@ async def test_kafka_outage_holds_messages_until_it_returns(
             payload = reading(city, "gw-1", v, ts=base + timedelta(seconds=i))
             assert (
                 await asyncio.to_thread(
-                    devices["gw-1"].publish, f"cityops/{city.code}/sensors/gw-1/up", payload
+                    devices["gw-1"].publish_acked, f"cityops/{city.code}/sensors/gw-1/up", payload
                 )
                 == 0
             )
@@ -546,7 +524,7 @@ def test_onboarding_rejects_a_bad_file_and_stores_nothing(city: PilotCity, tmp_p
 async def test_replay_plays_a_recording_in_time_order_moved_to_now(
     city: PilotCity, running_bridge: Bridge, tmp_path: Path
 ) -> None:
-    from cityops.replay import replay
+    from simulators.replay import replay
 
     recording = tmp_path / "recording.csv"
     old = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
@@ -559,7 +537,7 @@ async def test_replay_plays_a_recording_in_time_order_moved_to_now(
     async with TailConsumer(city.settings, "cityops.readings") as tail:
         result = await asyncio.to_thread(
             replay,
-            city.settings,
+            city.settings.broker(),
             city.code,
             recording,
             city.credentials_file,

@@ -201,7 +201,7 @@ def test_partition_is_the_default_partitioners_for_the_device_id() -> None:
 def test_a_kafka_recording_holds_one_line_per_reading_of_the_city(tmp_path: object) -> None:
     from pathlib import Path
 
-    from cityops.replay import _lines, read_recording
+    from simulators.replay import _lines, read_recording
 
     t0 = datetime(2026, 7, 1, tzinfo=UTC)
     mine = [codec.encode_reading("320100", f"gw-{i}", t0, "ch4", i, "%LEL") for i in range(3)]

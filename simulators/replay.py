@@ -1,5 +1,6 @@
-"""``cityops record`` and ``cityops replay``: capture traffic to JSONL, and play recorded
-readings back over MQTT in time order, each device with its own credentials.
+"""Recording and replay (``cityops record``, ``cityops replay``): capture traffic to JSONL,
+and play recorded readings back over MQTT in time order, each device with its own
+credentials.
 
 Recorded from Kafka, a line is a canonical record (reading or video event); recorded
 from MQTT, a line is the raw message: ``{"topic", "received_at", "payload"}`` with the
@@ -23,8 +24,8 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from cityops.errors import CityOpsError
-from cityops.settings import Settings
+from simulators.errors import RecordingError
+from simulators.publisher import Broker, Publishers, read_credentials
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,9 @@ def _parse_ts(text: str, where: str) -> datetime:
     try:
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise CityOpsError(f"{where}: {text!r} is not an ISO 8601 time") from None
+        raise RecordingError(f"{where}: {text!r} is not an ISO 8601 time") from None
     if ts.tzinfo is None:
-        raise CityOpsError(f"{where}: {text!r} has no time zone")
+        raise RecordingError(f"{where}: {text!r} has no time zone")
     return ts
 
 
@@ -63,7 +64,7 @@ def read_recording(path: Path, city: str) -> list[Message]:
                         "unit": row["unit"],
                     }
                 except (KeyError, ValueError) as exc:
-                    raise CityOpsError(
+                    raise RecordingError(
                         f"{where}: needs device_id, ts, metric, value (a number), unit: {exc}"
                     ) from None
                 out.append(
@@ -78,7 +79,7 @@ def read_recording(path: Path, city: str) -> list[Message]:
                 try:
                     d = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise CityOpsError(f"{where}: not JSON ({exc})") from None
+                    raise RecordingError(f"{where}: not JSON ({exc})") from None
                 out.append(_message(d, city, where))
     out.sort(key=lambda m: m.ts)
     return out
@@ -88,7 +89,7 @@ def _message(d: dict[str, Any], city: str, where: str) -> Message:
     if "topic" in d:  # raw MQTT
         parts = str(d["topic"]).split("/")
         if len(parts) != 5 or parts[0] != "cityops":
-            raise CityOpsError(f"{where}: {d['topic']!r} is not a cityops device topic")
+            raise RecordingError(f"{where}: {d['topic']!r} is not a cityops device topic")
         raw = (
             base64.b64decode(d["payload_b64"])
             if "payload_b64" in d
@@ -102,7 +103,7 @@ def _message(d: dict[str, Any], city: str, where: str) -> Message:
     if "device_id" in d and "metric" in d:
         body = {**d, "city": city}
         return Message(_parse_ts(str(d.get("ts")), where), d["device_id"], None, orjson.dumps(body))
-    raise CityOpsError(f"{where}: neither a reading, a video event nor a raw MQTT message")
+    raise RecordingError(f"{where}: neither a reading, a video event nor a raw MQTT message")
 
 
 def retimed(messages: list[Message], end: datetime) -> list[Message]:
@@ -126,7 +127,7 @@ def retimed(messages: list[Message], end: datetime) -> list[Message]:
 
 
 def replay(
-    settings: Settings,
+    broker: Broker,
     city: str,
     recording: Path,
     credentials: Path,
@@ -136,13 +137,11 @@ def replay(
     show_progress: bool = True,
     stop: threading.Event | None = None,
 ) -> dict[str, Any]:
-    from cityops.simulate import Publishers, read_credentials
-
     if speed <= 0:
-        raise CityOpsError("--speed must be above 0, e.g. 10x")
+        raise RecordingError("--speed must be above 0, e.g. 10x")
     messages = read_recording(recording, city)
     if not messages:
-        raise CityOpsError(f"{recording} holds no messages")
+        raise RecordingError(f"{recording} holds no messages")
     span = messages[-1].ts - messages[0].ts
     if shift:
         # The recording is moved so that it ends when the replay does: each message's
@@ -151,11 +150,11 @@ def replay(
     creds = read_credentials(credentials, city)
     unknown = sorted({m.device_id for m in messages} - set(creds))
     if unknown:
-        raise CityOpsError(
+        raise RecordingError(
             f"{len(unknown)} device(s) of the recording have no credentials in {credentials}, "
             f"e.g. {unknown[:3]}; onboard them first"
         )
-    pubs = Publishers(settings, creds)
+    pubs = Publishers(broker, creds)
     pubs.connect(sorted({m.device_id for m in messages}), show_progress)
     stop = stop or threading.Event()
     wall0, first = time.monotonic(), messages[0].ts
@@ -177,7 +176,7 @@ def replay(
 
 
 def record_kafka(
-    settings: Settings, city: str, out: Path, duration: timedelta, from_beginning: bool
+    bootstrap: str, city: str, out: Path, duration: timedelta, from_beginning: bool
 ) -> int:
     """Readings and video events of ``city`` from Kafka into JSONL, for ``duration``."""
     from aiokafka import AIOKafkaConsumer
@@ -188,7 +187,7 @@ def record_kafka(
         consumer = AIOKafkaConsumer(
             topics.READINGS.name,
             topics.VIDEO.name,
-            bootstrap_servers=settings.kafka_bootstrap,
+            bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             group_id=None,
@@ -215,7 +214,7 @@ def record_kafka(
     return asyncio.run(run())
 
 
-def record_mqtt(settings: Settings, city: str, out: Path, duration: timedelta) -> int:
+def record_mqtt(broker: Broker, city: str, out: Path, duration: timedelta) -> int:
     """Every message of ``city``'s device topics, raw, into JSONL, for ``duration``."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -236,9 +235,9 @@ def record_mqtt(settings: Settings, city: str, out: Path, duration: timedelta) -
             lines.append(orjson.dumps(entry))
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.username_pw_set(settings.mqtt_username, settings.mqtt_password.get_secret_value())
+    client.username_pw_set(broker.username, broker.password)
     client.on_message = on_message
-    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.connect(broker.host, broker.port)
     client.subscribe(f"cityops/{city}/#", qos=1)
     client.loop_start()
     try:
