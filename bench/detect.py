@@ -161,18 +161,15 @@ def _worker_rate(n: int, sweep_readings: int = 400_000) -> dict[str, Any]:
     import psycopg
 
     from cityops.settings import get_settings
-    from lifeline.devices import Device
+    from lifeline.devices import gas_well
     from store.devices import upsert_devices
 
     settings = get_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         wells = [
-            Device(
-                city=WORKER_CITY,
-                device_id=f"bw-{i:05d}",
-                family="sensors",
-                kind="gas_well",
-                metrics={"ch4": "%LEL"},
+            gas_well(
+                WORKER_CITY,
+                f"bw-{i:05d}",
                 asset_id=f"BW-{i:05d}",
                 grid_code=f"329990001001{i % 1000:03d}",
                 owner_dept="bench",
@@ -415,15 +412,12 @@ def _step_rate(n: int = 50_000) -> int:
     """The worker's detection per reading (the scalar fold of a gas well), one core."""
     from datetime import UTC, datetime, timedelta
 
-    from lifeline.devices import Device
+    from lifeline.devices import gas_well
     from streams.detection import DetectionFold
 
-    well = Device(
-        city=WORKER_CITY,
-        device_id="bw-step",
-        family="sensors",
-        kind="gas_well",
-        metrics={"ch4": "%LEL"},
+    well = gas_well(
+        WORKER_CITY,
+        "bw-step",
         asset_id="BW-STEP",
         grid_code=f"329990001001{0:03d}",
         owner_dept="bench",

@@ -47,7 +47,7 @@ from cityops.settings import Settings, get_settings
 from cityops.stack import Stack, scratch_kafka
 from cityops.stack.common import read_pid
 from ingest.broker_accounts import DeviceAccount, device_username, password_hash
-from lifeline.devices import Device
+from lifeline.devices import Device, gas_well
 from simulators.publisher import DevicePublisher
 from store.devices import upsert_devices
 from store.keys import create_key
@@ -231,29 +231,21 @@ def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: flo
 
 def _wells() -> list[Device]:
     wells = [
-        Device(
-            city=CITY,
-            device_id=f"w-{i:04d}",
-            family="sensors",
-            kind="gas_well",
-            metrics={"ch4": "%LEL"},
+        gas_well(
+            CITY,
+            f"w-{i:04d}",
             asset_id=f"W-{i:04d}",
             grid_code=f"{CITY}001001{i % 300:03d}",
             owner_dept="bench",
-            lon=118.78,
-            lat=32.04,
         )
         for i in range(WELLS)
     ]
     for k in range(PROBES * MAX_RATES):
         for side in "ab":
             wells.append(
-                Device(
-                    city=CITY,
-                    device_id=f"probe-{k}-{side}",
-                    family="sensors",
-                    kind="gas_well",
-                    metrics={"ch4": "%LEL"},
+                gas_well(
+                    CITY,
+                    f"probe-{k}-{side}",
                     asset_id=f"P-{k}{side}",
                     grid_code=f"{CITY}002002{k:03d}",
                     owner_dept="bench",

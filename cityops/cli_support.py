@@ -4,8 +4,9 @@ error output, the vendor-folder option, and the parsers of durations and speeds.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -45,6 +46,15 @@ vendors_option = click.option(
     show_envvar=True,
     help="Extra folder of vendor mapping files (*.toml).",
 )
+
+
+FC = TypeVar("FC", bound=Callable[..., Any] | click.Command)
+
+
+def env_option(envvar: str, *decls: str, **kw: Any) -> Callable[[FC], FC]:
+    """A ``click.option`` also read from the environment variable ``envvar``, shown in
+    the help."""
+    return click.option(*decls, envvar=envvar, show_envvar=True, **kw)
 
 
 class CityOpsGroup(click.Group):

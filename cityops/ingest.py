@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from cityops.processes import run_copies
+from cityops.processes import run_copies, serving
 from cityops.settings import Settings
 from ingest.bridge import BridgeConfig, Decoder
 
@@ -89,8 +88,6 @@ async def serve(
 ) -> None:
     """Run one bridge until SIGINT/SIGTERM; ``drain`` = (client id prefix, first number):
     meanwhile empty and end the sessions of bridges numbered from there on."""
-    from prometheus_client import start_http_server
-
     from ingest import metrics
     from ingest.adapters import load_vendors
     from ingest.bridge import Bridge, subscriptions
@@ -98,12 +95,7 @@ async def serve(
     from lifeline.registry import Registry
     from store.registry import watch
 
-    if metrics_port:
-        start_http_server(metrics_port, addr=settings.metrics_addr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = serving(metrics_port, settings.metrics_addr)
     registry = Registry()
     dsn = settings.db_dsn.get_secret_value()
     watcher = asyncio.create_task(watch(dsn, registry, settings.cities, stop))

@@ -1,7 +1,9 @@
-"""Several copies of one service, each in its own process (its own GIL)."""
+"""Running services: several copies of one, each in its own process (its own GIL), and
+the metrics endpoint and signal handling each one serves under."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import signal
 from collections.abc import Callable, Sequence
@@ -25,3 +27,17 @@ def run_copies(target: Callable[..., None], args: Sequence[tuple[Any, ...]], nam
     signal.signal(signal.SIGINT, forward)
     for p in procs:
         p.join()
+
+
+def serving(metrics_port: int, addr: str) -> asyncio.Event:
+    """Start the Prometheus endpoint (unless ``metrics_port`` is 0) and return the event
+    SIGINT or SIGTERM sets: a service runs until it is set. Call on the running loop."""
+    from prometheus_client import start_http_server
+
+    if metrics_port:
+        start_http_server(metrics_port, addr=addr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
-from cityops.processes import run_copies
+from cityops.processes import run_copies, serving
 from cityops.settings import Settings
 
 
@@ -52,16 +51,9 @@ async def serve(
     kinds: dict[str, str] | None = None,
     offset_reset: str = "earliest",
 ) -> None:
-    from prometheus_client import start_http_server
-
     from streams.sink import Sink
 
-    if metrics_port:
-        start_http_server(metrics_port, addr=settings.metrics_addr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = serving(metrics_port, settings.metrics_addr)
     sink = Sink(
         settings.kafka_bootstrap,
         settings.db_dsn.get_secret_value(),

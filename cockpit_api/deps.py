@@ -20,14 +20,16 @@ from lifeline import wording
 from lifeline.codes import CITY_PATTERN
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # Dependencies that do not block are coroutines: FastAPI runs plain functions in
+    # its thread pool, a hop per request the API cannot afford on cached reads.
     found: Services = request.app.state.services
     return found
 
 
 def connection(request: Request) -> Iterator[psycopg.Connection[Any]]:
     """A connection from the pool for the handler, back in the pool when it returns."""
-    with services(request).pool.connection() as conn:
+    with request.app.state.services.pool.connection() as conn:
         yield conn
 
 
@@ -62,7 +64,7 @@ def _bounded(value: datetime) -> datetime:
 Time = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_bounded)]
 
 
-def _language(
+async def _language(
     accept_language: Annotated[str | None, Header()] = None,
     lang: Annotated[
         Literal["zh", "en"] | None,
@@ -93,7 +95,7 @@ def bbox(text: str | None) -> tuple[float, float, float, float] | None:
 BBOX = Annotated[str | None, Query(description="west,south,east,north in degrees (WGS84)")]
 
 
-def _city(who: Who, city: CITY) -> str:
+async def _city(who: Who, city: CITY) -> str:
     require_city(who, city)
     return city
 
@@ -103,7 +105,7 @@ City = Annotated[str, Depends(_city)]
 
 
 def _role(role: str) -> Any:
-    def check(who: Who) -> Principal:
+    async def check(who: Who) -> Principal:
         require_role(who, role)
         return who
 

@@ -274,58 +274,12 @@ def plan(
                 IncidentType.WATER_LEAK, midnight, start + duration, {}, [meter], "yellow", name
             )
             out.append(replace(leak, added={meter.device_id: {"flow": 25.0}}))
-        elif name == "underpass_flooding":
-            (dev,) = pick("road_ponding", where=_at_underpass)
-            out.append(
-                _scenario(
-                    IncidentType.UNDERPASS_FLOODING,
-                    t0,
-                    t1,
-                    {dev.device_id: {"depth": 32.0}},
-                    [dev],
-                    "orange",
-                    name,
-                )
-            )
-        elif name == "manhole_cover":
-            (dev,) = pick("manhole_cover")
-            out.append(
-                _scenario(
-                    IncidentType.MANHOLE_COVER,
-                    t0,
-                    t1,
-                    {dev.device_id: {"tilt": 14.0}},
-                    [dev],
-                    "orange",
-                    name,
-                )
-            )
-        elif name == "tunnel_gas":
-            (dev,) = pick("tunnel_env")
-            out.append(
-                _scenario(
-                    IncidentType.TUNNEL_HAZARD,
-                    t0,
-                    t1,
-                    {dev.device_id: {"h2s": 14.0}},
-                    [dev],
-                    "orange",
-                    name,
-                )
-            )
-        elif name == "bridge_overload":
-            (dev,) = pick("bridge_deflection")
-            out.append(
-                _scenario(
-                    IncidentType.BRIDGE_OVERLOAD,
-                    t0,
-                    t1,
-                    {dev.device_id: {"deflection": 60.0}},
-                    [dev],
-                    "orange",
-                    name,
-                )
-            )
+        elif name in _ONE_DEVICE:
+            kind, itype, metric, value = _ONE_DEVICE[name]
+            where = _at_underpass if name == "underpass_flooding" else (lambda _d: True)
+            (dev,) = pick(kind, where=where)
+            effects = {dev.device_id: {metric: value}}
+            out.append(_scenario(itype, t0, t1, effects, [dev], "orange", name))
         elif name in ("smoke_fire", "missing_cover"):
             (cam,) = pick("camera")
             event = "smoke_fire" if name == "smoke_fire" else "manhole_cover_missing"
@@ -358,6 +312,15 @@ def plan(
                 )
             )
     return out
+
+
+#: Scenarios on one device: its kind, the incident, and the value its metric jumps to.
+_ONE_DEVICE: dict[str, tuple[str, IncidentType, str, float]] = {
+    "underpass_flooding": ("road_ponding", IncidentType.UNDERPASS_FLOODING, "depth", 32.0),
+    "manhole_cover": ("manhole_cover", IncidentType.MANHOLE_COVER, "tilt", 14.0),
+    "tunnel_gas": ("tunnel_env", IncidentType.TUNNEL_HAZARD, "h2s", 14.0),
+    "bridge_overload": ("bridge_deflection", IncidentType.BRIDGE_OVERLOAD, "deflection", 60.0),
+}
 
 
 def _scenario(

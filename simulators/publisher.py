@@ -14,7 +14,7 @@ import csv
 import selectors
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +52,19 @@ def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
     message first queued while disconnected, even once it has gone out and been
     acknowledged, so the flag it guards is read directly."""
     return bool(getattr(info, "_published", False))
+
+
+def unacknowledged(
+    infos: Sequence[mqtt.MQTTMessageInfo], timeout_s: float, serve: Callable[[], None]
+) -> int:
+    """Call ``serve`` until the broker has acknowledged ``infos`` or ``timeout_s`` is up;
+    how many are still not acknowledged."""
+    deadline = time.monotonic() + timeout_s
+    pending = [i for i in infos if not acknowledged(i)]
+    while pending and time.monotonic() < deadline:
+        serve()
+        pending = [i for i in pending if not acknowledged(i)]
+    return len(pending)
 
 
 class DevicePublisher:
@@ -148,12 +161,7 @@ class DevicePublisher:
 
     def wait(self, infos: Sequence[mqtt.MQTTMessageInfo], timeout_s: float = 30.0) -> int:
         """Wait until the broker has acknowledged ``infos``; how many are still not."""
-        deadline = time.monotonic() + timeout_s
-        pending = [i for i in infos if not acknowledged(i)]
-        while pending and time.monotonic() < deadline:
-            time.sleep(0.01)
-            pending = [i for i in pending if not acknowledged(i)]
-        return len(pending)
+        return unacknowledged(infos, timeout_s, lambda: time.sleep(0.01))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -312,12 +320,7 @@ class Publishers:
     def wait(self, infos: Sequence[mqtt.MQTTMessageInfo], timeout_s: float = 30.0) -> int:
         """Serve the connections until the broker has acknowledged ``infos`` (QoS 1), at
         most ``timeout_s``; returns how many are still unacknowledged."""
-        deadline = time.monotonic() + timeout_s
-        pending = [i for i in infos if not acknowledged(i)]
-        while pending and time.monotonic() < deadline:
-            self.pump(0.01)
-            pending = [i for i in pending if not acknowledged(i)]
-        return len(pending)
+        return unacknowledged(infos, timeout_s, lambda: self.pump(0.01))
 
     def idle(self, seconds: float, stop: threading.Event) -> bool:
         """Serve the connections for ``seconds`` (acknowledgements, keep-alive); True

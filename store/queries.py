@@ -233,24 +233,35 @@ def _where(
 
 def anomalies(conn: psycopg.Connection[Any], f: EventFilter) -> list[dict[str, Any]]:
     where, params = _where(f, "ts", "kind", "state", "grid_cell = %(cell)s")
-    query = sql.SQL(
+    return _page(
+        conn,
         "SELECT anomaly_id, city, kind, state, device_id, camera_id, asset_id, grid_cell, lon,"
         " lat, ts, detector, severity, score, evidence, message FROM anomalies WHERE {}"
-        " ORDER BY ts DESC, anomaly_id LIMIT %(limit)s OFFSET %(offset)s"
-    ).format(where)
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(query, params).fetchall()
+        " ORDER BY ts DESC, anomaly_id",
+        where,
+        params,
+    )
 
 
 def incidents(conn: psycopg.Connection[Any], f: EventFilter) -> list[dict[str, Any]]:
     where, params = _where(f, "updated_at", "type", "status", "%(cell)s = ANY(grid_cells)")
-    query = sql.SQL(
+    return _page(
+        conn,
         "SELECT incident_id, revision, city, type, severity, status, title, anomaly_ids,"
         " asset_ids, grid_cells, lon, lat, started_at, updated_at, cleared_at FROM incidents"
-        " WHERE {} ORDER BY updated_at DESC, incident_id LIMIT %(limit)s OFFSET %(offset)s"
-    ).format(where)
+        " WHERE {} ORDER BY updated_at DESC, incident_id",
+        where,
+        params,
+    )
+
+
+def _page(
+    conn: psycopg.Connection[Any], query: str, where: sql.Composable, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One page (``%(limit)s``, ``%(offset)s``) of ``query`` with ``where`` filled in."""
+    paged = sql.SQL(query + " LIMIT %(limit)s OFFSET %(offset)s").format(where)
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(query, params).fetchall()
+        return cur.execute(paged, params).fetchall()
 
 
 def cell_rollup(

@@ -6,20 +6,17 @@ from typing import Any
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-)
+from cityops.cli_support import CONTEXT, env_option
 from cityops.errors import CityOpsError
 
 
 @click.command("bench", context_settings=CONTEXT)
 @click.argument("name")
-@click.option(
+@env_option(
+    "CITYOPS_BENCH_RUNS",
     "--runs",
     type=int,
     default=None,
-    envvar="CITYOPS_BENCH_RUNS",
-    show_envvar=True,
     help="Timed repetitions (the median is reported); each benchmark has its own default.",
 )
 @click.option(

@@ -6,11 +6,7 @@ from pathlib import Path
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-    echo_err,
-    load_settings,
-)
+from cityops.cli_support import CONTEXT, echo_err, load_settings
 from cityops.errors import CityOpsError
 from lifeline.codes import is_city_code
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-    echo_err,
-    load_settings,
-)
+from cityops.cli_support import CONTEXT, echo_err, env_option, load_settings
 from cityops.errors import CityOpsError
 from lifeline.codes import is_city_code
 from lifeline.roles import ROLES
@@ -20,34 +16,27 @@ def api() -> None:
 
 
 @api.command("serve")
-@click.option(
-    "--host", default="127.0.0.1", envvar="CITYOPS_API_HOST", show_envvar=True, help="Bind address."
-)
-@click.option(
-    "--port", type=int, default=8400, envvar="CITYOPS_API_PORT", show_envvar=True, help="Port."
-)
-@click.option(
+@env_option("CITYOPS_API_HOST", "--host", default="127.0.0.1", help="Bind address.")
+@env_option("CITYOPS_API_PORT", "--port", type=int, default=8400, help="Port.")
+@env_option(
+    "CITYOPS_API_RATE",
     "--rate",
     type=float,
     default=50.0,
-    envvar="CITYOPS_API_RATE",
-    show_envvar=True,
     help="Requests per second allowed per API key (bursts up to 4x).",
 )
-@click.option(
+@env_option(
+    "CITYOPS_API_ONLINE_WINDOW_MIN",
     "--online-window-min",
     type=float,
     default=15.0,
-    envvar="CITYOPS_API_ONLINE_WINDOW_MIN",
-    show_envvar=True,
     help="A device seen within this many minutes counts as online.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_API_ESCALATE_EVERY_S",
     "--escalate-every",
     type=click.FloatRange(min=0.1),
     default=15.0,
-    envvar="CITYOPS_API_ESCALATE_EVERY_S",
-    show_envvar=True,
     help="Seconds between checks for unacknowledged alerts past their deadline (one "
     "replica at a time does the check).",
 )

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-)
+from cityops.cli_support import CONTEXT, env_option
 from cityops.errors import CityOpsError
 
 
@@ -24,13 +22,12 @@ def grid() -> None:
     required=True,
     help="Community polygons with a 12-digit `code` (GeoJSON, GPKG, SHP).",
 )
-@click.option(
+@env_option(
+    "CITYOPS_GRID_CELL_M",
     "--cell",
     "cell_m",
     type=float,
     default=200.0,
-    envvar="CITYOPS_GRID_CELL_M",
-    show_envvar=True,
     help="Cell size in metres (100-500).",
 )
 @click.option(

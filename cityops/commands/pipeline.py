@@ -6,38 +6,30 @@ from pathlib import Path
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-    echo_err,
-    load_settings,
-    vendors_option,
-)
+from cityops.cli_support import CONTEXT, echo_err, env_option, load_settings, vendors_option
 from cityops.errors import CityOpsError
 
 
 @click.command("onboard", context_settings=CONTEXT)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
+@env_option(
+    "CITYOPS_ONBOARD_CITY",
     "--city",
     required=True,
-    envvar="CITYOPS_ONBOARD_CITY",
-    show_envvar=True,
     help="GB/T 2260 code of the city the devices belong to.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_ONBOARD_CRS",
     "--crs",
     type=click.Choice(["EPSG:4326", "EPSG:4490", "GCJ-02", "BD-09"]),
     default="EPSG:4326",
-    envvar="CITYOPS_ONBOARD_CRS",
-    show_envvar=True,
     help="Coordinates of the file (a `crs` column overrides it per row).",
 )
-@click.option(
+@env_option(
+    "CITYOPS_GRID_FILE",
     "--grid",
     "grid_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="CITYOPS_GRID_FILE",
-    show_envvar=True,
     help="Unit-grid layer to place devices on.",
 )
 @click.option(
@@ -111,35 +103,31 @@ def onboard_cmd(  # click passes options positionally
 
 
 @click.command("ingest", context_settings=CONTEXT)
-@click.option(
+@env_option(
+    "CITYOPS_INGEST_BRIDGES",
     "--bridges",
     type=int,
     default=1,
-    envvar="CITYOPS_INGEST_BRIDGES",
-    show_envvar=True,
     help="Bridge processes sharing the subscriptions (MQTT 5 shared subscription).",
 )
-@click.option(
+@env_option(
+    "CITYOPS_INGEST_CLIENT_ID",
     "--client-id",
     default="cityops-ingest",
-    envvar="CITYOPS_INGEST_CLIENT_ID",
-    show_envvar=True,
     help="MQTT client id prefix; keep it stable so persistent sessions survive restarts.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_INGEST_METRICS_PORT",
     "--metrics-port",
     type=int,
     default=9310,
-    envvar="CITYOPS_INGEST_METRICS_PORT",
-    show_envvar=True,
     help="Prometheus metrics port of the first bridge (0: none).",
 )
 @vendors_option
-@click.option(
+@env_option(
+    "CITYOPS_INGEST_END_SESSION",
     "--end-session/--keep-session",
     default=False,
-    envvar="CITYOPS_INGEST_END_SESSION",
-    show_envvar=True,
     help="On exit, leave for good: unsubscribe, forward what the broker still holds for the "
     "bridges, then end their MQTT sessions, so that their share goes to the bridges that "
     "stay (throw-away client ids). By default a session outlives the bridge for 7 days: a "
@@ -163,35 +151,31 @@ def ingest_cmd(
 
 
 @click.command("sink", context_settings=CONTEXT)
-@click.option(
+@env_option(
+    "CITYOPS_SINK_GROUP",
     "--group",
     default="cityops-sink",
-    envvar="CITYOPS_SINK_GROUP",
-    show_envvar=True,
     help="Kafka consumer group of the sink.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_SINK_METRICS_PORT",
     "--metrics-port",
     type=int,
     default=9320,
-    envvar="CITYOPS_SINK_METRICS_PORT",
-    show_envvar=True,
     help="Prometheus metrics port (0: none).",
 )
-@click.option(
+@env_option(
+    "CITYOPS_SINK_WORKERS",
     "--workers",
     type=int,
     default=1,
-    envvar="CITYOPS_SINK_WORKERS",
-    show_envvar=True,
     help="Sink processes in the consumer group (they split the partitions).",
 )
-@click.option(
+@env_option(
+    "CITYOPS_SINK_OFFSET_RESET",
     "--offset-reset",
     type=click.Choice(["earliest", "latest"]),
     default="earliest",
-    envvar="CITYOPS_SINK_OFFSET_RESET",
-    show_envvar=True,
     help="Where a new consumer group starts reading (earliest: the topics' whole history).",
 )
 def sink_cmd(group: str, metrics_port: int, workers: int, offset_reset: str) -> None:
@@ -215,59 +199,52 @@ def sink_cmd(group: str, metrics_port: int, workers: int, offset_reset: str) -> 
 
 
 @click.command("worker", context_settings=CONTEXT)
-@click.option(
+@env_option(
+    "CITYOPS_WORKER_APP_ID",
     "--app-id",
     default="cityops-streams",
-    envvar="CITYOPS_WORKER_APP_ID",
-    show_envvar=True,
     help="Faust app id: the consumer group and table topics.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_WORKER_OFFSET_RESET",
     "--offset-reset",
     type=click.Choice(["earliest", "latest"]),
     default="earliest",
-    envvar="CITYOPS_WORKER_OFFSET_RESET",
-    show_envvar=True,
     help="Where a new app id starts reading.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_RULES_FILE",
     "--rules",
     "rules_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    envvar="CITYOPS_RULES_FILE",
-    show_envvar=True,
     help="TOML rules file overriding default thresholds per city or device.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_OFFLINE_MIN_S",
     "--offline-min-s",
     type=float,
     default=120.0,
-    envvar="CITYOPS_OFFLINE_MIN_S",
-    show_envvar=True,
     help="A device counts as offline after five of its usual gaps, at least this long.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_LIVENESS_EVERY_S",
     "--liveness-every-s",
     type=float,
     default=10.0,
-    envvar="CITYOPS_LIVENESS_EVERY_S",
-    show_envvar=True,
     help="How often silent devices are looked for.",
 )
-@click.option(
+@env_option(
+    "CITYOPS_READINGS_TOPIC",
     "--readings-topic",
     default="cityops.readings",
-    envvar="CITYOPS_READINGS_TOPIC",
-    show_envvar=True,
     help="Kafka topic of readings (another one for a separate replay pipeline).",
 )
-@click.option(
+@env_option(
+    "CITYOPS_CHECKPOINT_S",
     "--checkpoint-s",
     type=click.FloatRange(min=0.05),
     default=1.0,
-    envvar="CITYOPS_CHECKPOINT_S",
-    show_envvar=True,
     help="How often anomalies, then state, are made durable and the input acknowledged.",
 )
 def worker_cmd(
@@ -304,11 +281,10 @@ def worker_cmd(
     help="Recorded series: a `timestamp` column and the metric's.",
 )
 @click.option("--metric", required=True, help="Metric column to score (e.g. ch4, pressure).")
-@click.option(
+@env_option(
+    "CITYOPS_DETECT_KIND",
     "--kind",
     default="generic",
-    envvar="CITYOPS_DETECT_KIND",
-    show_envvar=True,
     help="Sensor kind whose rules apply (generic: adaptive baseline only).",
 )
 @click.option(

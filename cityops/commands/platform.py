@@ -9,11 +9,7 @@ from pathlib import Path
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-    echo_err,
-    load_settings,
-)
+from cityops.cli_support import CONTEXT, echo_err, env_option, load_settings
 from cityops.errors import CityOpsError
 from cityops.settings import Settings, fresh_env_lines
 
@@ -43,12 +39,11 @@ def secrets() -> None:
 
 
 @secrets.command("init")
-@click.option(
+@env_option(
+    "CITYOPS_ENV_FILE",
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path(".env"),
-    envvar="CITYOPS_ENV_FILE",
-    show_envvar=True,
     help="File to write.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
@@ -244,12 +239,11 @@ def schema() -> None:
 
 
 @schema.command("export")
-@click.option(
+@env_option(
+    "CITYOPS_SCHEMA_OUT",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("schemas"),
-    envvar="CITYOPS_SCHEMA_OUT",
-    show_envvar=True,
     help="Folder to write the JSON Schemas into.",
 )
 def schema_export(out: Path) -> None:
@@ -295,12 +289,11 @@ def db_migrate() -> None:
 @db.command("retention")
 @click.option("--city", help="Set this city's retention (with --keep-days) before applying.")
 @click.option("--keep-days", type=int, help="Days of readings the city keeps.")
-@click.option(
+@env_option(
+    "CITYOPS_RETENTION_DAYS",
     "--default-days",
     type=int,
     default=400,
-    envvar="CITYOPS_RETENTION_DAYS",
-    show_envvar=True,
     help="Retention of cities without their own.",
 )
 def db_retention(city: str | None, keep_days: int | None, default_days: int) -> None:

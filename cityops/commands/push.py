@@ -8,12 +8,7 @@ from pathlib import Path
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-    echo_err,
-    load_settings,
-    vendors_option,
-)
+from cityops.cli_support import CONTEXT, echo_err, env_option, load_settings, vendors_option
 from cityops.errors import CityOpsError
 
 
@@ -23,31 +18,26 @@ def push() -> None:
 
 
 @push.command("serve")
-@click.option(
+@env_option(
+    "CITYOPS_PUSH_HOST",
     "--host",
     default="127.0.0.1",
-    envvar="CITYOPS_PUSH_HOST",
-    show_envvar=True,
     help="Bind address (0.0.0.0 to take pushes from other machines).",
 )
-@click.option(
-    "--port", type=int, default=8443, envvar="CITYOPS_PUSH_PORT", show_envvar=True, help="Port."
-)
-@click.option(
+@env_option("CITYOPS_PUSH_PORT", "--port", type=int, default=8443, help="Port.")
+@env_option(
+    "CITYOPS_PUSH_PLAIN",
     "--plain",
     is_flag=True,
-    envvar="CITYOPS_PUSH_PLAIN",
-    show_envvar=True,
     help="Serve HTTP, for a TLS-terminating proxy in front (default: HTTPS with the "
     "certificate and key in CITYOPS_MQTT_TLS_DIR).",
 )
 @vendors_option
-@click.option(
+@env_option(
+    "CITYOPS_PUSH_WORKERS",
     "--workers",
     type=click.IntRange(min=1),
     default=1,
-    envvar="CITYOPS_PUSH_WORKERS",
-    show_envvar=True,
     help="Processes sharing the port (each with its own Kafka producer, rate limits and "
     "replay checks).",
 )

@@ -9,33 +9,26 @@ from typing import Any
 
 import click
 
-from cityops.cli_support import (
-    CONTEXT,
-    duration_of,
-    load_settings,
-    speed_of,
-)
+from cityops.cli_support import CONTEXT, duration_of, env_option, load_settings, speed_of
 from cityops.errors import CityOpsError
 from simulators.names import SCENARIOS as SIM_SCENARIOS
 
 
 @click.command("simulate", context_settings=CONTEXT)
-@click.option("--city", required=True, envvar="CITYOPS_SIM_CITY", show_envvar=True)
-@click.option(
+@env_option("CITYOPS_SIM_CITY", "--city", required=True)
+@env_option(
+    "CITYOPS_SIM_CREDENTIALS",
     "--credentials",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     required=True,
-    envvar="CITYOPS_SIM_CREDENTIALS",
-    show_envvar=True,
     help="credentials-CITY.csv written by onboarding: each device publishes as itself.",
 )
 @click.option("--duration", default="60m", show_default=True, help="Simulated window (ends now).")
-@click.option(
+@env_option(
+    "CITYOPS_SIM_SPEED",
     "--speed",
     type=float,
     default=60.0,
-    envvar="CITYOPS_SIM_SPEED",
-    show_envvar=True,
     help="Time compression of the window (60: a simulated minute a second).",
 )
 @click.option("--interval-s", type=float, default=60.0, help="Reporting interval of the sensors.")
@@ -180,21 +173,14 @@ def drill_cmd(names: tuple[str, ...], as_json: bool, short: bool) -> None:
 
 @click.command("score", context_settings=CONTEXT)
 @click.argument("truth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
+@env_option(
+    "CITYOPS_API_URL",
     "--api",
     "api_url",
     default="http://127.0.0.1:8400",
-    envvar="CITYOPS_API_URL",
-    show_envvar=True,
     help="The cockpit API to read incidents from.",
 )
-@click.option(
-    "--key",
-    envvar="CITYOPS_API_KEY",
-    show_envvar=True,
-    required=True,
-    help="An API key that may read the city.",
-)
+@env_option("CITYOPS_API_KEY", "--key", required=True, help="An API key that may read the city.")
 @click.option("--city", required=True)
 def score_cmd(truth: Path, api_url: str, key: str, city: str) -> None:
     """Precision, recall and time to detect per incident type against a ground truth."""

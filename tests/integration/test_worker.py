@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from cityops.settings import Settings
-from lifeline.devices import Device
+from lifeline.devices import Device, gas_well
 from lifeline.records import Anomaly
 from store.devices import upsert_devices
 from tests.integration.helpers import TailConsumer
@@ -33,27 +33,15 @@ pytestmark = pytest.mark.integration
 def city(live_stack: Settings, db_dsn: str) -> tuple[Settings, str]:
     code = f"328{secrets.randbelow(1000):03d}"
     wells = [
-        Device(
-            city=code,
-            device_id=f"gw-{i}",
-            family="sensors",
-            kind="gas_well",
-            metrics={"ch4": "%LEL"},
-            asset_id=f"GW-{i}",
-            grid_code="320102001001001",
-            owner_dept="gas group",
-            lon=118.78,
-            lat=32.04,
+        gas_well(
+            code, f"gw-{i}", asset_id=f"GW-{i}", grid_code="320102001001001", owner_dept="gas group"
         )
         for i in range(2)
     ]
     wells.append(
-        Device(
-            city=code,
-            device_id="probe",
-            family="sensors",
-            kind="gas_well",
-            metrics={"ch4": "%LEL"},
+        gas_well(
+            code,
+            "probe",
             asset_id="GW-P",
             grid_code="320102001001999",
             owner_dept="gas group",
@@ -321,17 +309,8 @@ async def test_two_workers_split_the_partitions_and_one_takes_over_with_state(
     settings, code = city
     names = [f"tw-{i}" for i in range(24)]
     fleet = [
-        Device(
-            city=code,
-            device_id=n,
-            family="sensors",
-            kind="gas_well",
-            metrics={"ch4": "%LEL"},
-            asset_id=f"TW-{i}",
-            grid_code=f"320102001002{i:03d}",
-            owner_dept="gas group",
-            lon=118.78,
-            lat=32.04,
+        gas_well(
+            code, n, asset_id=f"TW-{i}", grid_code=f"320102001002{i:03d}", owner_dept="gas group"
         )
         for i, n in enumerate(names)
     ]

@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cityops.settings import Settings
 from lifeline import codec
-from lifeline.devices import Device
+from lifeline.devices import gas_well
 from lifeline.records import Anomaly, Incident
 from store.devices import upsert_devices
 from tests.integration.helpers import TailConsumer, start_group_at_end
@@ -50,17 +50,12 @@ def level(well: int, step: int) -> float:
 def make_city(dsn: str) -> str:
     code = f"327{secrets.randbelow(1000):03d}"
     wells = [
-        Device(
-            city=code,
-            device_id=f"cw-{i}",
-            family="sensors",
-            kind="gas_well",
-            metrics={"ch4": "%LEL"},
+        gas_well(
+            code,
+            f"cw-{i}",
             asset_id=f"CW-{i}",
             grid_code=f"320102001003{i // 2:03d}",
             owner_dept="gas group",
-            lon=118.78,
-            lat=32.04,
         )
         for i in range(WELLS)
     ]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lifeline import codec
-from lifeline.devices import Device
+from lifeline.devices import gas_well
 from lifeline.records import Anomaly
 from lifeline.registry import Registry
 from streams.app import create_app
@@ -19,17 +19,8 @@ from streams.detection import DetectionFold, SeriesState
 from streams.offsets import MemoryOffsets
 
 T0 = datetime(2026, 7, 1, 2, 0, tzinfo=UTC)
-WELL = Device(
-    city="320100",
-    device_id="gw-1",
-    family="sensors",
-    kind="gas_well",
-    metrics={"ch4": "%LEL"},
-    asset_id="GW-0001",
-    grid_code="320102001001001",
-    owner_dept="gas group",
-    lon=118.78,
-    lat=32.04,
+WELL = gas_well(
+    "320100", "gw-1", asset_id="GW-0001", grid_code="320102001001001", owner_dept="gas group"
 )
 
 

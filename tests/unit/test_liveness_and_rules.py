@@ -6,24 +6,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lifeline.detect.rules import RuleBook
-from lifeline.devices import Device
+from lifeline.devices import Device, gas_well
 from lifeline.incidents import candidate_type
 from lifeline.vocabulary import IncidentType
 from streams.detection import DetectionFold, SeriesState, offline_anomaly
 
 
 def well(device_id: str, city: str = "320100") -> Device:
-    return Device(
-        city=city,
-        device_id=device_id,
-        family="sensors",
-        kind="gas_well",
-        metrics={"ch4": "%LEL"},
-        asset_id=f"A-{device_id}",
-        grid_code="320102001001001",
-        owner_dept="gas",
-        lon=118.78,
-        lat=32.04,
+    return gas_well(
+        city, device_id, asset_id=f"A-{device_id}", grid_code="320102001001001", owner_dept="gas"
     )
 
 

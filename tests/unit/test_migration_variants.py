@@ -130,13 +130,14 @@ class _Server:
     ],
 )
 def test_timescale_only_when_installed_and_preloaded(
-    installed: bool, preload: str, chosen: bool, monkeypatch: pytest.MonkeyPatch
+    installed: bool, preload: str, chosen: bool
 ) -> None:
     from store.migrate import timescale_check
 
-    monkeypatch.delenv("CITYOPS_TIMESCALE", raising=False)
     ok, why = timescale_check(_Server(installed, preload))  # type: ignore[arg-type]
     assert ok is chosen
     assert why
-    monkeypatch.setenv("CITYOPS_TIMESCALE", "off")
-    assert timescale_check(_Server(installed, preload))[0] is False  # type: ignore[arg-type]
+    # CITYOPS_TIMESCALE=off (Settings.timescale) always takes the plain path.
+    off, why_off = timescale_check(_Server(installed, preload), "off")  # type: ignore[arg-type]
+    assert off is False
+    assert "CITYOPS_TIMESCALE=off" in why_off
