@@ -167,15 +167,7 @@ def _worker_rate(n: int, sweep_readings: int = 400_000) -> dict[str, Any]:
     settings = get_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         wells = [
-            gas_well(
-                WORKER_CITY,
-                f"bw-{i:05d}",
-                asset_id=f"BW-{i:05d}",
-                grid_code=f"329990001001{i % 1000:03d}",
-                owner_dept="bench",
-                lon=118.7,
-                lat=32.0,
-            )
+            gas_well(WORKER_CITY, f"bw-{i:05d}", grid_code=f"329990001001{i % 1000:03d}")
             for i in range(WORKER_DEVICES)
         ]
         upsert_devices(
@@ -251,11 +243,12 @@ def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[
     from pathlib import Path
 
     from aiokafka import AIOKafkaProducer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import AIOKafkaAdminClient
 
     from bench.e2e import _proc_sample
     from cityops.stack import Stack
     from lifeline import codec
+    from streams.offsets import create_topic
 
     topic = f"bench.readings.{secrets.token_hex(3)}"
     app_id = f"bench-worker-{secrets.token_hex(3)}"
@@ -264,12 +257,7 @@ def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[
     readings_before: list[list[int]] = [[0] for _ in range(PARTITIONS)]
 
     async def load() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-        finally:
-            await admin.close()
+        await create_topic(settings.kafka_bootstrap, topic, PARTITIONS)
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20
         )

@@ -231,27 +231,15 @@ def _wait_log(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: flo
 
 def _wells() -> list[Device]:
     wells = [
-        gas_well(
-            CITY,
-            f"w-{i:04d}",
-            asset_id=f"W-{i:04d}",
-            grid_code=f"{CITY}001001{i % 300:03d}",
-            owner_dept="bench",
-        )
+        gas_well(CITY, f"w-{i:04d}", asset_id=f"W-{i:04d}", grid_code=f"{CITY}001001{i % 300:03d}")
         for i in range(WELLS)
     ]
+    at = {"lon": 118.79, "lat": 32.05}  # the probes: a pair of wells per grid cell
     for k in range(PROBES * MAX_RATES):
+        cell = f"{CITY}002002{k:03d}"
         for side in "ab":
             wells.append(
-                gas_well(
-                    CITY,
-                    f"probe-{k}-{side}",
-                    asset_id=f"P-{k}{side}",
-                    grid_code=f"{CITY}002002{k:03d}",
-                    owner_dept="bench",
-                    lon=118.79,
-                    lat=32.05,
-                )
+                gas_well(CITY, f"probe-{k}-{side}", asset_id=f"P-{k}{side}", grid_code=cell, **at)
             )
     return wells
 
@@ -302,24 +290,9 @@ def _proc_sample(pid: int) -> tuple[float, float]:
 
 
 def _lag_done(settings: Settings, app_id: str) -> bool:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from streams.offsets import caught_up
 
-    async def check() -> bool:
-        tps = [TopicPartition("cityops.readings", p) for p in range(12)]
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        await consumer.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(app_id, partitions=tps)
-            ends = await consumer.end_offsets(tps)
-        finally:
-            await admin.close()
-            await consumer.stop()
-        return all(committed.get(tp) is not None and committed[tp].offset >= ends[tp] for tp in tps)
-
-    return asyncio.run(check())
+    return asyncio.run(caught_up(settings.kafka_bootstrap, app_id, "cityops.readings", 12))
 
 
 def _throughput(

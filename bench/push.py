@@ -29,13 +29,13 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
 
-import httpx
 import numpy as np
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
 from bench._support import free_port, scratch_database
+from cityops.processes import wait_ready
 from cityops.settings import Settings, get_settings
 from lifeline import codec
 from lifeline.devices import Device, gas_well
@@ -140,18 +140,11 @@ def _device(name: str) -> Device:
 
 
 def _wait_ready(url: str, ca: str, proc: subprocess.Popen[bytes], log: Any) -> None:
-    context = ssl.create_default_context(cafile=ca)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/ready", verify=context, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            raise RuntimeError(f"push serve did not start: {log.read()[-2000:].decode()}")
-        time.sleep(0.3)
+    def tail() -> str:
+        log.seek(0)
+        return str(log.read().decode())
+
+    wait_ready(url, proc, tail, ssl.create_default_context(cafile=ca))
 
 
 def _phase(
@@ -171,7 +164,7 @@ def _phase(
     procs = [
         ctx.Process(
             target=_client,
-            args=(url, ca, secret, names[k::clients], batch, seconds, connections, go, results),
+            args=(results, url, ca, secret, names[k::clients], batch, seconds, connections, go),
         )
         for k in range(clients)
     ]
@@ -202,22 +195,12 @@ def _phase(
     }
 
 
-def _client(
-    url: str,
-    ca: str,
-    secret: str,
-    names: list[str],
-    batch: int,
-    seconds: float,
-    connections: int,
-    go: Event,
-    results: Queue[Any],
-) -> None:
-    """One carrier platform's pusher: ``connections`` requests in flight on keep-alive
-    connections, each a signed body of ``batch`` reports, until ``seconds`` are up."""
+def _client(results: Queue[Any], *load: Any) -> None:
+    """One carrier platform's pusher (in a process of its own): ``_push`` with ``load``,
+    its outcome put on ``results``."""
     import uvloop
 
-    results.put(uvloop.run(_push(url, ca, secret, names, batch, seconds, connections, go)))
+    results.put(uvloop.run(_push(*load)))
 
 
 async def _push(
@@ -230,7 +213,10 @@ async def _push(
     connections: int,
     go: Event,
 ) -> dict[str, Any]:
-    """Lean HTTP/1.1 over TLS: each connection writes a request, reads its answer's head
+    """One carrier platform's pusher: ``connections`` requests in flight on keep-alive
+    connections, each a signed body of ``batch`` reports, until ``seconds`` are up.
+
+    Lean HTTP/1.1 over TLS: each connection writes a request, reads its answer's head
     and body, and writes the next; a load generator should not cost more than the
     endpoint it measures (a carrier platform pushes from its own machines)."""
     context = ssl.create_default_context(cafile=ca)

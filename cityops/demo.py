@@ -181,13 +181,7 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     load_layers(
         settings,
         DEMO_CITY,
-        {
-            "grid": files.grid,
-            "pipes": files.pipes,
-            "assets": files.assets,
-            "pois": files.pois,
-            "valves": files.valves,
-        },
+        files.layers(),
         log,
     )
     if not accounts_missing and wanted <= set(known):

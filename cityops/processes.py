@@ -4,8 +4,12 @@ the metrics endpoint and signal handling each one serves under."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import signal
+import ssl
+import subprocess
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -41,3 +45,24 @@ def serving(metrics_port: int, addr: str) -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Callable[[], str],
+    verify: ssl.SSLContext | bool = True,
+    timeout_s: float = 60.0,
+) -> None:
+    """Wait until the service ``proc`` started answers ``GET {url}/ready`` with 200; if
+    it exits or does not within ``timeout_s``, raise with the tail of its ``log()``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/ready", verify=verify, timeout=2).status_code == 200:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not become ready: {log()[-3000:]}")
+        time.sleep(0.3)

@@ -133,7 +133,7 @@ class Pipeline:
     def missing(self, prefix: str, count: int, base: datetime) -> list[str]:
         """The readings of a :meth:`Publisher.run` that the store does not have, as
         ``device@time`` in publishing order."""
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+        with self.db() as conn:
             rows = conn.execute(
                 "SELECT device_id, ts FROM readings WHERE city = %s AND device_id LIKE %s",
                 (self.city, f"{prefix}%"),
@@ -146,14 +146,18 @@ class Pipeline:
                 out.append(f"{device}@{ts.isoformat()} (#{i})")
         return out
 
+    def db(self) -> psycopg.Connection[Any]:
+        """A connection to the drill's database that gives up quickly while it is down."""
+        return psycopg.connect(self.dsn, autocommit=True, connect_timeout=3)
+
     def excursions(self, prefix: str) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
         """Anomalies of devices ``prefix*`` (id → state) and the incidents they belong to
         (id → (status, revision))."""
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+        with self.db() as conn:
             anomalies = conn.execute(
                 "SELECT anomaly_id, state FROM anomalies WHERE city = %s AND device_id LIKE %s"
                 " AND kind <> 'offline'",
-                (self.city, f"{prefix}%"),
+                self._of(prefix),
             ).fetchall()
             incidents = conn.execute(
                 "SELECT incident_id, status, revision FROM incidents WHERE city = %s"
@@ -163,6 +167,10 @@ class Pipeline:
         return {str(a): str(st) for a, st in anomalies}, {
             str(i): (str(st), int(r)) for i, st, r in incidents
         }
+
+    def _of(self, prefix: str) -> tuple[str, str]:
+        """Parameters (city, device id pattern) for the devices ``prefix*``."""
+        return (self.city, f"{prefix}%")
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -177,16 +185,16 @@ class Pipeline:
 
     def stored(self, prefix: str) -> tuple[int, int]:
         """(readings stored, distinct (device, ts) among them) of devices ``prefix*``."""
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+        with self.db() as conn:
             row = conn.execute(
                 "SELECT count(*), count(DISTINCT (device_id, ts)) FROM readings"
                 " WHERE city = %s AND device_id LIKE %s",
-                (self.city, f"{prefix}%"),
+                self._of(prefix),
             ).fetchone()
         return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def deadletters(self) -> dict[str, int]:
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=3) as conn:
+        with self.db() as conn:
             rows = conn.execute(
                 "SELECT reason, count(*) FROM deadletters WHERE mqtt_topic LIKE %s GROUP BY reason",
                 (f"cityops/{self.city}/%",),

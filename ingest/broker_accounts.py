@@ -284,24 +284,13 @@ class BrokerAdmin:
         self._client.loop_stop()
 
     def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        props: Properties | None,
+        self, _c: object, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
         self._connect_rc = int(reason.value)
         self._connected.set()
 
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reasons: list[ReasonCode],
-        props: Properties | None,
-    ) -> None:
+    def _on_subscribe(self, _c: object, _u: object, _m: int, codes: list[Any], _p: object) -> None:
+        reasons: list[ReasonCode] = codes
         if all(int(r.value) < 0x80 for r in reasons):
             self._subscribed.set()
 

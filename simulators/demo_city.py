@@ -32,6 +32,16 @@ class DemoFiles:
     devices: Path
     device_count: int
 
+    def layers(self) -> dict[str, Path]:
+        """The CIM layer files by layer name, as ``cityops cim load`` takes them."""
+        return {
+            "grid": self.grid,
+            "pipes": self.pipes,
+            "assets": self.assets,
+            "pois": self.pois,
+            "valves": self.valves,
+        }
+
 
 def write_demo_city(
     folder: Path, city: CityLayers | None = None, code: str = DEMO_CITY

@@ -127,25 +127,9 @@ def load_devices(
     if cities is not None:
         query += " WHERE city = ANY(%s)"
         params = (list(cities),)
-    rows = conn.execute(query, params).fetchall()
-    return [
-        Device(
-            city=r[0],
-            device_id=r[1],
-            family=r[2],
-            kind=r[3],
-            metrics=r[4],
-            vendor=r[5],
-            asset_id=r[6],
-            owner_dept=r[7],
-            lon=r[8],
-            lat=r[9],
-            grid_code=r[10],
-            transport=r[11],
-            source=r[12],
-        )
-        for r in rows
-    ]
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    return [Device.model_validate(r) for r in rows]
 
 
 def load_credentials(conn: psycopg.Connection[Any], city: str) -> list[Credential]:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from prometheus_client import Counter
@@ -85,6 +85,20 @@ def anomaly_out(anomaly: Anomaly) -> Out:
     EMITTED.labels(anomaly.state).inc()
     where = anomaly.grid_cell or anomaly.asset_id or anomaly.device_id or anomaly.anomaly_id
     return Out(topics.ANOMALIES.name, f"{anomaly.city}:{where}".encode(), anomaly.to_json())
+
+
+_R = TypeVar("_R")
+
+
+def _read(parse: Callable[[bytes], _R], value: bytes, topic: str, what: str) -> _R | None:
+    """A record of ``topic`` parsed, or None: an unreadable one is counted and skipped
+    (the sink dead-letters it; the agents have nothing to apply)."""
+    try:
+        return parse(value)
+    except RecordError as exc:
+        UNREADABLE.labels(topic).inc()
+        log.warning(f"unreadable {what} skipped", extra={"error": str(exc)})
+        return None
 
 
 def create_app(
@@ -221,17 +235,10 @@ def create_app(
     async def detect(stream: Any) -> None:
         cp = checkpoint("detect", series_state, SeriesState.dumps, reading_positions)
         async for event in stream.noack().events():
-            partition = event.message.partition
-            offset = event.message.offset
+            partition, offset = event.message.partition, event.message.offset
             if not await reading_positions.admit(partition, offset):
                 continue
-            try:
-                batch = codec.decode(event.value)
-            except RecordError as exc:
-                # The sink dead-letters the record; detection has nothing to apply.
-                UNREADABLE.labels(readings_topic).inc()
-                log.warning("unreadable reading record skipped", extra={"error": str(exc)})
-                batch = []
+            batch = _read(codec.decode, event.value, readings_topic, "reading record") or []
             RECORDS.inc()
             PROCESSED.inc(len(batch))
             wall = time.time()
@@ -341,16 +348,10 @@ def create_app(
         # Few and far between: each event's anomaly is durable before its offset is
         # committed, one event at a time.
         async for event in stream.noack().events():
-            partition = event.message.partition
-            offset = event.message.offset
+            partition, offset = event.message.partition, event.message.offset
             if not await video_positions.admit(partition, offset):
                 continue
-            try:
-                seen_event = VideoEvent.from_json(event.value)
-            except RecordError as exc:
-                UNREADABLE.labels(topics.VIDEO.name).inc()
-                log.warning("unreadable video event skipped", extra={"error": str(exc)})
-                seen_event = None
+            seen_event = _read(VideoEvent.from_json, event.value, topics.VIDEO.name, "video event")
             if seen_event is not None:
                 camera = registry.get(seen_event.city, seen_event.camera_id)
                 if camera is None:
@@ -399,16 +400,10 @@ def create_app(
     async def correlate(stream: Any) -> None:
         cp = checkpoint("correlate", place_state, dump_place, anomaly_positions)
         async for event in stream.noack().events():
-            partition = event.message.partition
-            offset = event.message.offset
+            partition, offset = event.message.partition, event.message.offset
             if not await anomaly_positions.admit(partition, offset):
                 continue
-            try:
-                anomaly = Anomaly.from_json(event.value)
-            except RecordError as exc:
-                UNREADABLE.labels(topics.ANOMALIES.name).inc()
-                log.warning("unreadable anomaly skipped", extra={"error": str(exc)})
-                anomaly = None
+            anomaly = _read(Anomaly.from_json, event.value, topics.ANOMALIES.name, "anomaly")
             if anomaly is not None:
                 key = (event.key or b"").decode()
                 held = places.get(key)

@@ -147,6 +147,18 @@ class DetectionFold:
         ), anomaly
 
 
+def _where(device: Device) -> dict[str, Any]:
+    """The fields of an anomaly that say which device it is and where."""
+    return {
+        "city": device.city,
+        "device_id": device.device_id,
+        "asset_id": device.asset_id,
+        "grid_cell": device.grid_code,
+        "lon": device.lon,
+        "lat": device.lat,
+    }
+
+
 def offline_anomaly(
     device: Device,
     last_ts: float,
@@ -157,15 +169,10 @@ def offline_anomaly(
     """A device that stopped reporting (heartbeat loss), or its return."""
     last = datetime.fromtimestamp(last_ts, UTC)
     return Anomaly(
+        **_where(device),
         anomaly_id=f"{device.city}:{device.device_id}:offline:{int(last_ts)}",
-        city=device.city,
         kind="offline",
         state=state,
-        device_id=device.device_id,
-        asset_id=device.asset_id,
-        grid_cell=device.grid_code,
-        lon=device.lon,
-        lat=device.lat,
         ts=now if state == "cleared" else last,
         detector="heartbeat",
         severity=Severity.BLUE,
@@ -223,15 +230,10 @@ def _anomaly(
     assert severity is not None  # noqa: S101  # a change of rank involves a non-zero rank
     started = datetime.fromtimestamp(since, UTC)
     return Anomaly(
+        **_where(device),
         anomaly_id=f"{device.city}:{device.device_id}:{metric}:{int(since)}",
-        city=device.city,
         kind=f"{metric}_{flags[0]}" if flags else f"{metric}_anomaly",
         state=state,
-        device_id=device.device_id,
-        asset_id=device.asset_id,
-        grid_cell=device.grid_code,
-        lon=device.lon,
-        lat=device.lat,
         ts=ts,
         detector=",".join(flags) or "recovered",
         severity=severity,

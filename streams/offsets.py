@@ -299,3 +299,37 @@ class MemoryOffsets:
 
     def end(self, topic: str, partition: int) -> int | None:
         return self.ends.get((topic, partition))
+
+
+async def caught_up(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
+    """Whether consumer group ``group`` has committed every record of ``topic`` (its
+    ``partitions`` partitions; an empty partition counts as caught up)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await admin.close()
+        await consumer.stop()
+    return all(
+        ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp]) for tp in tps
+    )
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    """A topic of ``partitions`` partitions, one replica (tests and benchmarks)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()

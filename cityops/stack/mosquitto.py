@@ -11,7 +11,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cityops.errors import StackError
@@ -315,13 +314,7 @@ def mqtt_login(host: str, port: int, user: str, password: str, timeout: float = 
     result: list[int] = []
     done = threading.Event()
 
-    def on_connect(
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
+    def on_connect(_c: object, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
         result.append(int(reason.value))
         done.set()
 

@@ -70,13 +70,7 @@ def burst(db_dsn: str, live_stack: Settings, tmp_path_factory: pytest.TempPathFa
     load_layers(
         settings,
         city,
-        {
-            "grid": files.grid,
-            "pipes": files.pipes,
-            "assets": files.assets,
-            "pois": files.pois,
-            "valves": files.valves,
-        },
+        files.layers(),
         lambda _m: None,
     )
     layers = build_city(county="320102", blocks=3)

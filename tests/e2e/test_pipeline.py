@@ -73,13 +73,7 @@ def pilot(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFa
     load_layers(
         settings,
         code,
-        {
-            "grid": files.grid,
-            "pipes": files.pipes,
-            "assets": files.assets,
-            "pois": files.pois,
-            "valves": files.valves,
-        },
+        files.layers(),
         lambda _m: None,
     )
     return Pilot(code, settings, folder, folder / "credentials.csv")

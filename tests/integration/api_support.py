@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,6 +89,12 @@ def webhook_receiver() -> Iterator[tuple[str, list[bytes]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def first_event(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The first ``data:`` entry of a Server-Sent Events stream, as JSON."""
+    found = next((line[6:] for line in lines if line.startswith("data: ")), None)
+    return None if found is None else dict(json.loads(found))
 
 
 def random_city() -> str:

@@ -30,6 +30,7 @@ from store.webhooks import sign
 from tests.integration.api_support import (
     Server,
     client,
+    first_event,
     incident,
     incidents_through_sink,
     key,
@@ -444,11 +445,7 @@ def test_sse_feed_resumes_from_last_event_id(
         c.stream("GET", "/v1/feed/sse", headers=headers) as r,
     ):
         assert r.headers["content-type"].startswith("text/event-stream")
-        data = None
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                data = json.loads(line[6:])
-                break
+        data = first_event(r.iter_lines())
     assert data is not None
     assert data["incident_id"] == second.incident_id
 

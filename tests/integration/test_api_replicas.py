@@ -4,7 +4,6 @@ feed ticket issued by one replica opens (and resumes) the live feed on the other
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,9 +16,11 @@ import httpx
 import psycopg
 import pytest
 
+from cityops.processes import wait_ready
 from cityops.settings import Settings
 from cityops.stack.common import free_port
 from tests.integration.api_support import (
+    first_event,
     incident,
     key,
     random_city,
@@ -57,16 +58,7 @@ def replicas(
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for n, url in enumerate(urls):
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if procs[n].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((logs / f"api-{n}.log").read_text()[-2000:])
-                time.sleep(0.3)
+            wait_ready(url, procs[n], (logs / f"api-{n}.log").read_text)
         yield urls
     finally:
         for proc in procs:
@@ -156,16 +148,12 @@ def test_a_feed_ticket_from_one_replica_opens_the_feed_on_the_other(
     ticket = httpx.post(
         f"{replicas[0]}/v1/feed/ticket", headers={"Authorization": f"Bearer {viewer}"}
     ).json()["ticket"]
-    data = None
     with (
         httpx.Client(base_url=replicas[1], timeout=10) as c,
         c.stream("GET", "/v1/feed/sse", params={"ticket": ticket, "last_id": row[0]}) as r,
     ):
         assert r.status_code == 200
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                data = json.loads(line[6:])
-                break
+        data = first_event(r.iter_lines())
     assert data is not None
     assert data["incident_id"] == second.incident_id
     for url in replicas:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -35,6 +37,21 @@ def bridge_config(settings: Settings) -> BridgeConfig:
     )
 
 
+@contextlib.asynccontextmanager
+async def running_bridge(settings: Settings, device: str) -> AsyncIterator[Bridge]:
+    """A bridge of its own for ``device``, running until the block ends."""
+    bridge = Bridge(bridge_config(settings), Decoder(registry_for(device)))
+    await bridge.start()
+    stop = asyncio.Event()
+    runner = asyncio.create_task(bridge.run(stop))
+    try:
+        yield bridge
+    finally:
+        stop.set()
+        await runner
+        await bridge.stop(keep_session=False)
+
+
 @pytest.mark.asyncio
 async def test_reading_published_over_mqtt_is_stored_in_postgres(
     live_stack: Settings, db_dsn: str
@@ -42,20 +59,14 @@ async def test_reading_published_over_mqtt_is_stored_in_postgres(
     device = unique_id("gw")
     ts = datetime.now(UTC).replace(microsecond=0)
     sent = Reading(city=CITY, device_id=device, ts=ts, metric="ch4", value=27.5, unit="%LEL")
-    bridge = Bridge(bridge_config(live_stack), Decoder(registry_for(device)))
-    await bridge.start()
-    stop = asyncio.Event()
-    runner = asyncio.create_task(bridge.run(stop))
-    try:
-        async with TailConsumer(live_stack, "cityops.readings") as tail:
-            await asyncio.to_thread(
-                mqtt_publish, live_stack, [(f"cityops/{CITY}/sensors/{device}/up", sent.to_json())]
-            )
-            found = await tail.collect(lambda _v, k: k == device.encode(), count=1)
-    finally:
-        stop.set()
-        await runner
-        await bridge.stop(keep_session=False)
+    async with (
+        running_bridge(live_stack, device),
+        TailConsumer(live_stack, "cityops.readings") as tail,
+    ):
+        await asyncio.to_thread(
+            mqtt_publish, live_stack, [(f"cityops/{CITY}/sensors/{device}/up", sent.to_json())]
+        )
+        found = await tail.collect(lambda _v, k: k == device.encode(), count=1)
     assert len(found) == 1
     _key, value = found[0]
     received = Reading.from_json(value)
@@ -77,18 +88,12 @@ async def test_bad_payload_is_dead_lettered_with_raw_bytes_and_reason(
     device = unique_id("gw")
     topic = f"cityops/{CITY}/sensors/{device}/up"
     raw = b'{"city": "320100", "device_id": oops'
-    bridge = Bridge(bridge_config(live_stack), Decoder(registry_for(device)))
-    await bridge.start()
-    stop = asyncio.Event()
-    runner = asyncio.create_task(bridge.run(stop))
-    try:
-        async with TailConsumer(live_stack, "cityops.deadletter") as tail:
-            await asyncio.to_thread(mqtt_publish, live_stack, [(topic, raw)])
-            found = await tail.collect(lambda _v, k: k == topic.encode(), count=1)
-    finally:
-        stop.set()
-        await runner
-        await bridge.stop(keep_session=False)
+    async with (
+        running_bridge(live_stack, device),
+        TailConsumer(live_stack, "cityops.deadletter") as tail,
+    ):
+        await asyncio.to_thread(mqtt_publish, live_stack, [(topic, raw)])
+        found = await tail.collect(lambda _v, k: k == topic.encode(), count=1)
     assert len(found) == 1
     letter = DeadLetter.from_json(found[0][1])
     assert letter.raw == raw

@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from cityops.processes import wait_ready
 from cityops.settings import Settings
 from cityops.stack.common import free_port
 from ingest.push import sign
@@ -102,16 +103,7 @@ def push(
     ca = ssl.create_default_context(cafile=str(live_stack.tls_dir / "ca.crt"))
     url = f"https://localhost:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", verify=ca, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((logs / "push.log").read_text()[-3000:])
-            time.sleep(0.3)
+        wait_ready(url, proc, (logs / "push.log").read_text, ca)
         yield Push(url, city, other_city, ca, db_dsn, key, source.hmac_secret, slow_key, other_key)
     finally:
         proc.terminate()

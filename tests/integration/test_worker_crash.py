@@ -19,14 +19,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaProducer
 
 from cityops.settings import Settings
 from lifeline import codec
 from lifeline.devices import gas_well
 from lifeline.records import Anomaly, Incident
 from store.devices import upsert_devices
+from streams.offsets import caught_up, create_topic
 from tests.integration.helpers import TailConsumer, start_group_at_end
 from tests.integration.test_worker import Worker
 
@@ -82,36 +82,12 @@ async def feed(settings: Settings, topic: str, city: str) -> None:
         await producer.stop()
 
 
-async def caught_up(settings: Settings, app_id: str, topic: str) -> bool:
-    from aiokafka import AIOKafkaConsumer
-
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(app_id, partitions=tps)
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await admin.close()
-        await consumer.stop()
-    return all(
-        ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp]) for tp in tps
-    )
-
-
 async def run(
     settings: Settings, dsn: str, tmp: Path, fault: str | None
 ) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], str]:
     city = make_city(dsn)
     topic = f"it.crash.{secrets.token_hex(3)}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
+    await create_topic(settings.kafka_bootstrap, topic, PARTITIONS)
     app_id = f"it-crash-{secrets.token_hex(3)}"
     # Its own readings from the start; of the anomalies, only those it raises itself.
     await start_group_at_end(settings, app_id, ["cityops.anomalies", "cityops.video"])
@@ -154,7 +130,9 @@ async def run(
                     restarted = True
                 busy = found_a or found_i or not feeding.done() or (fault and not restarted)
                 settled = 0 if busy else settled + 1
-                done = not busy and await caught_up(settings, app_id, topic)
+                done = not busy and await caught_up(
+                    settings.kafka_bootstrap, app_id, topic, PARTITIONS
+                )
                 quiet = quiet + 1 if done else 0
             await feeding
         finally:

@@ -39,31 +39,37 @@ def raised(ts: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.asarray(out.rank > 0)
 
 
-@settings(max_examples=10, deadline=None, derandomize=True)
-@given(
-    st.integers(0, 10_000),
-    st.sampled_from([60.0, 300.0, 900.0]),
-    st.floats(3.0, 12.0),
-)
+def _event_at(
+    seed: int, interval: float, days: int, at_day: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """A normal day signal (amplitude 8) and the row ``at_day`` days in."""
+    ts, v, _ = day_signal(seed, interval, days, 8.0)
+    return ts, v, int(at_day * DAY / interval)
+
+
+#: Seeded, reproducible examples of series at the usual reporting intervals, with an
+#: event up or down 2.5-5 days in.
+EXAMPLES = settings(max_examples=10, deadline=None, derandomize=True)
+SEEDS = st.integers(0, 10_000)
+INTERVALS = st.sampled_from([60.0, 300.0, 900.0])
+SIGNS = st.sampled_from([-1.0, 1.0])
+DAYS_IN = st.floats(2.5, 5.0)
+
+
+@EXAMPLES
+@given(SEEDS, INTERVALS, st.floats(3.0, 12.0))
 def test_weeks_of_a_normal_day_raise_nothing(seed: int, interval: float, amplitude: float) -> None:
     ts, v, _ = day_signal(seed, interval, 21, amplitude)
     assert episodes(raised(ts, v)) == []
 
 
-@settings(max_examples=10, deadline=None, derandomize=True)
-@given(
-    st.integers(0, 10_000),
-    st.sampled_from([60.0, 300.0, 900.0]),
-    st.floats(1.0, 3.0),
-    st.sampled_from([-1.0, 1.0]),
-    st.floats(2.5, 5.0),
-)
+@EXAMPLES
+@given(SEEDS, INTERVALS, st.floats(1.0, 3.0), SIGNS, DAYS_IN)
 def test_a_step_is_one_episode_and_the_new_level_becomes_normal(
     seed: int, interval: float, size: float, sign: float, at_day: float
 ) -> None:
     """Steps of one to three daily amplitudes, up or down."""
-    ts, v, _ = day_signal(seed, interval, 8, 8.0)
-    at = int(at_day * DAY / interval)
+    ts, v, at = _event_at(seed, interval, 8, at_day)
     v[at:] += sign * size * 8.0
     eps = episodes(raised(ts, v))
     assert len(eps) == 1, eps
@@ -71,19 +77,12 @@ def test_a_step_is_one_episode_and_the_new_level_becomes_normal(
     assert at <= first <= at + 2  # within two intervals
 
 
-@settings(max_examples=10, deadline=None, derandomize=True)
-@given(
-    st.integers(0, 10_000),
-    st.sampled_from([60.0, 300.0, 900.0]),
-    st.floats(10.0, 30.0),
-    st.sampled_from([-1.0, 1.0]),
-    st.floats(2.5, 5.0),
-)
+@EXAMPLES
+@given(SEEDS, INTERVALS, st.floats(10.0, 30.0), SIGNS, DAYS_IN)
 def test_a_spike_is_one_reading(
     seed: int, interval: float, size: float, sign: float, at_day: float
 ) -> None:
-    ts, v, _ = day_signal(seed, interval, 6, 8.0)
-    at = int(at_day * DAY / interval)
+    ts, v, at = _event_at(seed, interval, 6, at_day)
     v[at] += sign * size
     assert episodes(raised(ts, v)) == [(at, at + 1)]
 

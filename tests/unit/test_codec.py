@@ -104,72 +104,30 @@ def test_times_are_aware_utc_and_naive_times_are_refused() -> None:
     assert orjson.loads(encoded)["ts"] == "2026-07-01T00:00:00Z"
 
 
+#: A valid reading on the wire, which each bad record below changes in one way.
+GOOD = {
+    "v": 1,
+    "city": "320100",
+    "device_id": "d",
+    "ts": "2026-07-01T00:00:00Z",
+    "metric": "m",
+    "value": 1,
+    "unit": "u",
+}
+_NO_VALUE = {k: v for k, v in GOOD.items() if k != "value"}
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
         ({"v": 3}, "v must be"),
         ({"v": 2, "readings": {}}, "list"),
         ({"v": 2, "readings": [{"v": 2, "readings": []}]}, r"readings\[0\]: v must be"),
-        (
-            {
-                "v": 1,
-                "city": "32010",
-                "device_id": "d",
-                "ts": "2026-07-01T00:00:00Z",
-                "metric": "m",
-                "value": 1,
-                "unit": "u",
-            },
-            "city",
-        ),
-        (
-            {
-                "v": 1,
-                "city": "\uff13\uff12\uff10\uff11\uff10\uff10",
-                "device_id": "d",
-                "ts": "2026-07-01T00:00:00Z",
-                "metric": "m",
-                "value": 1,
-                "unit": "u",
-            },
-            "city",
-        ),
-        (
-            {
-                "v": 1,
-                "city": "320100",
-                "device_id": "d",
-                "ts": "2026-07-01T00:00:00Z",
-                "metric": "m",
-                "value": True,
-                "unit": "u",
-            },
-            "number",
-        ),
-        (
-            {
-                "v": 1,
-                "city": "320100",
-                "device_id": "d",
-                "ts": "2026-07-01T00:00:00Z",
-                "metric": "m",
-                "unit": "u",
-            },
-            "value is missing",
-        ),
-        (
-            {
-                "v": 1,
-                "city": "320100",
-                "device_id": "d",
-                "ts": "2026-07-01T00:00:00Z",
-                "metric": "m",
-                "value": 1,
-                "unit": "u",
-                "extra": 1,
-            },
-            "unknown fields",
-        ),
+        ({**GOOD, "city": "32010"}, "city"),
+        ({**GOOD, "city": "\uff13\uff12\uff10\uff11\uff10\uff10"}, "city"),
+        ({**GOOD, "value": True}, "number"),
+        (_NO_VALUE, "value is missing"),
+        ({**GOOD, "extra": 1}, "unknown fields"),
     ],
 )
 def test_bad_records_say_what_is_wrong(body: object, reason: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,24 @@ def test_state_survives_a_pickle_round_trip() -> None:
     assert a1 == a2
 
 
+def _test_app(registry: Registry, app_id: str, publish: Any) -> Any:
+    """The stream app on an in-memory store, ready for ``agent.test_context()``: every
+    record it would send is handed to ``publish``."""
+    app, agents = create_app(
+        "127.0.0.1:1",
+        registry,
+        app_id=app_id,
+        publish=publish,
+        offsets=MemoryOffsets(),
+        loop=asyncio.get_running_loop(),
+        checkpoint_events=1,
+    )
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    return app, agents
+
+
 @pytest.mark.asyncio
 async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
     sent: list[tuple[bytes, bytes]] = []
@@ -71,18 +90,7 @@ async def test_agent_turns_readings_into_anomalies_with_stable_ids() -> None:
             else:
                 changelog.append(r)
 
-    app, agents = create_app(
-        "127.0.0.1:1",
-        Registry([WELL]),
-        app_id="test-detect",
-        publish=publish,
-        offsets=MemoryOffsets(),
-        loop=asyncio.get_running_loop(),
-        checkpoint_events=1,
-    )
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
+    app, agents = _test_app(Registry([WELL]), "test-detect", publish)
     values = [0, 30, 30, 30, 2, 2, 2]
     async with agents.detect.test_context() as agent:
         for i, v in enumerate(values[:3]):
@@ -120,18 +128,7 @@ async def test_correlate_agent_turns_anomalies_of_two_wells_into_one_incident() 
         sent.extend((r.topic, r.key, r.value) for r in records)
 
     other = WELL.model_copy(update={"device_id": "gw-2", "asset_id": "GW-0002"})
-    app, agents = create_app(
-        "127.0.0.1:1",
-        Registry([WELL, other]),
-        app_id="test-correlate",
-        publish=publish,
-        offsets=MemoryOffsets(),
-        loop=asyncio.get_running_loop(),
-        checkpoint_events=1,
-    )
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
+    app, agents = _test_app(Registry([WELL, other]), "test-correlate", publish)
 
     def anomaly(device: str, minute: int) -> bytes:
         ts = T0 + timedelta(minutes=minute)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,13 @@ from ingest.onboarding import OnboardingError, export_credentials, hashed, plan
 from lifeline.units import UnitError, to_canonical
 
 CAMERA = "32010000081320000001"
+
+
+def refused(tmp_path: Path, rows: list[dict[str, Any]], **kw: Any) -> tuple[str, Exception]:
+    """The problems ``plan`` refuses ``rows`` with, one per line, and its error."""
+    with pytest.raises(OnboardingError) as err:
+        plan(write_csv(tmp_path / "d.csv", rows), "320100", **kw)
+    return "\n".join(err.value.problems), err.value
 
 
 def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -102,9 +110,7 @@ def test_push_columns_are_checked_with_the_citys_sources(tmp_path: Path) -> None
         {**base, "device_id": "d", "source": "ctwing"},
         {**base, "device_id": CAMERA, "kind": "camera", "transport": "http", "source": "ctwing"},
     ]
-    with pytest.raises(OnboardingError) as err:
-        plan(write_csv(tmp_path / "d.csv", rows), "320100", sources={"ctwing"})
-    text = "\n".join(err.value.problems)
+    text, _ = refused(tmp_path, rows, sources={"ctwing"})
     assert "row 1 (a): source: an http device names the push source" in text
     assert "row 2 (b): source: city 320100 has no push source 'onenet'" in text
     assert "cityops push source create --city 320100 onenet" in text
@@ -114,31 +120,17 @@ def test_push_columns_are_checked_with_the_citys_sources(tmp_path: Path) -> None
 
 
 def test_every_problem_is_reported_with_row_and_field(tmp_path: Path) -> None:
+    well = {"device_id": "gw-1", "kind": "gas_well", "lon": 118.7, "lat": 32.0, "owner_dept": "x"}
+    in_paris = {**well, "device_id": "w-2", "kind": "water_flow", "lon": 2.35, "lat": 48.85}
     rows = [
         *good_rows(),
-        {"device_id": "gw-1", "kind": "gas_well", "lon": 118.7, "lat": 32.0, "owner_dept": "x"},
+        well,
         {"device_id": "bad id", "kind": "volcano", "lon": "east", "lat": 32.0},
         {"device_id": "12345", "kind": "camera", "lon": 118.7, "lat": 32.0, "owner_dept": "x"},
-        {
-            "device_id": "w-2",
-            "kind": "water_flow",
-            "lon": 2.35,
-            "lat": 48.85,
-            "owner_dept": "x",
-            "metrics": "flow:furlongs",
-        },
-        {
-            "device_id": "g-3",
-            "kind": "gas_well",
-            "lon": 118.7,
-            "lat": 32.0,
-            "owner_dept": "x",
-            "vendor": "nobody",
-        },
+        {**in_paris, "metrics": "flow:furlongs"},
+        {**well, "device_id": "g-3", "vendor": "nobody"},
     ]
-    with pytest.raises(OnboardingError) as info:
-        plan(write_csv(tmp_path / "d.csv", rows), "320100", vendors={"acme-lora"})
-    text = "\n".join(info.value.problems)
+    text, error = refused(tmp_path, rows, vendors={"acme-lora"})
     assert "row 4 (gw-1): device_id: duplicate of row 1" in text
     assert "row 5 (bad id): device_id:" in text
     assert "row 5 (bad id): kind: 'volcano'" in text
@@ -148,7 +140,7 @@ def test_every_problem_is_reported_with_row_and_field(tmp_path: Path) -> None:
     assert "row 7 (w-2): metrics: unit 'furlongs' cannot be converted" in text
     assert "row 7 (w-2): lon/lat: (2.35, 48.85) is not a position in China" in text
     assert "row 8 (g-3): vendor: no mapping named 'nobody'" in text
-    assert "nothing was imported" in str(info.value)
+    assert "nothing was imported" in str(error)
 
 
 def test_geojson_in_gcj02_is_converted_to_wgs84(tmp_path: Path) -> None:
