@@ -191,6 +191,15 @@ def exit_status(pid: int) -> str:
     return f"exit code {code}"
 
 
+@atexit.register
+def _leave_running() -> None:
+    """Services this process started outlive it by design: their handles are let go
+    without the "still running" warning Python gives for a child never waited on."""
+    for proc in _SPAWNED.values():
+        if proc.poll() is None:
+            proc.returncode = 0  # not waited on, on purpose
+
+
 def spawn(
     argv: Sequence[str],
     log_file: Path,
