@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulators.lean_mqtt import LeanPublisher, publish_packet, utf8
+from simulators.publisher import Broker
 
 
 def raw_subscriber(
@@ -63,10 +64,7 @@ def _iso_us(epoch_us: int) -> bytes:
 
 
 def publisher(
-    host: str,
-    port: int,
-    user: str,
-    password: str,
+    broker: Broker,
     city: str,
     devices: list[str],
     count: int,
@@ -82,7 +80,14 @@ def publisher(
     (device, metric, time): readings are stamped with the time they are built, to the
     microsecond, one microsecond apart at least, so no two share a time. With ``ca_file``
     the connection is TLS, the broker verified against that CA, as a device's would be."""
-    client = LeanPublisher(host, port, user, password, f"bench-pub-{os.getpid()}", ca_file)
+    client = LeanPublisher(
+        broker.host,
+        broker.port,
+        broker.username,
+        broker.password,
+        f"bench-pub-{os.getpid()}",
+        ca_file,
+    )
     topics = [utf8(f"cityops/{city}/sensors/{d}/up") for d in devices]
     heads = [f'{{"v":1,"city":"{city}","device_id":"{d}","ts":"'.encode() for d in devices]
     tail = b'","metric":"ch4","unit":"%LEL","value":'

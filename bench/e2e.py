@@ -99,18 +99,13 @@ def run(
     }
 
 
-def _once(
-    settings: Settings,
-    messages: int,
-    rates: tuple[float, ...],
-    seconds: float,
-    bridges: int,
-    sinks: int,
-) -> dict[str, Any]:
+def _once(settings: Settings, *shape: Any) -> dict[str, Any]:
+    """One run on a scratch database and a fresh city; ``shape`` as ``_run`` takes it
+    (messages, rates, seconds, bridges, sinks)."""
     global CITY  # noqa: PLW0603  # one fresh city per run: no earlier run's traffic counts
     CITY = f"3299{secrets.randbelow(90) + 10:02d}"
     with scratch_database(settings, "cityops_bench_e2e") as dsn:
-        return _run(settings, dsn, messages, rates, seconds, bridges, sinks)
+        return _run(settings, dsn, *shape)
 
 
 def _run(
@@ -304,18 +299,7 @@ def _throughput(
     pubs = [
         ctx.Process(
             target=publisher,
-            args=(
-                settings.mqtt_host,
-                settings.mqtt_port,
-                settings.mqtt_username,
-                settings.mqtt_password.get_secret_value(),
-                CITY,
-                names[i::2],
-                messages // 2,
-                1,
-                go,
-                results,
-            ),
+            args=(settings.broker(), CITY, names[i::2], messages // 2, 1, go, results),
         )
         for i in range(2)
     ]
@@ -372,19 +356,7 @@ async def _latency(
     names = [w.device_id for w in _wells() if w.device_id.startswith("w-")]
     background = ctx.Process(
         target=publisher,
-        args=(
-            settings.mqtt_host,
-            settings.mqtt_port,
-            settings.mqtt_username,
-            settings.mqtt_password.get_secret_value(),
-            CITY,
-            names,
-            int(rate * seconds),
-            1,
-            go,
-            results,
-            rate,
-        ),
+        args=(settings.broker(), CITY, names, int(rate * seconds), 1, go, results, rate),
     )
     background.start()
     client = DevicePublisher(settings.broker()).connect()

@@ -43,7 +43,7 @@ from ingest.broker_accounts import DeviceAccount, device_username, password_hash
 from lifeline import codec
 from lifeline.devices import gas_well
 from lifeline.topics import READINGS
-from simulators.publisher import DevicePublisher, end_session
+from simulators.publisher import Broker, DevicePublisher, end_session
 from store.devices import upsert_devices
 from store.migrate import migrate
 
@@ -215,14 +215,14 @@ def _publish(
     go = ctx.Event()
     results = ctx.Queue()
     share = messages // publishers
+    broker = settings.broker()
+    if tls:
+        broker = Broker(tls.host, tls.port, broker.username, broker.password)
     procs = [
         ctx.Process(
             target=publisher,
             args=(
-                tls.host if tls else settings.mqtt_host,
-                tls.port if tls else settings.mqtt_port,
-                settings.mqtt_username,
-                settings.mqtt_password.get_secret_value(),
+                broker,
                 CITY,
                 names[i::publishers],
                 share,

@@ -27,7 +27,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -295,12 +294,7 @@ class BrokerAdmin:
             self._subscribed.set()
 
     def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        props: Properties | None,
+        self, _c: object, _u: object, _f: object, reason: object, _p: object
     ) -> None:
         if self._connected.is_set():
             self._lost = str(reason)
