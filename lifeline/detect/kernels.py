@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import lfilter
 
 F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
@@ -80,6 +79,10 @@ def ewma(x: F64, alpha: float, initial: float) -> F64:
     """``y_t = (1-alpha) y_{t-1} + alpha x_t`` with ``y_{-1} = initial``."""
     if x.size == 0:
         return x
+    # Imported here: scipy.signal costs ~60 MB and 0.6 s, and the processes that only
+    # read the sensor-kind catalogue (bridges, the API) never filter a series.
+    from scipy.signal import lfilter
+
     zi = np.array([(1 - alpha) * initial])
     y, _ = lfilter([alpha], [1.0, -(1.0 - alpha)], x, zi=zi)
     return np.asarray(y, dtype=np.float64)
