@@ -251,6 +251,8 @@ class Sustained:
 CALM, UP, DOWN, SPREAD = 0, 1, -1, 2
 #: readings after a (re)start that only set the level
 RELEARN = 3
+#: the fewest readings of a new level or spread before it can be judged settled
+_SETTLE_MIN = 4
 _SLOTS = 48  # half-hour slots
 _SLOT_S = 86400.0 / _SLOTS
 _WEEKEND = 5  # Saturday, Sunday: weekday index 5 and 6 (Monday 0)
@@ -310,6 +312,9 @@ class BaselineState:
     prev_score: float = 0.0
     #: when ``moving_from`` was last set
     moved_at: float = float("nan")
+    #: mean square of the level's distance from its reference in calm times: how far
+    #: the series' level wanders by itself (a slow drift must go further than that)
+    wander: float = 0.0
 
 
 def _evidence_score(evidence: float) -> float:
@@ -331,29 +336,36 @@ class Baseline:
       baseline nothing.
     - A two-sided CUSUM of ``z`` reaching ``cusum_h`` confirms a change of level (a step
       or a drift; with ``daily`` also the level ``drift_limit`` spreads away from where
-      it has stood over ``reference_hours``): the episode is raised once, the level is
+      it has stood over ``reference_hours``, or ``wander_k`` times as far as the level
+      of this series usually wanders from there by itself, whichever is further: demand
+      that wanders as a random walk is not a drift): the episode is raised once, the
+      level is
       re-based on the mean of the readings since the change began, and it is updated
       while the level keeps moving.
       It clears when the series comes back to the old level (``back`` readings in a
       row), or, for a lasting shift, once the new level has held for ``settle``
-      readings and ``settle_s`` seconds: then the new level is normal (a drift that
-      slows down for half an hour of 1-minute readings is still one drift). With
+      readings (on a sparse series, ``settle_max_s`` since it last moved will do) and
+      ``settle_s`` seconds: then the new level is normal (a drift that slows down for
+      half an hour of 1-minute readings is still one drift). With
       ``hold_shift`` a lasting shift stays raised until the series returns to its old
       level or an operator acknowledges it. During a shift, readings still plausible
       against the old level teach the profile only where it has learnt less than
       ``episode_learn_days`` (a new weekend's later morning is learnt; a slow drift is
       not absorbed into a settled profile).
     - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
-      failing sensor, turbulence): raised once, the spread re-based, cleared when the
-      old spread returns or the new one has held for ``settle`` readings; a spike that
-      announces it stays raised into it.
+      failing sensor, turbulence): one reading adds at most ``spread_cap``, a spike at
+      most ``spike_cap``, and none is confirmed while a change of level is half-way to
+      its own limit (a step's first readings are not a wider spread). Raised once, the
+      spread re-based, cleared when the old spread returns or the new one has held
+      (as a shift settles); a spike that announces it stays raised into it.
     - A run of equal readings that the series' own history makes less likely than
       ``stuck_p`` (at least ``stuck_min``) is a stuck sensor (blue): nothing is learnt
       from it.
 
     With ``daily`` the first day is the profile's learning day: the level is held still
     (the mean of the first hour) while the profile learns the day's shape, and only
-    changes well beyond that shape are raised. The profile is not changed by shifts, so
+    changes well beyond that shape are raised; once it is over, the spread counts the
+    young profile's own uncertainty. The profile is not changed by shifts, so
     after a re-based shift or a gap of more than ``max_gap_s`` (which restarts the
     level; the spread and the profile carry over) the usual morning peak is still
     expected.
@@ -370,12 +382,15 @@ class Baseline:
     max_gap_s: float = 3600.0
     settle: int = 30
     settle_s: float = 3600.0
+    settle_max_s: float = 10800.0
     episode_learn_days: float = 3.0
     back: int = 3
     hold_shift: bool = False
     spread_alpha: float = 0.02
     spread_k: float = 2.0
-    spread_h: float = 25.0
+    spread_h: float = 22.0
+    spread_cap: float = 12.0
+    spike_cap: float = 9.0
     still_moving: float = 0.25
     stuck_min: int = 5
     stuck_p: float = 1e-6
@@ -383,6 +398,9 @@ class Baseline:
     level_hours: float = 3.0
     reference_hours: float = 72.0
     drift_limit: float = 3.0
+    wander_k: float = 3.0
+    wander_hours: float = 24.0
+    wander_cap: float = 0.6
     utc_offset_h: float = 8.0
     name: str = "baseline"
 
@@ -505,6 +523,12 @@ class Baseline:
             return self.alpha
         return 1.0 - exp(-max(dt, 0.0) / (self.level_hours * 3600.0))
 
+    def _settled(self, age: int, t: float, since: float) -> bool:
+        """Whether an episode's new level or spread has held long enough to be judged:
+        ``settle`` readings, or on a sparse series ``settle_max_s`` (and a few
+        readings) since it last moved."""
+        return age >= self.settle or (age >= _SETTLE_MIN and t - since >= self.settle_max_s)
+
     # -- one reading
 
     def step(self, state: BaselineState, t: float, x: float) -> tuple[BaselineState, Step]:
@@ -519,6 +543,7 @@ class Baseline:
                 weight=st.weight,
                 profile_days=st.profile_days,
                 p_eq=st.p_eq,
+                wander=st.wander,
             )
         dt = t - st.last_ts
         seasonal = self._expected_profile(st, t)
@@ -565,25 +590,27 @@ class Baseline:
             )
             return new, (0.625, rank_of(Severity.BLUE), flags)
 
-        k = self.cusum_k
+        k, spread_h = self.cusum_k, self.spread_h
         if self.daily and st.profile_days < 1.0:
             # The learning day: the errors carry the day's shape, not yet learnt; only
             # changes well beyond it are judged.
-            k, h = 2.0 * k, 2.0 * h
+            k, h, spread_h = 2.0 * k, 2.0 * h, 2.0 * spread_h
         reach = 0.5 * h if self.daily else h  # with a profile, no one reading is a change
         zc = min(max(z, -reach), reach)
         pos = max(0.0, st.pos + zc - k)
         neg = max(0.0, st.neg - zc - k)
         pos_sum, pos_n = (st.pos_sum + err, st.pos_n + 1) if pos > 0.0 else (0.0, 0)
         neg_sum, neg_n = (st.neg_sum + err, st.neg_n + 1) if neg > 0.0 else (0.0, 0)
-        q = min(z * z, 9.0)
+        spike = warm and abs(z) >= self.z_limit
+        # One reading's evidence of a wider spread is capped; a spike, raised on its
+        # own, counts for less (a lone spike is not a wider spread).
+        q = min(z * z, self.spike_cap if spike else self.spread_cap)
         vstat = max(0.0, st.vstat + q - self.spread_k)
         if vstat > 0.0:
             vsum, vn, vbias = st.vsum + err * err, st.vn + 1, st.vbias + err
         else:
             vsum, vn, vbias = 0.0, 0, 0.0
-        spike = warm and abs(z) >= self.z_limit
-        evidence = max(abs(z) / self.z_limit, pos / h, neg / h, vstat / self.spread_h)
+        evidence = max(abs(z) / self.z_limit, pos / h, neg / h, vstat / spread_h)
 
         level, level_n = st.level, st.new_n
         episode, onset = st.episode, st.onset
@@ -591,6 +618,7 @@ class Baseline:
         profile, weight = st.profile, st.weight
         moving_from, profile_days = st.moving_from, st.profile_days
         moved_at = st.moved_at
+        wander = st.wander
         dx = x - st.last_x
         dvar = st.dvar
         if self.daily and profile_days < 1.0 and not isnan(dx):
@@ -600,14 +628,16 @@ class Baseline:
         # level's own wander would be taken for one).
         drift = 0.0
         if warm and self.daily and profile_days >= 1.0:
-            drift = (level - reference) / (sigma * self.drift_limit)
+            limit = max(sigma * self.drift_limit, self.wander_k * st.wander**0.5)
+            drift = (level - reference) / limit
         evidence = max(evidence, abs(drift))
         changed = warm and (pos >= h or neg >= h)
         # A wider spread: errors both ways (one-sided ones are a change of level).
         widened = (
             warm
             and not changed
-            and vstat >= self.spread_h
+            and vstat >= spread_h
+            and max(pos, neg) < 0.5 * h
             and abs(vbias) < 0.5 * (vsum * vn) ** 0.5
         )
         cleared = False
@@ -633,6 +663,8 @@ class Baseline:
                 episode = SPREAD
             var = vsum / vn
             age, back = 0, 0
+            if episode == SPREAD:
+                moved_at = t
             vstat, vsum, vn, vbias = 0.0, 0.0, 0, 0.0
         elif episode == CALM and abs(drift) >= 1.0:
             # The level has wandered from where it has stood for days: a slow drift,
@@ -660,12 +692,22 @@ class Baseline:
                 if moved and dvar > 0.0:
                     # The learning day is over: the spread of its errors held the day's
                     # shape; the noise is what the differences of readings say.
-                    var = dvar
+                    # Errors against a one-day profile also carry the profile's own
+                    # error: a slot learnt from few readings (coarse intervals) is
+                    # uncertain by about their share of the noise, counted twice for
+                    # the two slots a reading is read between.
+                    share = min(max(dt, 0.0) / _SLOT_S, 1.0)
+                    var = dvar * (1.0 + 2.0 * share)
                 if self.daily and (profile_days < 1.0 or moved):
                     reference = level
                 else:
                     gain = 1.0 - exp(-max(dt, 0.0) / (self.reference_hours * 3600.0))
                     reference += gain * (level - reference)
+                    if profile_days >= 1.0:
+                        cap = (self.wander_cap * self.drift_limit * sigma) ** 2
+                        d2 = min((level - reference) ** 2, cap)
+                        wgain = 1.0 - exp(-max(dt, 0.0) / (self.wander_hours * 3600.0))
+                        wander += wgain * (d2 - wander)
         else:
             old_sigma = max(old_var, self.min_sigma**2) ** 0.5
             if episode == SPREAD:
@@ -682,7 +724,7 @@ class Baseline:
                     old_level += moved
                 if back >= 10:
                     var, cleared = old_var, True
-                elif age >= self.settle:
+                elif self._settled(age, t, moved_at):
                     cleared = True
             else:
                 near = abs(u - old_level) < min(abs(u - level), 3.0 * old_sigma)
@@ -711,7 +753,7 @@ class Baseline:
                     level, var, cleared = old_level, old_var, True
                     pos = neg = pos_sum = neg_sum = 0.0
                     pos_n = neg_n = 0
-                elif age >= self.settle:
+                elif self._settled(age, t, moved_at):
                     moving = (level - moving_from) * episode > self.still_moving * sigma
                     if moving or max(pos, neg) >= 0.5 * h:
                         moving_from, age, moved_at = level, 0, t  # a drift still under way
@@ -731,7 +773,7 @@ class Baseline:
         spread = episode == SPREAD
         # A raised reading stays raised while the evidence of a wider spread is past
         # half its limit: the spikes that announce a wider spread are its episode.
-        held = episode == CALM and st.prev_score >= 0.5 and vstat >= 0.5 * self.spread_h
+        held = episode == CALM and st.prev_score >= 0.5 and vstat >= 0.5 * spread_h
         raised = episode != CALM or spike or held
         if raised:
             current = evidence
@@ -781,6 +823,7 @@ class Baseline:
             dvar,
             score if rank else 0.0,
             moved_at if episode != CALM else NAN,
+            wander,
         )
         flags = (
             (self.name, (spike or held) and raised),
