@@ -57,7 +57,7 @@ def run(
     length: int = 2000,
     kernel_batch: int = 1000,
     worker_readings: int = 1_000_000,
-    family_series: int = 12,
+    family_series: int = 36,
     seed: int | None = None,
 ) -> dict[str, Any]:
     """Everything below, and first the signal families (a new seed each run unless
