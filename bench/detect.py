@@ -23,8 +23,9 @@ records of one partition each, as the bridge sends them; then the worker is star
 it; the rate, in readings, is taken between its offset commits (anomalies, changelog and
 all) from a tenth of the run to the end, with the CPU of the worker and of Kafka over
 the same span. The headline run is ``worker_readings`` readings in records of 200 with a
-checkpoint every second; ``sweep`` repeats it over records of 1, 10, 50 and 200 readings
-and checkpoints every 0.5, 1 and 2 s. In the same run: ``faust_ceiling_records_per_s``,
+checkpoint every second; ``sweep`` repeats it (``sweep_readings`` each; 0 leaves the
+sweep and the ceiling out) over records of 1, 10, 50 and 200 readings and checkpoints
+every 0.5, 1 and 2 s. In the same run: ``faust_ceiling_records_per_s``,
 a Faust agent that only iterates the records of the batch-of-one topic (what Faust alone
 allows here per record), and ``step_readings_per_s``, the worker's detection fold alone.
 """
@@ -57,6 +58,7 @@ def run(
     length: int = 2000,
     kernel_batch: int = 1000,
     worker_readings: int = 1_000_000,
+    sweep_readings: int = 400_000,
     family_series: int = 36,
     seed: int | None = None,
 ) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def run(
         "median_ttd_intervals": float(statistics.median(ttd)) if ttd else None,
         "kernel_readings_per_s": round(statistics.median(rates)),
         "kernel_batch": kernel_batch,
-        **(_worker_rate(worker_readings) if worker_readings else {}),
+        **(_worker_rate(worker_readings, sweep_readings) if worker_readings else {}),
         "incidents": tp + fn,
         "false_positives": fp,
         "per_kind": per_kind,
@@ -176,12 +178,12 @@ def _worker_rate(n: int, sweep_readings: int = 400_000) -> dict[str, Any]:
     headline = _worker_run(settings, n, batch=200, checkpoint_s=1.0)
     sweep = []
     ceiling_topic = None
-    for batch in SWEEP_BATCHES:
+    for batch in SWEEP_BATCHES if sweep_readings else ():
         run = _worker_run(settings, sweep_readings, batch=batch, checkpoint_s=1.0)
         sweep.append(run)
         if batch == 1:
             ceiling_topic = run.pop("topic")
-    for checkpoint_s in SWEEP_CHECKPOINTS:
+    for checkpoint_s in SWEEP_CHECKPOINTS if sweep_readings else ():
         if checkpoint_s != 1.0:
             sweep.append(
                 _worker_run(settings, sweep_readings, batch=200, checkpoint_s=checkpoint_s)
@@ -376,6 +378,12 @@ def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    if done >= n and len(samples) < 2:
+        Path(log.name).unlink()
+        raise RuntimeError(
+            f"the worker committed all {n} readings at once: too few to time a rate "
+            "between its commits; give it more readings"
+        )
     if len(samples) < 2 or samples[-1][1] < n:
         tail = Path(log.name).read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the worker processed {done} of {n} readings; its log:\n{tail}")

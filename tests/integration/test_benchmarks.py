@@ -74,3 +74,49 @@ def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings) 
         assert 0 < phase["p50_ms"] <= phase["p99_ms"]
     assert result["readings_per_s"] == result["batched"]["readings_per_s"]
     assert result["requests_per_s"] == result["single"]["requests_per_s"]
+
+
+def test_detect_reports_quality_per_family_kernel_and_worker_rates(live_stack: Settings) -> None:
+    result = json.loads(
+        bench.dumps(
+            bench.run(
+                "detect",
+                runs=1,
+                series_per_kind=4,
+                length=600,
+                kernel_batch=200,
+                worker_readings=100_000,
+                sweep_readings=0,
+                family_series=2,
+                seed=11,
+            )
+        )
+    )
+    assert result["name"] == "detect"
+    assert result["families_seed"] == 11
+    families = result["families"]
+    assert set(families) == {
+        "daily",
+        "steps",
+        "drifts",
+        "variance",
+        "spikes",
+        "dropouts",
+        "stuck",
+        "random_walk",
+    }
+    for name, fam in families.items():
+        assert fam["false_per_1k"] >= 0
+        if name != "daily":
+            assert fam["events"] > 0
+            assert 0.0 <= fam["recall"] <= 1.0
+    assert set(result["baseline_targets_met"]) == set(families)
+    assert result["baseline_us_per_reading"] > 0
+    assert {"rolling_z"} <= set(result["compared"])
+    assert 0.0 <= result["precision"] <= 1.0
+    assert 0.0 <= result["recall"] <= 1.0
+    assert result["kernel_readings_per_s"] > 0
+    assert result["worker_readings_per_s"] > 0
+    assert result["worker_readings"] == 100_000
+    assert result["sweep"] == []
+    assert result["step_readings_per_s"] > 0
