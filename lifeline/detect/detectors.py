@@ -339,17 +339,16 @@ class Baseline:
       it has stood over ``reference_hours``, or ``wander_k`` times as far as the level
       of this series usually wanders from there by itself, whichever is further: demand
       that wanders as a random walk is not a drift): the episode is raised once, the
-      level is
-      re-based on the mean of the readings since the change began, and it is updated
-      while the level keeps moving.
+      level is re-based on the mean of the readings since the change began, and it is
+      updated while the level keeps moving.
       It clears when the series comes back to the old level (``back`` readings in a
       row), or, for a lasting shift, once the new level has held for ``settle``
       readings (on a sparse series, ``settle_max_s`` since it last moved will do) and
       ``settle_s`` seconds: then the new level is normal (a drift that slows down for
-      half an hour of 1-minute readings is still one drift). With
-      ``hold_shift`` a lasting shift stays raised until the series returns to its old
-      level or an operator acknowledges it. During a shift, readings still plausible
-      against the old level teach the profile only where it has learnt less than
+      half an hour of 1-minute readings is still one drift). With ``hold_shift`` a
+      lasting shift stays raised until the series returns to its old level or an
+      operator acknowledges it. During a shift, readings still plausible against the
+      old level teach the profile only where it has learnt less than
       ``episode_learn_days`` (a new weekend's later morning is learnt; a slow drift is
       not absorbed into a settled profile).
     - A CUSUM of ``z**2`` reaching ``spread_h`` confirms a wider spread (a loose or
