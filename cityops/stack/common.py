@@ -73,11 +73,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def free_ports(count: int, host: str = "127.0.0.1", low: int = 30000, high: int = 40000) -> int:
+def _ephemeral_low(default: int = 32768) -> int:
+    """Where the kernel starts handing out ports to outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def free_ports(count: int, host: str = "127.0.0.1", low: int = 20000, high: int = 40000) -> int:
     """A port p with p .. p+count-1 all free right now (e.g. Kafka nodes, each with its
-    controller on the next port)."""
+    controller on the next port), below the kernel's range for outgoing connections:
+    a port from that range can be taken by any client's connection between this check
+    and the server's bind."""
     import secrets
 
+    high = min(high, max(_ephemeral_low(), low + 2 * count))
     for _ in range(500):
         base = low + secrets.randbelow(high - low - count)
         socks: list[socket.socket] = []
