@@ -65,6 +65,17 @@ INF = float("inf")
 MAX = float(np.finfo(np.float64).max)
 
 
+@dataclass(frozen=True, kw_only=True)
+class History:
+    """How much history a detector needs before it may alarm: ``readings`` and, where
+    it also counts time, ``seconds`` (NaN when only readings count); ``note`` says what
+    the history is for."""
+
+    readings: int
+    seconds: float = NAN
+    note: str = ""
+
+
 def evidence_score(evidence: float) -> float:
     """0.5 at the raising limit (evidence 1), towards 1 as the evidence grows."""
     return 0.5 + 0.5 * (1.0 - 1.0 / max(evidence, 1.0))

@@ -1,0 +1,316 @@
+"""Equipment-level detection: one joint model per device whose metrics are read together
+(a pump station, a water-quality station, a bridge span's gauges), which raises when the
+metrics stop moving together as they usually do, even while each stays inside its own
+band.
+
+The model is streaming principal component analysis (PCA) over the device's standardised
+metric vector, judged by the squared prediction error (SPE, Jackson and Mudholkar's
+``Q``): the part of a reading that the principal subspace of normal behaviour cannot
+explain. Hotelling's ``T²`` (the distance inside that subspace) is reported beside it
+but does not raise: a joint move of the working point that keeps the relationships is
+learnt, not alarmed (each metric's own detectors still watch its band).
+
+Parts, each with its own state and step:
+
+- :class:`Moments` — per metric an EWMA mean and variance over ``memory`` readings,
+  and the smallest change the metric has shown (its quantisation step), which floors its
+  scale: a channel that holds a value for hours is not standardised by a zero spread.
+- :class:`Subspace` — the EWMA covariance of the standardised vectors, refitted every
+  ``refit`` readings by an eigendecomposition; the leading components that explain
+  ``explained`` of the variance span normal behaviour (at most ``p - 1`` of them, so
+  that a residual always remains).
+- :class:`Surprise` — the mean and spread of ``log Q`` in calm times: how surprising
+  this device usually is. A reading raises at ``raise_sd`` spreads above that mean; the
+  limit adapts to the device, never a fixed chi-squared quantile that real equipment
+  rarely follows.
+- :class:`JointEpisode` — one alarm per change: raised once, held while ``log Q`` stays
+  above ``clear_sd`` spreads, cleared after ``clear_n`` readings in a row back inside.
+  An episode still open after ``settle`` readings is a new normal: the model re-learns
+  from it (the old one kept as a prior worth ``5 p`` readings) and the alarm clears.
+
+Nothing is learnt from a raised reading. A reading with a missing metric is skipped (the
+open episode, if any, goes on). The model may alarm once it has learnt ``max(30, 5 p)``
+readings and the spread of its surprise over 30 more: :meth:`Joint.history`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from math import log, sqrt
+from typing import Any
+
+import numpy as np
+
+from lifeline.detect.base import NAN, History, evidence_score, rank_of
+from lifeline.vocabulary import Severity
+
+F64 = np.ndarray[Any, np.dtype[np.float64]]
+
+#: readings of the surprise's spread learnt before the model may alarm
+SURPRISE_MIN = 30
+#: the least spread of ``log Q`` (a device that has never surprised is not judged by a
+#: limit of zero width)
+SURPRISE_FLOOR = 0.25
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class Moments:
+    """Per metric: readings learnt (``n``), EWMA ``mean`` and ``var``, the smallest
+    non-zero change seen (``step``: the quantisation), and the last reading."""
+
+    n: int
+    mean: F64
+    var: F64
+    step: F64
+    last: F64
+
+    @classmethod
+    def empty(cls, p: int) -> Moments:
+        return cls(
+            n=0,
+            mean=np.zeros(p),
+            var=np.zeros(p),
+            step=np.full(p, np.inf),
+            last=np.full(p, np.nan),
+        )
+
+    def scale(self) -> F64:
+        """Each metric's scale: its spread, at least half its quantisation step and a
+        millionth of its level."""
+        quantum = np.where(np.isfinite(self.step), 0.5 * self.step, 0.0)
+        floor = np.maximum(quantum, 1e-9 + 1e-6 * np.abs(self.mean))
+        return np.asarray(np.maximum(np.sqrt(np.maximum(self.var, 0.0)), floor))
+
+    def learn(self, x: F64, memory: float) -> Moments:
+        n = self.n + 1
+        gain = max(1.0 / n, 1.0 / memory)
+        change = np.abs(x - self.last)
+        moved = change > 0.0
+        step = np.where(moved, np.minimum(self.step, change), self.step)
+        d = x - self.mean
+        mean = self.mean + gain * d
+        var = (1.0 - gain) * (self.var + gain * d * d)
+        return Moments(n=n, mean=mean, var=var, step=step, last=x)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class Subspace:
+    """The covariance of standardised readings (``cov``), and the principal subspace
+    fitted from it: ``basis`` (p by k) and its eigenvalues ``eig``; ``since_fit``
+    readings learnt since the last fit."""
+
+    cov: F64
+    basis: F64
+    eig: F64
+    since_fit: int = 0
+
+    @classmethod
+    def empty(cls, p: int) -> Subspace:
+        return cls(cov=np.zeros((p, p)), basis=np.zeros((p, 0)), eig=np.zeros(0))
+
+    def learn(self, z: F64, gain: float) -> Subspace:
+        cov = (1.0 - gain) * self.cov + gain * np.outer(z, z)
+        return replace(self, cov=cov, since_fit=self.since_fit + 1)
+
+    def fitted(self, explained: float) -> Subspace:
+        values, vectors = np.linalg.eigh(self.cov)
+        order = np.argsort(values)[::-1]
+        values = np.maximum(values[order], 1e-12)
+        share = np.cumsum(values) / values.sum()
+        p = values.size
+        k = min(int(np.searchsorted(share, explained)) + 1, max(p - 1, 1))
+        return Subspace(cov=self.cov, basis=vectors[:, order[:k]], eig=values[:k])
+
+    def statistics(self, z: F64) -> tuple[float, float, F64]:
+        """``Q`` (the squared residual), ``T²`` and the residual per metric."""
+        scores = z @ self.basis
+        residual = z - self.basis @ scores
+        q = float(residual @ residual)
+        t2 = float((scores * scores / self.eig).sum()) if self.eig.size else 0.0
+        return q, t2, residual
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Surprise:
+    """The mean and variance of ``log Q`` over calm readings (``n`` of them)."""
+
+    n: int = 0
+    mean: float = 0.0
+    var: float = 0.0
+
+    def spread(self) -> float:
+        return max(sqrt(self.var), SURPRISE_FLOOR)
+
+    def learn(self, lq: float, memory: float) -> Surprise:
+        n = self.n + 1
+        gain = max(1.0 / n, 1.0 / memory)
+        # A reading far above the usual teaches the spread only as much as a
+        # three-spread one: a few near-misses must not widen the limit for good.
+        d = min(lq - self.mean, 3.0 * self.spread()) if self.n else lq - self.mean
+        var = (1.0 - gain) * (self.var + gain * d * d)
+        return Surprise(n=n, mean=self.mean + gain * d, var=var)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JointEpisode:
+    """The open episode: whether one is open, its onset score, readings since it
+    opened (``age``) and in a row back inside the usual surprise (``back``), and the
+    metrics that contributed most at its onset, most first."""
+
+    open: bool = False
+    onset: float = 0.0
+    age: int = 0
+    back: int = 0
+    top: tuple[int, ...] = ()
+
+
+_CALM = JointEpisode()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class JointState:
+    """A device's joint model: its parts, the readings judged or learnt (``count``)
+    and the time of the last complete reading."""
+
+    moments: Moments
+    subspace: Subspace
+    surprise: Surprise = Surprise()
+    episode: JointEpisode = _CALM
+    count: int = 0
+    last_ts: float = NAN
+
+
+@dataclass(frozen=True, slots=True)
+class JointStep:
+    """One reading's result: score (0.5 and above raises), severity rank, the SPE
+    ``q`` and ``t2``, how many spreads of its usual surprise ``q`` stands
+    (``surprise``), each metric's share of ``q`` and the metrics named by the open
+    episode (most contributing first)."""
+
+    score: float
+    rank: int
+    q: float
+    t2: float
+    surprise: float
+    shares: tuple[float, ...]
+    top: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Joint:
+    """The joint model of a device's ``metrics`` (see the module docstring)."""
+
+    metrics: tuple[str, ...]
+    explained: float = 0.99
+    memory: float = 2000.0
+    refit: int = 0
+    raise_sd: float = 3.1
+    clear_sd: float = 2.0
+    clear_n: int = 12
+    settle: int = 100
+    top_n: int = 3
+    severity: Severity = Severity.YELLOW
+    name: str = "joint"
+
+    @property
+    def p(self) -> int:
+        return len(self.metrics)
+
+    def _memory(self) -> float:
+        return max(self.memory, 50.0 * self.p)
+
+    def _refit(self) -> int:
+        return self.refit or max(10, self.p)
+
+    def _learning(self) -> int:
+        return max(30, 5 * self.p)
+
+    def history(self, interval_s: float | None = None) -> History:
+        """How much history the model needs before it may alarm."""
+        readings = self._learning() + SURPRISE_MIN
+        seconds = readings * interval_s if interval_s else NAN
+        return History(readings=readings, seconds=seconds, note="joint model and its surprise")
+
+    def init(self) -> JointState:
+        return JointState(moments=Moments.empty(self.p), subspace=Subspace.empty(self.p))
+
+    def _learn(self, st: JointState, x: F64, lq: float | None, t: float) -> JointState:
+        moments = st.moments.learn(x, self._memory())
+        z = (x - moments.mean) / moments.scale()
+        subspace = st.subspace.learn(z, max(1.0 / moments.n, 1.0 / self._memory()))
+        if not subspace.eig.size or subspace.since_fit >= self._refit():
+            subspace = subspace.fitted(self.explained)
+        surprise = st.surprise if lq is None else st.surprise.learn(lq, self._memory())
+        return replace(
+            st, moments=moments, subspace=subspace, surprise=surprise, count=st.count + 1, last_ts=t
+        )
+
+    def step(self, state: JointState, t: float, x: F64) -> tuple[JointState, JointStep]:
+        st = state
+        if np.isnan(x).any():
+            ep = st.episode
+            score = ep.onset if ep.open else 0.0
+            rank = rank_of(self.severity) if ep.open else 0
+            return st, JointStep(score, rank, NAN, NAN, NAN, (), self._names(ep.top))
+        if not self._ready(st):
+            return self._learn(st, x, None, t), JointStep(0.0, 0, NAN, NAN, NAN, (), ())
+        z = (x - st.moments.mean) / st.moments.scale()
+        q, t2, residual = st.subspace.statistics(z)
+        lq = log(q + 1e-12)
+        sur = st.surprise
+        judged = sur.n >= SURPRISE_MIN
+        level = (lq - sur.mean) / sur.spread() if judged else 0.0
+        shares = residual * residual / q if q > 0.0 else np.zeros(self.p)
+        ep = st.episode
+        evidence = level / self.raise_sd
+        if not ep.open:
+            if judged and level > self.raise_sd:
+                top = tuple(int(i) for i in np.argsort(shares)[::-1][: self.top_n])
+                ep = JointEpisode(open=True, onset=evidence_score(evidence), top=top)
+        else:
+            back = ep.back + 1 if level < self.clear_sd else 0
+            ep = replace(ep, age=ep.age + 1, back=back)
+            if back >= self.clear_n:
+                ep = _CALM
+            elif ep.age >= self.settle:
+                # Open for ``settle`` readings: a new normal. Re-learn from it, the old
+                # model kept as a prior worth a few readings.
+                prior = replace(st.moments, n=min(st.moments.n, 5 * self.p))
+                st = replace(st, moments=prior, surprise=Surprise(), episode=_CALM)
+                ep = _CALM
+        if ep.open:
+            score = max(0.5, min(ep.onset, evidence_score(evidence)))
+            rank = rank_of(self.severity)
+            new = replace(st, episode=ep, count=st.count + 1, last_ts=t)
+        else:
+            score = 0.49 * min(max(evidence, 0.0), 1.0)
+            rank = 0
+            new = replace(self._learn(st, x, lq, t), episode=ep)
+        out = JointStep(
+            score,
+            rank,
+            q,
+            t2,
+            level,
+            tuple(float(s) for s in shares),
+            self._names(ep.top),
+        )
+        return new, out
+
+    def _names(self, top: tuple[int, ...]) -> tuple[str, ...]:
+        return tuple(self.metrics[i] for i in top)
+
+    def _ready(self, st: JointState) -> bool:
+        """Whether the model has learnt enough to judge a reading."""
+        return st.subspace.eig.size > 0 and st.moments.n >= self._learning()
+
+    def learn(self, state: JointState, t: float, x: F64) -> JointState:
+        """Learn from a reading known to be normal (a period an operator vouches for),
+        without judging it."""
+        if np.isnan(x).any():
+            return state
+        lq = None
+        if self._ready(state):
+            z = (x - state.moments.mean) / state.moments.scale()
+            lq = log(state.subspace.statistics(z)[0] + 1e-12)
+        return self._learn(state, x, lq, t)
