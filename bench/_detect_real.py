@@ -41,6 +41,7 @@ from bench._scoring import SCORERS
 from lifeline.detect.joint import Joint
 from lifeline.detect.rules import defaults_for
 from lifeline.detect.series import SeriesDetector
+from lifeline.kinds import EQUIPMENT, GENERIC
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 Mask = np.ndarray[Any, np.dtype[np.bool_]]
@@ -131,11 +132,12 @@ def read(path: Path, ds: Dataset, metrics: tuple[str, ...] | None = None) -> Tab
     return Table(ts, values, label.to_numpy(dtype=bool), metrics)
 
 
-def _per_metric(learn: list[Table], test: Table) -> Mask:
-    """Each metric through its own default detectors; any one raising."""
+def _per_metric(learn: list[Table], test: Table, kind: str = EQUIPMENT) -> Mask:
+    """Each metric through its own default detectors as a device of ``kind``; any one
+    raising."""
     alarm = np.zeros(test.ts.size, bool)
     for j, metric in enumerate(test.metrics):
-        det = SeriesDetector(defaults_for("generic", metric))
+        det = SeriesDetector(defaults_for(kind, metric))
         state = det.init()
         for table in learn:
             ok = ~np.isnan(table.values[:, j])
@@ -182,6 +184,7 @@ Runner = Callable[[list[Table], Table], Mask]
 
 PARTS: dict[str, Runner] = {"per_metric": _per_metric, "joint": _joint}
 REFERENCES: dict[str, Runner] = {
+    "baseline_per_metric": lambda learn, test: _per_metric(learn, test, GENERIC),
     "no_alarm": lambda _learn, test: np.zeros(test.ts.size, bool),
     "always": lambda _learn, test: np.ones(test.ts.size, bool),
     "rolling_z": _rolling_z,

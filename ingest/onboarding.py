@@ -25,7 +25,7 @@ from geo.placement import Placer
 from ingest.broker_accounts import device_username, password_hash
 from lifeline.codes import is_city_code
 from lifeline.devices import Device
-from lifeline.kinds import GENERIC, KIND_ASSET_CLASSES, KIND_METRICS, KIND_NAMES, METRIC_UNITS
+from lifeline.kinds import KIND_ASSET_CLASSES, KIND_METRICS, KIND_NAMES, METRIC_UNITS, OPEN_KINDS
 from lifeline.units import UnitError, converter
 
 CAMERA = "camera"
@@ -107,8 +107,8 @@ def parse_metrics(text: Any, kind: str) -> dict[str, str]:
     unit given, which they must name.
     """
     if text in (None, ""):
-        if kind == GENERIC:
-            raise ValueError("generic devices must list their metrics as name:unit;...")
+        if kind in OPEN_KINDS:
+            raise ValueError(f"{kind} devices must list their metrics as name:unit;...")
         return {m: METRIC_UNITS[m] for m in KIND_METRICS[kind]}
     pairs: dict[str, str] = {}
     if isinstance(text, dict):

@@ -36,6 +36,12 @@ BLU, YEL, ORG, RED = Severity.BLUE, Severity.YELLOW, Severity.ORANGE, Severity.R
 HOUR = 3600.0
 #: The kind of a sensor the catalogue has no entry for: metrics as reported, baseline rules.
 GENERIC = "generic"
+#: Equipment whose metrics are read together (a pump station, a water-quality station, a
+#: valve chamber): metrics as reported, judged together by one joint model per device
+#: (``lifeline.detect.joint``); each metric keeps its range and stuck-sensor checks.
+EQUIPMENT = "equipment"
+#: Kinds whose metrics are those a device reports, not the catalogue's.
+OPEN_KINDS = frozenset({GENERIC, EQUIPMENT})
 
 
 #: How a reported unit becomes the canonical one: a factor, or a function (°F → °C).
@@ -101,6 +107,9 @@ class KindSpec:
     metrics: tuple[MetricSpec, ...]
     #: the standards and practice the default rules follow
     sources: str = ""
+    #: the metrics are read together and also judged together (one joint model per
+    #: device, beside each metric's own rules)
+    joint: bool = False
 
     def metric(self, name: str) -> MetricSpec | None:
         return next((m for m in self.metrics if m.name == name), None)
@@ -369,6 +378,9 @@ _SPECS = (
             ),
             MetricSpec(TEMPERATURE, Normal(18.0, 6.0, 0.2, -60.0), ()),
         ),
+        # Strain moves with temperature: the joint model learns how, so that strain
+        # off its usual relation to temperature is seen within its band.
+        joint=True,
     ),
     KindSpec(
         "bridge_deflection",
@@ -414,6 +426,7 @@ _SPECS = (
             MetricSpec(SUMP_LEVEL, Normal(0.3, sd=0.005, floor=-10.0), (Baseline(),)),
         ),
         "GB 50838-2015: CH4 20/25 %LEL, O2 19.5-23.5 %vol, H2S 10 ppm, 40 °C",
+        joint=True,
     ),
     KindSpec(
         "heat_network",
@@ -434,6 +447,7 @@ _SPECS = (
             MetricSpec(MAKEUP_FLOW, Normal(1.0, sd=0.05), (levels((6, ORG), hysteresis=1),)),
         ),
         "CJJ 34: make-up water over 2 % of the circulating flow",
+        joint=True,
     ),
 )
 
@@ -448,17 +462,19 @@ METRIC_UNITS: Mapping[str, str] = MappingProxyType({q.name: q.unit for q in QUAN
 PHYSICAL_RANGE: Mapping[str, tuple[float, float]] = MappingProxyType(
     {q.name: (q.low, q.high) for q in QUANTITIES.values()}
 )
-#: Sensor kind → the metrics it reports (``generic``: none fixed).
+#: Sensor kind → the metrics it reports (open kinds: none fixed).
 KIND_METRICS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {**{k.name: tuple(m.name for m in k.metrics) for k in _SPECS}, GENERIC: ()}
+    {**{k.name: tuple(m.name for m in k.metrics) for k in _SPECS}, **dict.fromkeys(OPEN_KINDS, ())}
 )
 #: Asset classes of the CIM map that a sensor kind is placed on (nearest of these).
 KIND_ASSET_CLASSES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {**{k.name: k.assets for k in _SPECS}, GENERIC: ()}
+    {**{k.name: k.assets for k in _SPECS}, **dict.fromkeys(OPEN_KINDS, ())}
 )
+#: Kinds whose devices are also judged by a joint model of their metrics.
+JOINT_KINDS: frozenset[str] = frozenset({k.name for k in _SPECS if k.joint} | {EQUIPMENT})
 #: Which lifeline a sensor kind belongs to (the overview, the cockpit's lifeline views).
 LIFELINE_OF_KIND: Mapping[str, str] = MappingProxyType({k.name: k.lifeline for k in _SPECS})
-#: Every kind name, ``generic`` included.
+#: Every kind name, the open kinds included.
 KIND_NAMES: frozenset[str] = frozenset(KIND_METRICS)
 
 

@@ -84,10 +84,20 @@ class SpreadState:
 
     var: float = NAN
     noise: float = 0.0
+    #: the smallest change between successive readings seen: a quantised channel's
+    #: step, under which no spread is believed (one step is within its noise)
+    quantum: float = INF
 
-    def sigma(self, floor: float) -> float:
-        var = self.var if not isnan(self.var) else 0.0
-        return float(max(var, floor * floor) ** 0.5)
+    def floor(self, min_sigma: float) -> float:
+        """The least spread: ``min_sigma``, or the quantum of a quantised channel."""
+        return min_sigma if self.quantum == INF else max(min_sigma, self.quantum)
+
+    def with_change(self, dx: float) -> SpreadState:
+        """This state after successive readings ``dx`` apart."""
+        step = abs(dx)
+        if 0.0 < step < self.quantum:
+            return replace(self, quantum=step)
+        return self
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -165,11 +175,52 @@ class ProfileState:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StuckState:
-    """Equal readings in a row (``repeats``), and how often a reading usually equals
-    the one before (``p_equal``)."""
+    """Equal readings in a row (``repeats``), how often a reading usually equals the
+    one before (``p_equal``), the runs of equal readings that have ended (``runs``,
+    counted up to a few hundred) and the longest of them that ended without being
+    judged stuck (``longest``, in repeats), and the values it rests at."""
 
     repeats: int = 0
     p_equal: float = 0.0
+    runs: int = 0
+    longest: int = 0
+    #: values the series has rested at (held ``min_run`` readings or more), with how
+    #: often: a pump's flow at 0 while it is off, a valve's status
+    rests: tuple[tuple[float, int], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ValuesState:
+    """The first two distinct values a series has shown, and whether it has shown a
+    third (``many``): a series of two values at most is a status or an on/off channel,
+    judged by its runs, never by its level or spread."""
+
+    first: float = NAN
+    second: float = NAN
+    many: bool = False
+
+    def seen(self, x: float) -> ValuesState:
+        if self.many or x in (self.first, self.second) or isnan(x):
+            return self
+        if isnan(self.first):
+            return ValuesState(first=x)
+        if isnan(self.second):
+            return ValuesState(first=self.first, second=x)
+        return ValuesState(first=self.first, second=self.second, many=True)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToleranceState:
+    """How often the series has surprised: the alarms it opened, each decaying with
+    time (``surprises``, as of ``at``); a series that surprises more often than its
+    budget has its limits widened (:meth:`Baseline.tolerance`). And the changes of
+    level it has made lately (``changes``: time and size in spreads, newest last): a
+    change no bigger than those it makes routinely is its normal behaviour
+    (:meth:`Baseline.routine`)."""
+
+    surprises: float = 0.0
+    at: float = NAN
+    changes: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -234,6 +285,10 @@ _PARTS: dict[str, type] = {
     "stuck": StuckState,
     "episode": EpisodeState,
 }
+_NO_VALUES = ValuesState()
+_NO_SURPRISE = ToleranceState()
+#: changes of level remembered for :meth:`Baseline.routine`
+_CHANGES = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,6 +305,8 @@ class BaselineState:
     profile: ProfileState = ProfileState()
     stuck: StuckState = StuckState()
     episode: EpisodeState = _CALM
+    values: ValuesState = _NO_VALUES
+    tolerance: ToleranceState = _NO_SURPRISE
     count: int = 0
     last_ts: float = NAN
     last_x: float = NAN
@@ -257,7 +314,8 @@ class BaselineState:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Load a pickled state; one of the flat layout of earlier releases is
-        migrated into the parts (a field the old layout lacked takes its default)."""
+        migrated into the parts (a field the old layout lacked takes its default, but
+        the series stays judged as analog, and its runs as judged)."""
         if "shift" not in state:
             parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
             top = {}
@@ -269,6 +327,10 @@ class BaselineState:
                     parts[where[0]][where[1]] = value
             if parts["episode"].get("code", CALM) == CALM:
                 parts["episode"] = {}
+            # The flat layout judged every series as analog, and had judged its runs.
+            if top.get("count", 0) >= StuckRun.min_runs:
+                parts["stuck"]["runs"] = StuckRun.min_runs
+            top["values"] = ValuesState(many=True)
             state = {**top, **{name: _PARTS[name](**kw) for name, kw in parts.items()}}
         for key, value in state.items():
             object.__setattr__(self, key, value)
@@ -280,31 +342,63 @@ class BaselineState:
 @dataclass(frozen=True)
 class StuckRun:
     """A stuck sensor: a run of equal readings that the series' own history makes less
-    likely than ``p`` (and at least ``min_run`` long). How often a reading equals the one
-    before is learnt from runs shorter than ``min_run``, so a quantised series that
-    often repeats needs a longer run, and an analog one is stuck after ``min_run``."""
+    likely than ``p`` (and at least ``min_run`` long), and ``longer`` times longer than
+    any run the series has ended by itself. How often a reading equals the one before is
+    learnt from runs shorter than ``min_run``, so a quantised series that often repeats
+    needs a longer run, and an analog one is stuck after ``min_run``; a channel that
+    legitimately holds a value for hours (a temperature in 0.1 steps, a pump's status)
+    sets its own bar by the runs it has shown. Until ``min_runs`` runs have ended (a
+    channel that has held one value since it started), no run is judged stuck; nor is a
+    run at a value the series has rested at ``rest_n`` times before (a flow of 0 while
+    its pump is off: a sensor stuck there cannot be told from it)."""
 
     min_run: int
     p: float
+    longer: float = 2.0
+    min_runs: int = 10
+    rest_n: int = 2
 
-    def observe(self, st: StuckState, equal: bool, count: int) -> StuckState:
-        repeats = st.repeats + 1 if equal else 0
+    def observe(self, st: StuckState, x: float, last: float, count: int) -> StuckState:
+        """The runs after reading ``x`` (the one before was ``last``)."""
+        rests = st.rests
+        if x == last:
+            repeats, runs, longest = st.repeats + 1, st.runs, st.longest
+        else:
+            repeats, runs, longest = 0, min(st.runs + 1, 1000), st.longest
+            if st.repeats > longest and st.repeats + 1 < self.needed(st, last):
+                longest = st.repeats  # a run that ended by itself, never judged stuck
+            if st.repeats + 1 >= self.min_run:
+                rests = _rested(rests, last)
         p_eq = st.p_equal
         if repeats < self.min_run:
             gain = max(0.01, 1.0 / count)
             p_eq += gain * ((1.0 if repeats else 0.0) - p_eq)
-        return StuckState(repeats=repeats, p_equal=p_eq)
+        return StuckState(repeats=repeats, p_equal=p_eq, runs=runs, longest=longest, rests=rests)
 
-    def needed(self, p_equal: float) -> float:
-        """The run of equal readings that is less likely than ``p``."""
-        if p_equal <= 0.0:
-            return float(self.min_run)
-        if p_equal >= 1.0:
+    def needed(self, st: StuckState, value: float) -> float:
+        """The run of equal readings (in repeats plus one) at ``value`` judged stuck."""
+        if st.runs < self.min_runs:
             return INF
-        return max(float(self.min_run), log(self.p) / log(p_equal))
+        if any(v == value and n >= self.rest_n for v, n in st.rests):
+            return INF  # a value the series rests at: off, closed, idle
+        p_equal = st.p_equal
+        if p_equal <= 0.0:
+            rare = float(self.min_run)
+        elif p_equal >= 1.0:
+            return INF
+        else:
+            rare = max(float(self.min_run), log(self.p) / log(p_equal))
+        return max(rare, self.longer * (st.longest + 1))
 
-    def stuck(self, st: StuckState) -> bool:
-        return st.repeats + 1 >= self.needed(st.p_equal)
+    def stuck(self, st: StuckState, value: float) -> bool:
+        return st.repeats + 1 >= self.needed(st, value)
+
+
+def _rested(rests: tuple[tuple[float, int], ...], value: float) -> tuple[tuple[float, int], ...]:
+    """``rests`` with one more long run at ``value`` (the four most frequent kept)."""
+    counts = dict(rests)
+    counts[value] = counts.get(value, 0) + 1
+    return tuple(sorted(counts.items(), key=lambda kv: -kv[1])[:4])
 
 
 @dataclass(frozen=True)
@@ -426,6 +520,12 @@ class Baseline:
     wander_k: float = 3.0
     wander_hours: float = 24.0
     wander_cap: float = 0.6
+    budget_per_day: float = 1.0
+    tolerance_days: float = 7.0
+    max_tolerance: float = 4.0
+    tolerance_power: float = 1.0
+    routine_n: int = 3
+    routine_share: float = 0.67
     utc_offset_h: float = 8.0
     name: str = "baseline"
 
@@ -505,11 +605,44 @@ class Baseline:
         daily profile, the habits of the sensor and the level's wander carry over."""
         return BaselineState(
             level=LevelState(wander=st.level.wander),
-            spread=SpreadState(var=st.spread.var),
+            spread=SpreadState(var=st.spread.var, quantum=st.spread.quantum),
             profile=st.profile,
-            stuck=StuckState(p_equal=st.stuck.p_equal),
+            stuck=replace(st.stuck, repeats=0),
+            values=st.values,
+            tolerance=st.tolerance,
             count=st.count,
         )
+
+    def tolerance(self, st: BaselineState, t: float) -> float:
+        """How much wider than set the limits are for this series at ``t``: 1 while it
+        surprises (opens alarms) no more often than ``budget_per_day``, growing with the
+        square root of how much more often it does, at most ``max_tolerance``."""
+        tol = st.tolerance
+        if tol.surprises <= 0.0:
+            return 1.0
+        memory = self.tolerance_days * 86400.0
+        surprises = tol.surprises * exp(-max(t - tol.at, 0.0) / memory)
+        ratio = surprises / (self.budget_per_day * self.tolerance_days)
+        return 1.0 if ratio <= 1.0 else min(ratio**self.tolerance_power, self.max_tolerance)
+
+    def routine(self, tol: ToleranceState, t: float, size: float) -> bool:
+        """Whether a change of ``size`` spreads is routine for this series: it made at
+        least ``routine_n`` changes of ``routine_share`` of that size or more within
+        ``tolerance_days`` (a flow that steps with its pumps several times a day)."""
+        since = t - self.tolerance_days * 86400.0
+        bar = self.routine_share * size
+        return sum(1 for at, z in tol.changes if at >= since and z >= bar) >= self.routine_n
+
+    def _changed(self, tol: ToleranceState, t: float, size: float) -> ToleranceState:
+        """The tolerance state after a change of level of ``size`` spreads at ``t``."""
+        return replace(tol, changes=(*tol.changes[-(_CHANGES - 1) :], (t, size)))
+
+    def _surprised(self, tol: ToleranceState, t: float) -> ToleranceState:
+        """The tolerance state after an alarm opened at ``t``."""
+        if isnan(tol.at):
+            return replace(tol, surprises=1.0, at=t)
+        kept = tol.surprises * exp(-max(t - tol.at, 0.0) / (self.tolerance_days * 86400.0))
+        return replace(tol, surprises=kept + 1.0, at=t)
 
     # -- one reading
 
@@ -517,29 +650,49 @@ class Baseline:
         st = state
         if t - st.last_ts > self.max_gap_s or isnan(st.level.value):
             st = self._restart(st)
+        values = st.values.seen(x)
+        if values.many and not st.values.many and st.count >= self.warmup:
+            # A channel of two values turned analog: its level and spread start now.
+            st = replace(self._restart(st), spread=SpreadState(quantum=st.spread.quantum))
+        spread = st.spread.with_change(x - st.last_x)
         seasonal = self._profile.expected(st.profile, t) if self.daily else 0.0
         u = x - seasonal
         if isnan(st.level.value) or st.level.fresh < RELEARN:
             # The first readings after a (re)start set the level; nothing is judged.
             level = st.level.started(u)
-            new = replace(st, level=level, count=st.count + 1, last_ts=t, last_x=x)
+            new = replace(
+                st,
+                level=level,
+                spread=spread,
+                values=values,
+                count=st.count + 1,
+                last_ts=t,
+                last_x=x,
+            )
             return new, (0.0, 0, self._quiet)
 
         count = st.count
         warm = count >= self.warmup
         var = st.spread.var if not isnan(st.spread.var) else 0.0
-        sigma = max(var, self.min_sigma**2) ** 0.5
+        floor = spread.floor(self.min_sigma)
+        sigma = max(var, floor * floor) ** 0.5
         err = u - st.level.value
         z = err / sigma if warm else 0.0
 
-        stuck = self._stuck.observe(st.stuck, x == st.last_x, count)
-        if warm and self._stuck.stuck(stuck):
+        stuck = self._stuck.observe(st.stuck, x, st.last_x, count)
+        if warm and self._stuck.stuck(stuck, x):
             # Nothing is learnt from a stuck sensor, not even how often it repeats.
-            kept = StuckState(repeats=stuck.repeats, p_equal=st.stuck.p_equal)
-            new = replace(st, count=count + 1, last_ts=t, last_x=x, stuck=kept)
+            kept = replace(stuck, p_equal=st.stuck.p_equal)
+            new = replace(st, count=count + 1, last_ts=t, last_x=x, stuck=kept, values=values)
             return new, (0.625, rank_of(Severity.BLUE), self._stuck_flags)
+        if warm and not values.many:
+            # Two values at most (a status, an on/off channel): judged by its runs only.
+            new = replace(st, count=count + 1, last_ts=t, last_x=x, stuck=stuck, values=values)
+            return new, (0.0, 0, self._quiet)
 
-        h, k, spread_h = self.cusum_h, self.cusum_k, self.spread_h
+        m = self.tolerance(st, t)
+        z_limit = self.z_limit * m
+        h, k, spread_h = self.cusum_h * m, self.cusum_k * m, self.spread_h * m
         learning_day = self.daily and st.profile.days < 1.0
         if learning_day:
             # The learning day: the errors carry the day's shape, not yet learnt; only
@@ -547,12 +700,12 @@ class Baseline:
             k, h, spread_h = 2.0 * k, 2.0 * h, 2.0 * spread_h
         reach = 0.5 * h if self.daily else h  # with a profile, no one reading is a change
         shift = st.shift.step(min(max(z, -reach), reach), k, err)
-        spike = warm and abs(z) >= self.z_limit
+        spike = warm and abs(z) >= z_limit
         # One reading's evidence of a wider spread is capped; a spike, raised on its
         # own, counts for less (a lone spike is not a wider spread).
         cap = self.spike_cap if spike else self.spread_cap
         widen = st.widen.step(min(z * z, cap), self.spread_k, err)
-        evidence = max(abs(z) / self.z_limit, shift.pos / h, shift.neg / h, widen.stat / spread_h)
+        evidence = max(abs(z) / z_limit, shift.pos / h, shift.neg / h, widen.stat / spread_h)
 
         w = _Work(st, var)
         dx = x - st.last_x
@@ -563,7 +716,7 @@ class Baseline:
         # level's own wander would be taken for one).
         drift = 0.0
         if warm and self.daily and st.profile.days >= 1.0:
-            limit = max(sigma * self.drift_limit, self.wander_k * st.level.wander**0.5)
+            limit = m * max(sigma * self.drift_limit, self.wander_k * st.level.wander**0.5)
             drift = (w.level - w.reference) / limit
         evidence = max(evidence, abs(drift))
         changed = warm and (shift.pos >= h or shift.neg >= h)
@@ -577,6 +730,14 @@ class Baseline:
         )
 
         ep = st.episode
+        tolerance = st.tolerance
+        if changed and ep.code == CALM:
+            size = abs(shift.change(h)[0]) / sigma
+            if self.routine(tolerance, t, size):
+                # A change like those the series makes routinely: re-based, not raised.
+                w.level += shift.change(h)[0]
+                shift, widen, changed = _NO_SHIFT, _NO_WIDEN, False
+            tolerance = self._changed(tolerance, t, size)
         if changed:
             ep = self._shift_confirmed(st, w, shift, evidence, t, h)
             shift, widen = _NO_SHIFT, _NO_WIDEN
@@ -598,7 +759,7 @@ class Baseline:
         elif ep.code == CALM:
             self._learn_calm(st, w, err, sigma, warm, spike, seasonal, t)
         else:
-            ep = self._in_episode(st, w, shift, err, sigma, spike, seasonal, u, t, h)
+            ep = self._in_episode(st, w, shift, err, sigma * m, floor, spike, seasonal, u, t, h)
             if ep.code == CALM:
                 shift = _NO_SHIFT
 
@@ -606,7 +767,8 @@ class Baseline:
         # half its limit: the spikes that announce a wider spread are its episode.
         held = ep.code == CALM and st.prev_score >= 0.5 and widen.stat >= 0.5 * spread_h
         if ep.code != CALM or spike or held:
-            score, rank = self._raised_score(st, ep, evidence, u), rank_of(self.severity)
+            score = self._raised_score(st, ep, evidence, u, z_limit, floor)
+            rank = rank_of(self.severity)
         else:
             score, rank = (0.49 * min(evidence, 1.0) if warm else 0.0), 0
         if ep.code != CALM and ep.age != w.age:
@@ -619,12 +781,14 @@ class Baseline:
                 reference=w.reference,
                 wander=w.wander,
             ),
-            spread=SpreadState(var=w.var, noise=w.noise),
+            spread=SpreadState(var=w.var, noise=w.noise, quantum=spread.quantum),
             shift=shift,
             widen=widen,
             profile=w.profile,
             stuck=stuck,
             episode=ep,
+            values=values,
+            tolerance=self._surprised(tolerance, t) if rank and st.prev_score < 0.5 else tolerance,
             count=count + 1,
             last_ts=t,
             last_x=x,
@@ -641,15 +805,21 @@ class Baseline:
         return new, (score, rank, flags)
 
     def _raised_score(
-        self, st: BaselineState, ep: EpisodeState, evidence: float, u: float
+        self,
+        st: BaselineState,
+        ep: EpisodeState,
+        evidence: float,
+        u: float,
+        z_limit: float,
+        floor: float,
     ) -> float:
         """The score of a raised reading: by its evidence (for a shift, also by its
         distance from the old level); a spike is its own onset, an episode never scores
         above its onset, and an alarm that goes on never above its start."""
         current = evidence
         if ep.code in (UP, DOWN):
-            old_sigma = max(ep.old_var, self.min_sigma**2) ** 0.5
-            current = max(current, abs(u - ep.old_level) / (old_sigma * self.z_limit))
+            old_sigma = max(ep.old_var, floor * floor) ** 0.5
+            current = max(current, abs(u - ep.old_level) / (old_sigma * z_limit))
         now = evidence_score(current)
         score = now if ep.code == CALM else max(0.5, min(ep.onset, now))
         if st.prev_score >= 0.5:
@@ -744,7 +914,11 @@ class Baseline:
         gain = 1.0 - exp(-max(dt, 0.0) / (self.reference_hours * 3600.0))
         w.reference += gain * (w.level - w.reference)
         if w.profile.days >= 1.0:
-            cap = (self.wander_cap * self.drift_limit * sigma) ** 2
+            # A reading teaches the wander at most ``wander_cap`` of today's drift limit:
+            # one drift cannot teach it much, a level that keeps wandering widens it
+            # day by day.
+            limit = max(self.drift_limit * sigma, self.wander_k * w.wander**0.5)
+            cap = (self.wander_cap * limit) ** 2
             d2 = min((w.level - w.reference) ** 2, cap)
             wgain = 1.0 - exp(-max(dt, 0.0) / (self.wander_hours * 3600.0))
             w.wander += wgain * (d2 - w.wander)
@@ -756,6 +930,7 @@ class Baseline:
         shift: ShiftTest,
         err: float,
         sigma: float,
+        floor: float,
         spike: bool,
         seasonal: float,
         u: float,
@@ -768,7 +943,7 @@ class Baseline:
         ep = st.episode
         dt = t - st.last_ts
         old_level, old_var = ep.old_level, ep.old_var
-        old_sigma = max(old_var, self.min_sigma**2) ** 0.5
+        old_sigma = max(old_var, floor * floor) ** 0.5
         moving_from, moved_at = ep.moving_from, ep.moved_at
         cleared = False
         if ep.code == SPREAD:

@@ -28,7 +28,7 @@ from lifeline.detect.base import (
     scores,
     severity_of,
 )
-from lifeline.detect.baseline import Baseline, BaselineState
+from lifeline.detect.baseline import Baseline, BaselineState, StuckRun, StuckState
 from lifeline.detect.kernels import (
     F64,
     equal_run_length,
@@ -53,6 +53,7 @@ __all__ = [
     "Out",
     "Rate",
     "Step",
+    "Stuck",
     "Sustained",
     "rank_of",
     "severity_of",
@@ -430,4 +431,51 @@ class Faults:
         return FaultState(SeriesTail(t, x), run), (score, rank, flags)
 
 
-Detector = Levels | Rate | Sustained | Baseline | Accumulation | NightFlow | Faults
+# -- a stuck sensor, judged by the series' own runs --------------------------------------
+
+
+_NO_RUN = StuckState()
+
+
+@dataclass(frozen=True)
+class StuckReadingState:
+    stuck: StuckState = _NO_RUN
+    last_x: float = float("nan")
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """A stuck sensor: a run of equal readings longer than the series' own runs make
+    likely (:class:`lifeline.detect.baseline.StuckRun`, as the adaptive baseline judges
+    it), for metrics whose other judgement is joint (an equipment's). Blue,
+    ``flatline``; judged after ``warmup`` readings."""
+
+    min_run: int = 5
+    p: float = 1e-6
+    warmup: int = 30
+    name: str = "flatline"
+
+    def init(self) -> StuckReadingState:
+        return StuckReadingState()
+
+    def run(self, state: StuckReadingState, ts: F64, v: F64) -> tuple[StuckReadingState, Out]:
+        return _stepwise(self.step, self.name, state, ts, v)
+
+    def step(self, state: StuckReadingState, t: float, x: float) -> tuple[StuckReadingState, Step]:
+        judge = StuckRun(self.min_run, self.p)
+        count = state.count + 1
+        stuck = judge.observe(state.stuck, x, state.last_x, count)
+        if state.count >= self.warmup and judge.stuck(stuck, x):
+            # Nothing is learnt from a stuck run, not even how often it repeats.
+            kept = replace(stuck, p_equal=state.stuck.p_equal)
+            new = StuckReadingState(stuck=kept, last_x=x, count=count)
+            return new, (0.625, rank_of(Severity.BLUE), ((self.name, True),))
+        return StuckReadingState(stuck=stuck, last_x=x, count=count), (
+            0.0,
+            0,
+            ((self.name, False),),
+        )
+
+
+Detector = Levels | Rate | Sustained | Baseline | Accumulation | NightFlow | Faults | Stuck

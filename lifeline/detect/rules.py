@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from lifeline.codes import is_city_code
-from lifeline.detect.detectors import Baseline, Detector, Level, Levels
+from lifeline.detect.detectors import Baseline, Detector, Level, Levels, Stuck
 from lifeline.errors import LifelineError
-from lifeline.kinds import GENERIC, KIND_METRICS, KIND_NAMES, KINDS, faults
+from lifeline.kinds import EQUIPMENT, KIND_METRICS, KIND_NAMES, KINDS, OPEN_KINDS, faults
 from lifeline.vocabulary import Severity
 
 #: (kind, metric) → the default detectors of each metric the catalogue declares.
@@ -25,10 +25,13 @@ DEFAULTS: dict[tuple[str, str], tuple[Detector, ...]] = {
 
 def defaults_for(kind: str, metric: str) -> tuple[Detector, ...]:
     """The default detectors of ``kind``'s ``metric``; a metric the catalogue does not
-    declare (a generic sensor's) gets the adaptive baseline and its range checks."""
+    declare gets the adaptive baseline and its range checks (a generic sensor's), or,
+    on equipment judged by a joint model, its range and stuck-sensor checks."""
     found = DEFAULTS.get((kind, metric))
     if found is not None:
         return found
+    if kind == EQUIPMENT:
+        return (faults(metric), Stuck())
     return (Baseline(daily=True, z_limit=6.0), faults(metric))
 
 
@@ -103,7 +106,7 @@ def _parse_rule(rule: dict[str, Any], where: str) -> RuleOverride:
     kind, metric = rule.get("kind"), rule.get("metric")
     if kind not in KIND_NAMES:
         raise RulesError(f"{where}: kind {kind!r} is not one of {', '.join(sorted(KIND_NAMES))}")
-    if kind != GENERIC and metric not in KIND_METRICS[str(kind)]:
+    if kind not in OPEN_KINDS and metric not in KIND_METRICS[str(kind)]:
         raise RulesError(f"{where}: {kind} has no metric {metric!r}")
     hold = rule.get("hold_shift")
     if hold is not None and not isinstance(hold, bool):
