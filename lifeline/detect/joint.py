@@ -19,14 +19,16 @@ Parts, each with its own state and step:
   ``refit`` readings by an eigendecomposition; the leading components that explain
   ``explained`` of the variance span normal behaviour (at most ``p - 1`` of them, so
   that a residual always remains).
-- :class:`Surprise` — the mean and spread of ``log Q`` in calm times: how surprising
-  this device usually is. A reading raises at ``raise_sd`` spreads above that mean; the
-  limit adapts to the device, never a fixed chi-squared quantile that real equipment
-  rarely follows.
-- :class:`JointEpisode` — one alarm per change: raised once, held while ``log Q`` stays
+- :class:`Surprise` — the mean and spread of ``Q``'s cube root in calm times (nearly
+  normal for a sum of squared errors): how surprising this device usually is. A reading
+  raises that many spreads above that mean as a normal reading passes once per
+  ``alarm_every_s`` (a week) at the device's reporting interval; the limit adapts to
+  the device, never a fixed chi-squared quantile that real equipment rarely follows.
+- :class:`JointEpisode` — one alarm per change: raised once, held while ``Q`` stays
   above ``clear_sd`` spreads, cleared after ``clear_n`` readings in a row back inside.
-  An episode still open after ``settle`` readings is a new normal: the model re-learns
-  from it (the old one kept as a prior worth ``5 p`` readings) and the alarm clears.
+  An episode still open after ``settle`` readings and ``settle_s`` (6 h) is a new
+  normal: the model re-learns from it (the old one kept as a prior worth ``5 p``
+  readings) and the alarm clears.
 
 Nothing is learnt from a raised reading. A reading with a missing metric is skipped (the
 open episode, if any, goes on). The model may alarm once it has learnt ``max(30, 5 p)``
@@ -36,7 +38,8 @@ readings and the spread of its surprise over 30 more: :meth:`Joint.history`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from math import log, sqrt
+from math import isnan
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -46,11 +49,22 @@ from lifeline.vocabulary import Severity
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 
+_NORMAL = NormalDist()
+
 #: readings of the surprise's spread learnt before the model may alarm
 SURPRISE_MIN = 30
-#: the least spread of ``log Q`` (a device that has never surprised is not judged by a
-#: limit of zero width)
-SURPRISE_FLOOR = 0.25
+#: readings over which the surprise's mean and spread are learnt
+SURPRISE_MEMORY = 500
+#: the least spread of the cube root of ``Q``, as a share of its mean (a device that has
+#: never surprised is not judged by a limit of zero width)
+SURPRISE_FLOOR = 0.05
+
+
+def _root(q: float) -> float:
+    """The cube root of ``Q``: nearly normal for a sum of squared errors (Wilson and
+    Hilferty), so its mean and spread describe the upper tail, where the log would let
+    the many tiny values widen it."""
+    return float(max(q, 0.0) ** (1.0 / 3.0))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
@@ -132,36 +146,41 @@ class Subspace:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Surprise:
-    """The mean and variance of ``log Q`` over calm readings (``n`` of them)."""
+    """The mean and mean absolute deviation of ``Q``'s cube root over calm readings
+    (``n`` of them), over the last :data:`SURPRISE_MEMORY` or so: the model's first
+    judged readings, before it has settled, are soon forgotten."""
 
     n: int = 0
     mean: float = 0.0
-    var: float = 0.0
+    mad: float = 0.0
 
     def spread(self) -> float:
-        return max(sqrt(self.var), SURPRISE_FLOOR)
+        """A standard deviation's worth: 1.25 mean absolute deviations."""
+        return max(1.25 * self.mad, SURPRISE_FLOOR * abs(self.mean), 1e-9)
 
-    def learn(self, lq: float, memory: float) -> Surprise:
+    def learn(self, lq: float) -> Surprise:
         n = self.n + 1
-        gain = max(1.0 / n, 1.0 / memory)
+        gain = max(1.0 / n, 1.0 / SURPRISE_MEMORY)
         # A reading far above the usual teaches the spread only as much as a
         # three-spread one: a few near-misses must not widen the limit for good.
         d = min(lq - self.mean, 3.0 * self.spread()) if self.n else lq - self.mean
-        var = (1.0 - gain) * (self.var + gain * d * d)
-        return Surprise(n=n, mean=self.mean + gain * d, var=var)
+        mean = self.mean + gain * d
+        return Surprise(n=n, mean=mean, mad=self.mad + gain * (abs(lq - mean) - self.mad))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JointEpisode:
     """The open episode: whether one is open, its onset score, readings since it
-    opened (``age``) and in a row back inside the usual surprise (``back``), and the
-    metrics that contributed most at its onset, most first."""
+    opened (``age``) and in a row back inside the usual surprise (``back``), the
+    metrics that contributed most at its onset (most first), and when it opened."""
 
     open: bool = False
     onset: float = 0.0
     age: int = 0
     back: int = 0
     top: tuple[int, ...] = ()
+    #: when it opened
+    since: float = NAN
 
 
 _CALM = JointEpisode()
@@ -169,8 +188,8 @@ _CALM = JointEpisode()
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class JointState:
-    """A device's joint model: its parts, the readings judged or learnt (``count``)
-    and the time of the last complete reading."""
+    """A device's joint model: its parts, the readings judged or learnt (``count``),
+    the time of the last complete reading and the usual interval between them."""
 
     moments: Moments
     subspace: Subspace
@@ -178,6 +197,8 @@ class JointState:
     episode: JointEpisode = _CALM
     count: int = 0
     last_ts: float = NAN
+    #: the usual time between readings (EWMA)
+    interval: float = NAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +225,15 @@ class Joint:
     explained: float = 0.99
     memory: float = 2000.0
     refit: int = 0
-    raise_sd: float = 3.1
+    #: on normal behaviour, a false alarm no more often than this: the raising limit is
+    #: the normal quantile of one reading's share of it (a device read every minute is
+    #: held to a stricter limit per reading than one read every hour)
+    alarm_every_s: float = 7 * 86400.0
+    raise_min: float = 2.5
     clear_sd: float = 2.0
     clear_n: int = 12
     settle: int = 100
+    settle_s: float = 6 * 3600.0
     top_n: int = 3
     severity: Severity = Severity.YELLOW
     name: str = "joint"
@@ -240,10 +266,27 @@ class Joint:
         subspace = st.subspace.learn(z, max(1.0 / moments.n, 1.0 / self._memory()))
         if not subspace.eig.size or subspace.since_fit >= self._refit():
             subspace = subspace.fitted(self.explained)
-        surprise = st.surprise if lq is None else st.surprise.learn(lq, self._memory())
+        surprise = st.surprise if lq is None else st.surprise.learn(lq)
+        dt = t - st.last_ts
+        interval = st.interval
+        if dt > 0.0:
+            interval = dt if isnan(interval) else interval + 0.05 * (dt - interval)
         return replace(
-            st, moments=moments, subspace=subspace, surprise=surprise, count=st.count + 1, last_ts=t
+            st,
+            moments=moments,
+            subspace=subspace,
+            surprise=surprise,
+            count=st.count + 1,
+            last_ts=t,
+            interval=interval,
         )
+
+    def raise_limit(self, interval: float) -> float:
+        """How many spreads above its usual surprise a reading raises, for readings
+        ``interval`` seconds apart: the quantile that a normal reading passes once per
+        ``alarm_every_s``, at least ``raise_min``."""
+        share = 1e-3 if isnan(interval) else min(0.5, max(interval, 1e-3) / self.alarm_every_s)
+        return max(self.raise_min, _NORMAL.inv_cdf(1.0 - share))
 
     def step(self, state: JointState, t: float, x: F64) -> tuple[JointState, JointStep]:
         st = state
@@ -256,25 +299,26 @@ class Joint:
             return self._learn(st, x, None, t), JointStep(0.0, 0, NAN, NAN, NAN, (), ())
         z = (x - st.moments.mean) / st.moments.scale()
         q, t2, residual = st.subspace.statistics(z)
-        lq = log(q + 1e-12)
+        lq = _root(q)
         sur = st.surprise
         judged = sur.n >= SURPRISE_MIN
         level = (lq - sur.mean) / sur.spread() if judged else 0.0
         shares = residual * residual / q if q > 0.0 else np.zeros(self.p)
         ep = st.episode
-        evidence = level / self.raise_sd
+        limit = self.raise_limit(st.interval)
+        evidence = level / limit
         if not ep.open:
-            if judged and level > self.raise_sd:
+            if judged and level > limit:
                 top = tuple(int(i) for i in np.argsort(shares)[::-1][: self.top_n])
-                ep = JointEpisode(open=True, onset=evidence_score(evidence), top=top)
+                ep = JointEpisode(open=True, onset=evidence_score(evidence), top=top, since=t)
         else:
             back = ep.back + 1 if level < self.clear_sd else 0
             ep = replace(ep, age=ep.age + 1, back=back)
             if back >= self.clear_n:
                 ep = _CALM
-            elif ep.age >= self.settle:
-                # Open for ``settle`` readings: a new normal. Re-learn from it, the old
-                # model kept as a prior worth a few readings.
+            elif ep.age >= self.settle and t - ep.since >= self.settle_s:
+                # Open for ``settle`` readings and ``settle_s``: a new normal. Re-learn
+                # from it, the old model kept as a prior worth a few readings.
                 prior = replace(st.moments, n=min(st.moments.n, 5 * self.p))
                 st = replace(st, moments=prior, surprise=Surprise(), episode=_CALM)
                 ep = _CALM
@@ -312,5 +356,5 @@ class Joint:
         lq = None
         if self._ready(state):
             z = (x - state.moments.mean) / state.moments.scale()
-            lq = log(state.subspace.statistics(z)[0] + 1e-12)
+            lq = _root(state.subspace.statistics(z)[0])
         return self._learn(state, x, lq, t)
