@@ -2,6 +2,10 @@
 table) → ``cityops.anomalies``; ``cityops.video`` → anomalies too; anomalies (keyed by
 grid cell) → correlate (per-place state in a second table) → ``cityops.incidents``.
 
+A device of a kind whose metrics are judged together also feeds its readings, gathered
+into rows, to its joint model (:class:`streams.detection.JointFold`), kept in the same
+table under ``city|device|*joint``.
+
 Readings arrive in batch records (:mod:`lifeline.codec`), all of one partition: the
 partition each device id keys to, so each device's series live on one partition and its
 state in the same partition of the table. Detect and correlate keep their state as
@@ -40,7 +44,14 @@ from lifeline.incidents import fold as correlate_fold
 from lifeline.records import Anomaly, VideoEvent
 from lifeline.registry import Registry
 from streams.checkpoint import Checkpoint, FaultPlan, Out, Publish, kafka_publisher
-from streams.detection import DetectionFold, SeriesState, offline_anomaly, video_anomaly
+from streams.detection import (
+    JOINT_KEY,
+    DetectionFold,
+    JointFold,
+    SeriesState,
+    offline_anomaly,
+    video_anomaly,
+)
 from streams.offsets import FaustOffsets, Offsets, Position
 
 log = logging.getLogger(__name__)
@@ -196,6 +207,7 @@ def create_app(
     video_positions = Position(topics.VIDEO.name, group)
     fault = FaultPlan.from_env()
     fold = DetectionFold(rules)
+    joint_fold = JointFold()
     # Series states of the active partitions as objects; a miss reads the table.
     series: dict[str, SeriesState] = {}
     places: dict[str, tuple[int, PlaceState]] = {}
@@ -266,6 +278,21 @@ def create_app(
                 cp.changed(key, partition, new)
                 if anomaly is not None:
                     cp.output(partition, anomaly_out(anomaly))
+                if joint_fold.model(device) is not None:
+                    # Equipment judged as a whole: its readings also feed its joint model.
+                    jkey = f"{r.city}|{r.device_id}|{JOINT_KEY}"
+                    jst = series.get(jkey)
+                    if jst is None:
+                        raw = series_state.data.get(jkey)
+                        jst = SeriesState.loads(raw) if raw else None
+                    jnew, janomaly = joint_fold.step(
+                        device, r.metric, r.ts, r.value, r.unit, jst, (wall, partition)
+                    )
+                    if jnew is not None and jnew is not jst:
+                        series[jkey] = jnew
+                        cp.changed(jkey, partition, jnew)
+                    if janomaly is not None:
+                        cp.output(partition, anomaly_out(janomaly))
                 who = (r.city, r.device_id)
                 seen[who] = (
                     wall,

@@ -10,12 +10,17 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from math import isnan
 from typing import Any, Literal
 
+import numpy as np
+
 from lifeline.detect.detectors import severity_of
+from lifeline.detect.joint import Joint, JointState, JointStep
 from lifeline.detect.rules import RuleBook
 from lifeline.detect.series import SeriesDetector
 from lifeline.devices import Device
+from lifeline.kinds import JOINT_KINDS
 from lifeline.records import Anomaly, Evidence, VideoEvent
 from lifeline.vocabulary import Severity
 
@@ -145,6 +150,149 @@ class DetectionFold:
         return SeriesState(
             inner, rank, since if rank else 0.0, seen, gap, last_ts, partition, epoch
         ), anomaly
+
+
+#: the series key's metric part under which a device's joint model is kept
+JOINT_KEY = "*joint"
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class JointRow:
+    """The metrics of one device read at one moment, being gathered: the row's event
+    time, its values so far (NaN where none yet, in the model's metric order), whether
+    it has been judged, and each metric's last value (held for a row that misses it)."""
+
+    ts: float = 0.0
+    values: tuple[float, ...] = ()
+    last: tuple[float, ...] = ()
+    units: tuple[str, ...] = ()
+    judged: bool = False
+
+
+class JointFold:
+    """One joint model (``lifeline.detect.joint``) per device of a joint kind with two
+    metrics or more, fed with the device's readings as rows: a row is judged when every
+    metric of its moment is in, or when a reading of a later moment arrives (a metric
+    missing from it holds its last value). The state is a :class:`SeriesState` whose
+    detectors are the model's state and the row being gathered, under the series key
+    ``city|device|*joint``; it raises, updates and clears anomalies as a series does."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, ...], Joint] = {}
+
+    def model(self, device: Device) -> Joint | None:
+        if device.kind not in JOINT_KINDS or len(device.metrics) < 2:
+            return None
+        metrics = tuple(sorted(device.metrics))
+        found = self._models.get(metrics)
+        if found is None:
+            found = self._models[metrics] = Joint(metrics)
+        return found
+
+    def step(
+        self,
+        device: Device,
+        metric: str,
+        ts: datetime,
+        value: float,
+        unit: str,
+        state: SeriesState | None,
+        arrival: tuple[float, int] | None = None,
+    ) -> tuple[SeriesState | None, Anomaly | None]:
+        """The device's joint state after one of its readings, and the anomaly record a
+        judged row raised, updated or cleared. (None, None) for a device without a joint
+        model or a metric outside it."""
+        joint = self.model(device)
+        if joint is None or metric not in joint.metrics:
+            return None, None
+        p = joint.p
+        st = state
+        if st is None or not isinstance(st.detectors[0], JointState):
+            st = SeriesState((joint.init(), JointRow(values=(NAN,) * p, last=(NAN,) * p)))
+        model, row = st.detectors
+        if model.moments.mean.size != p:  # the device's metrics changed: start afresh
+            model, row = joint.init(), JointRow(values=(NAN,) * p, last=(NAN,) * p)
+        epoch = ts.timestamp()
+        i = joint.metrics.index(metric)
+        anomaly = None
+        rank, since, reported = st.rank, st.since, st.reported
+        if epoch < row.ts or (epoch == row.ts and row.judged):
+            return st, None  # a late or repeated reading: its row has been judged
+        if epoch > row.ts and not row.judged and any(not isnan(v) for v in row.values):
+            model, out = joint.step(model, row.ts, self._vector(row))
+            rank, since, reported, anomaly = self._report(device, joint, row, out, st)
+            row = replace(row, judged=True)
+        if epoch > row.ts:
+            row = JointRow(ts=epoch, values=(NAN,) * p, last=row.last, units=row.units or ("",) * p)
+        values = list(row.values)
+        values[i] = value
+        last = list(row.last)
+        last[i] = value
+        units = list(row.units or ("",) * p)
+        units[i] = unit
+        row = replace(row, values=tuple(values), last=tuple(last), units=tuple(units))
+        if all(not isnan(v) for v in row.values):
+            model, out = joint.step(model, row.ts, self._vector(row))
+            state_now = replace(st, rank=rank, since=since, reported=reported)
+            rank, since, reported, done = self._report(device, joint, row, out, state_now)
+            anomaly = done or anomaly
+            row = replace(row, judged=True)
+        seen, gap, last_ts, partition = st.seen, st.gap_s, st.last_ts, st.partition
+        if arrival is not None:
+            wall, partition = arrival
+            seen, gap, last_ts = wall, smoothed_gap(seen, gap, wall), epoch
+        new = SeriesState((model, row), rank, since, seen, gap, last_ts, partition, reported)
+        return new, anomaly
+
+    @staticmethod
+    def _vector(row: JointRow) -> Any:
+        return np.array(
+            [v if not isnan(v) else h for v, h in zip(row.values, row.last, strict=True)]
+        )
+
+    @staticmethod
+    def _report(
+        device: Device, joint: Joint, row: JointRow, out: JointStep, st: SeriesState
+    ) -> tuple[int, float, float, Anomaly | None]:
+        """The rank in force, when its anomaly began and was last reported, and the
+        anomaly record a judged row makes (a change of rank, or a refresh)."""
+        rank = out.rank
+        if rank == st.rank and not (rank and row.ts - st.reported >= REFRESH_S):
+            return st.rank, st.since, st.reported, None
+        since = row.ts if st.rank == 0 else st.since
+        state: Literal["raised", "updated", "cleared"] = (
+            "raised" if st.rank == 0 else ("cleared" if rank == 0 else "updated")
+        )
+        severity = severity_of(rank or st.rank)
+        assert severity is not None  # noqa: S101  # a change of rank involves a non-zero rank
+        when = datetime.fromtimestamp(row.ts, UTC)
+        named = out.top or tuple(joint.metrics[:1])
+        evidence = tuple(
+            Evidence(
+                device_id=device.device_id,
+                metric=m,
+                value=row.last[joint.metrics.index(m)],
+                unit=row.units[joint.metrics.index(m)] or device.metrics.get(m, ""),
+                ts=when,
+            )
+            for m in named
+        )
+        started = datetime.fromtimestamp(since, UTC)
+        anomaly = Anomaly(
+            **_where(device),
+            anomaly_id=f"{device.city}:{device.device_id}:joint:{int(since)}",
+            kind=f"{named[0]}_joint",
+            state=state,
+            ts=when,
+            detector="joint",
+            severity=severity,
+            score=out.score,
+            evidence=evidence,
+            message=f"{device.kind} {device.device_id}: its metrics no longer move together as "
+            f"they usually do ({', '.join(named)} most); {state} since {started.isoformat()}",
+        )
+        return rank, since if rank else 0.0, row.ts, anomaly
 
 
 def _where(device: Device) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the real services and report what they promise (the full runs stay `cityops benc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,25 @@ def test_detect_reports_quality_per_family_kernel_and_worker_rates(live_stack: S
     assert result["worker_readings"] == 100_000
     assert result["sweep"] == []
     assert result["step_readings_per_s"] > 0
+
+
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not DATASETS.exists(), reason=f"no shared data sets at {DATASETS}")
+def test_detection_on_public_labelled_data_beats_the_references_and_meets_its_targets() -> None:
+    from bench import _detect_real
+
+    result = json.loads(bench.dumps(_detect_real.run(short=True)))
+    batadal, gecco = result["batadal"], result["gecco"]
+    references = result["references"]
+    # BATADAL: learn on training_1, judge test causally (S of the battle).
+    assert batadal["s"] >= 0.93
+    assert batadal["s_cm"] >= 0.85
+    assert batadal["s"] > references["batadal"]["always"]["s"] == 0.75
+    assert batadal["s"] > references["batadal"]["baseline_per_metric"]["s"]
+    # GECCO 2018 (its first 60,000 rows): row-wise F1 after 14 days of learning.
+    assert gecco["f1"] >= 0.3
+    assert gecco["f1"] > references["gecco"]["baseline_per_metric"]["f1"]
+    assert gecco["f1"] > references["gecco"]["always"]["f1"]
+    assert result["short"] is True
