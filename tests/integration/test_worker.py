@@ -454,3 +454,72 @@ async def test_an_acknowledged_lasting_shift_becomes_the_new_normal(
     assert cleared, f"not cleared after the acknowledgement: {log_text[-3000:]}"
     assert anomalies_of(cleared, "wf-1")[0].anomaly_id == shift.anomaly_id
     assert "held shift released by its acknowledgement" in log_text
+
+
+@pytest.mark.asyncio
+async def test_a_heating_station_judged_as_a_whole_raises_one_joint_alarm_across_a_restart(
+    city: tuple[Settings, str], worker_log: Path, db_dsn: str
+) -> None:
+    """Its five metrics, each reported once a minute, learnt together for two days; its
+    return temperature then runs warm for its load, inside its own range: one joint
+    anomaly naming it, which a worker killed and restarted clears, never raises anew."""
+    from lifeline import codec
+    from tests.unit.test_joint_fold import BREAK, STATION, _rows
+
+    settings, code = city
+    station = STATION.model_copy(update={"city": code})
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_devices(conn, [station], {station.device_id: (f"{code}.hn-1", "x")})
+    rows = _rows(3)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=len(rows) + 60)
+
+    async def send_rows(first: int, last: int) -> None:
+        encoded = [
+            codec.encode_reading(
+                code, "hn-1", start + timedelta(minutes=i), m, v, station.metrics[m]
+            )
+            for i in range(first, last)
+            for m, v in rows[i].items()
+        ]
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for record in codec.batches(encoded):
+                await producer.send_and_wait("cityops.readings", record, key=b"hn-1")
+        finally:
+            await producer.stop()
+
+    def joint(found: list[tuple[bytes | None, bytes]]) -> list[Anomaly]:
+        return [a for a in anomalies_of(found, "hn-1") if a.detector == "joint"]
+
+    app_id = f"it-worker-{secrets.token_hex(3)}"
+    worker = Worker(settings, code, app_id, worker_log)
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        await wait_processing(settings, code)
+        async with TailConsumer(settings, "cityops.anomalies") as tail:
+            await send_rows(0, BREAK[0] + 20)
+            first = await tail.collect(
+                lambda v, _k: b'"hn-1"' in v and b'"joint"' in v, count=1, within=120
+            )
+            raised = joint(first)
+            assert raised[0].state == "raised", raised
+            assert {a.state for a in raised[1:]} <= {"updated"}  # re-reported while open
+            assert raised[0].evidence[0].metric == "return_temp"
+            await asyncio.sleep(4)  # past a checkpoint: the joint model is in the changelog
+            await asyncio.to_thread(worker.kill)
+            worker = Worker(settings, code, app_id, worker_log)
+            worker.starts = 2
+            await asyncio.to_thread(worker.wait_ready)
+            await send_rows(BREAK[0] + 20, BREAK[1] + 60)
+            rest = await tail.collect(
+                lambda v, _k: b'"hn-1"' in v and b'"joint"' in v and b'"cleared"' in v,
+                count=1,
+                within=120,
+            )
+            later = joint(rest)
+    finally:
+        await asyncio.to_thread(worker.stop)
+    assert later[-1].state == "cleared"
+    assert {a.anomaly_id for a in raised + later} == {raised[0].anomaly_id}
+    assert "raised" not in [a.state for a in later]
