@@ -25,7 +25,9 @@ all) from a tenth of the run to the end, with the CPU of the worker and of Kafka
 the same span. The headline run is ``worker_readings`` readings in records of 200 with a
 checkpoint every second; ``sweep`` repeats it (``sweep_readings`` each; 0 leaves the
 sweep and the ceiling out) over records of 1, 10, 50 and 200 readings and checkpoints
-every 0.5, 1 and 2 s. In the same run: ``faust_ceiling_records_per_s``,
+every 0.5, 1 and 2 s. ``worker_joint_readings_per_s`` is the headline run again with
+1,500 wells and 100 heating stations, whose five metrics each are also judged together
+by their joint models (a quarter of the readings). In the same run: ``faust_ceiling_records_per_s``,
 a Faust agent that only iterates the records of the batch-of-one topic (what Faust alone
 allows here per record), and ``step_readings_per_s``, the worker's detection fold alone.
 """
@@ -151,6 +153,9 @@ def _families(seed: int, series: int) -> dict[str, Any]:
 
 WORKER_CITY = "329990"
 WORKER_DEVICES = 2000
+#: the joint run: heating stations (five metrics each, judged together) among the wells
+JOINT_STATIONS = 100
+JOINT_WELLS = 1500
 PARTITIONS = 12
 SWEEP_BATCHES = (1, 10, 50, 200)
 SWEEP_CHECKPOINTS = (0.5, 1.0, 2.0)
@@ -168,14 +173,17 @@ def _worker_rate(n: int, sweep_readings: int = 400_000) -> dict[str, Any]:
 
     settings = get_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
-        wells = [
+        devices = [
             gas_well(WORKER_CITY, f"bw-{i:05d}", grid_code=f"329990001001{i % 1000:03d}")
             for i in range(WORKER_DEVICES)
         ]
+        devices += [_station(i) for i in range(JOINT_STATIONS)]
         upsert_devices(
-            conn, wells, {w.device_id: (f"{WORKER_CITY}.{w.device_id}", "x") for w in wells}
+            conn, devices, {d.device_id: (f"{WORKER_CITY}.{d.device_id}", "x") for d in devices}
         )
     headline = _worker_run(settings, n, batch=200, checkpoint_s=1.0)
+    joint = _worker_run(settings, n, batch=200, checkpoint_s=1.0, joint=True)
+    joint.pop("topic")
     sweep = []
     ceiling_topic = None
     for batch in SWEEP_BATCHES if sweep_readings else ():
@@ -224,16 +232,55 @@ def _worker_rate(n: int, sweep_readings: int = 400_000) -> dict[str, Any]:
         "worker_checkpoint_s": 1.0,
         "worker_cpu_pct": headline["worker_cpu_pct"],
         "kafka_cpu_pct": headline["kafka_cpu_pct"],
+        "worker_joint_readings_per_s": joint["readings_per_s"],
+        "worker_joint_share": joint["joint_share"],
+        "worker_joint_cpu_pct": joint["worker_cpu_pct"],
         "sweep": sweep,
         "faust_ceiling_records_per_s": ceiling,
         "step_readings_per_s": _step_rate(),
     }
 
 
-def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[str, Any]:
+def _station(i: int) -> Any:
+    """A heating station of the benchmark's city: five metrics judged together."""
+    from lifeline.devices import Device
+    from lifeline.kinds import KINDS
+
+    spec = KINDS["heat_network"]
+    return Device(
+        city=WORKER_CITY,
+        device_id=f"bh-{i:04d}",
+        family="sensors",
+        kind=spec.name,
+        metrics={m.name: m.quantity.unit for m in spec.metrics},
+        owner_dept="heating",
+        lon=118.78,
+        lat=32.04,
+        grid_code=f"329990001002{i % 1000:03d}",
+    )
+
+
+def _series(joint: bool) -> list[tuple[str, str, str, float, float]]:
+    """What the load sends, one reading of each per step: (device, metric, unit, mean,
+    deviation); a station's metrics side by side, as it reports them."""
+    from lifeline.kinds import KINDS
+
+    wells = JOINT_WELLS if joint else WORKER_DEVICES
+    out = [(f"bw-{i:05d}", "ch4", "%LEL", 2.0, 0.3) for i in range(wells)]
+    for i in range(JOINT_STATIONS if joint else 0):
+        for m in KINDS["heat_network"].metrics:
+            sd = max(m.normal.sd, 1e-3)
+            out.append((f"bh-{i:04d}", m.name, m.quantity.unit, m.normal.mean, sd))
+    return out
+
+
+def _worker_run(
+    settings: Any, n: int, batch: int, checkpoint_s: float, joint: bool = False
+) -> dict[str, Any]:
     """Load ``n`` readings into a topic of their own as records of ``batch`` readings,
     then time a ``cityops worker`` over them: readings per second between its offset
-    commits, from a tenth of the run to the end, and the CPU of the worker and Kafka."""
+    commits, from a tenth of the run to the end, and the CPU of the worker and Kafka.
+    With ``joint``, a quarter of the readings are heating stations' (judged together)."""
     import asyncio
     import os
     import secrets
@@ -255,6 +302,7 @@ def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[
     topic = f"bench.readings.{secrets.token_hex(3)}"
     app_id = f"bench-worker-{secrets.token_hex(3)}"
     rng = np.random.default_rng(7)
+    series = _series(joint)
     # readings[p][k]: readings in the first k records of partition p
     readings_before: list[list[int]] = [[0] for _ in range(PARTITIONS)]
 
@@ -275,12 +323,14 @@ def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[
 
         try:
             for i in tqdm(range(n), desc=f"load x{batch}", unit="reading", mininterval=1):
-                dev = f"bw-{i % WORKER_DEVICES:05d}"
-                step = i // WORKER_DEVICES
-                value = float(rng.normal(2, 0.3)) + (30.0 if 40 <= step % 100 < 45 else 0.0)
+                dev, metric, unit, mean, sd = series[i % len(series)]
+                step = i // len(series)
+                value = float(rng.normal(mean, sd))
+                if metric == "ch4" and 40 <= step % 100 < 45:
+                    value += 30.0
                 ts = start + timedelta(minutes=step)
                 p = codec.partition_for(dev, PARTITIONS)
-                held[p].append(codec.encode_reading(WORKER_CITY, dev, ts, "ch4", value, "%LEL"))
+                held[p].append(codec.encode_reading(WORKER_CITY, dev, ts, metric, value, unit))
                 if len(held[p]) >= batch:
                     await send(p, held[p])
                     held[p] = []
@@ -400,6 +450,7 @@ def _worker_run(settings: Any, n: int, batch: int, checkpoint_s: float) -> dict[
         "readings_per_s": round((c1 - c0) / wall) if wall > 0 else None,
         "worker_cpu_pct": round(100 * (w1 - w0) / wall, 1) if wall > 0 else None,
         "kafka_cpu_pct": round(100 * (k1 - k0) / wall, 1) if wall > 0 else None,
+        "joint_share": round(sum(1 for s in series if s[1] != "ch4") / len(series), 3),
         "topic": topic,
     }
 

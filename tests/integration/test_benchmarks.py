@@ -119,6 +119,8 @@ def test_detect_reports_quality_per_family_kernel_and_worker_rates(live_stack: S
     assert result["kernel_readings_per_s"] > 0
     assert result["worker_readings_per_s"] > 0
     assert result["worker_readings"] == 100_000
+    assert result["worker_joint_readings_per_s"] > 0
+    assert result["worker_joint_share"] == 0.25
     assert result["sweep"] == []
     assert result["step_readings_per_s"] > 0
 
