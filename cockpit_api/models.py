@@ -229,6 +229,15 @@ class Label(Answer):
     en: str
 
 
+class History(Answer):
+    detector: str
+    readings: int = Field(description="readings of the series before it may alarm")
+    seconds: float | None = Field(
+        description="time it also needs (a day for a daily profile's drifts), if any"
+    )
+    note: str
+
+
 class MetricInfo(Answer):
     metric: str
     unit: str
@@ -237,6 +246,9 @@ class MetricInfo(Answer):
     label: Label
     levels: list[Level] = Field(description="the default rules' fixed levels")
     adaptive: bool = Field(description="watched by the adaptive baseline")
+    history: list[History] = Field(
+        description="how much history each default detector needs before it may alarm"
+    )
 
 
 class KindInfo(Answer):
@@ -246,6 +258,9 @@ class KindInfo(Answer):
     assets: list[str] = Field(description="CIM asset classes a device is placed on")
     metrics: list[MetricInfo]
     sources: str = Field(description="the standards and practice the default rules follow")
+    joint: bool = Field(
+        description="its metrics are also judged together, by one joint model per device"
+    )
 
 
 class Catalogue(Answer):

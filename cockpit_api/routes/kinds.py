@@ -3,6 +3,7 @@ levels of every kind and metric."""
 
 from __future__ import annotations
 
+from math import isnan
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,6 +12,7 @@ from cockpit_api import present
 from cockpit_api.deps import Who
 from cockpit_api.models import Catalogue
 from lifeline.detect.detectors import Baseline
+from lifeline.detect.series import SeriesDetector
 from lifeline.kinds import KINDS
 
 router = APIRouter(prefix="/v1", tags=["kinds"])
@@ -33,10 +35,20 @@ def _catalogue() -> dict[str, Any]:
                         "label": {"zh": m.quantity.label[0], "en": m.quantity.label[1]},
                         "levels": present.levels(spec.name, m.name),
                         "adaptive": any(isinstance(d, Baseline) for d in m.detectors()),
+                        "history": [
+                            {
+                                "detector": name,
+                                "readings": h.readings,
+                                "seconds": None if isnan(h.seconds) else h.seconds,
+                                "note": h.note,
+                            }
+                            for name, h in SeriesDetector(m.detectors()).history()
+                        ],
                     }
                     for m in spec.metrics
                 ],
                 "sources": spec.sources,
+                "joint": spec.joint,
             }
             for spec in KINDS.values()
         ]
@@ -48,6 +60,7 @@ CATALOGUE = _catalogue()
 
 @router.get("/kinds", response_model=Catalogue)
 def kinds(_who: Who) -> dict[str, Any]:
-    """Every sensor kind: its lifeline, names, metrics with units, ranges and default
-    levels, and the sources of its rules."""
+    """Every sensor kind: its lifeline, names, metrics with units, ranges, default
+    levels and how much history each detector needs before it may alarm, whether its
+    metrics are also judged together, and the sources of its rules."""
     return CATALOGUE

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lifeline.detect.base import INF, NAN, Out, Step, evidence_score, rank_of
+from lifeline.detect.base import INF, NAN, History, Out, Step, evidence_score, rank_of
 from lifeline.detect.kernels import F64
 from lifeline.vocabulary import Severity
 
@@ -546,6 +546,19 @@ class Baseline:
     @cached_property
     def _stuck_flags(self) -> tuple[tuple[str, bool], ...]:
         return ((self.name, False), *((f, f == "flatline") for f in self.FLAGS))
+
+    def history(self) -> History:
+        """Spikes, steps and wider spreads are judged after ``warmup`` readings (at one
+        a second, half a minute); with ``daily``, slow drifts once the profile's
+        learning day is in, while on that day only changes well beyond the day's
+        shape are raised."""
+        if self.daily:
+            return History(
+                readings=self.warmup + RELEARN,
+                seconds=86400.0,
+                note="spikes, steps and spreads after the readings; drifts after a day",
+            )
+        return History(readings=self.warmup + RELEARN, note="spikes, steps and spreads")
 
     def init(self) -> BaselineState:
         return BaselineState()

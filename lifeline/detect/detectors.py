@@ -20,6 +20,7 @@ from lifeline.detect.base import (
     INF,
     MAX,
     Direction,
+    History,
     Out,
     Step,
     rank_of,
@@ -89,6 +90,11 @@ class Levels:
     n: int = 3
     min_duration_s: float = 0.0
     name: str = "level"
+
+    def history(self) -> History:
+        """Fixed levels judge from the first readings: ``k`` past a level (and
+        ``min_duration_s``)."""
+        return History(readings=self.k, seconds=self.min_duration_s, note="debounce")
 
     def init(self) -> LevelsState:
         m = len(self.levels)
@@ -167,6 +173,10 @@ class Rate:
     direction: Literal["rise", "fall", "both"] = "both"
     name: str = "rate"
 
+    def history(self) -> History:
+        """Two readings make a rate."""
+        return History(readings=2, note="two readings")
+
     def init(self) -> SeriesTail:
         return SeriesTail()
 
@@ -204,6 +214,10 @@ class Sustained:
     severity: Severity
     direction: Direction = "above"
     name: str = "sustained"
+
+    def history(self) -> History:
+        """As long as the exceedance must last."""
+        return History(readings=2, seconds=self.duration_s, note="the exceedance's duration")
 
     def init(self) -> float:
         return float("nan")
@@ -265,6 +279,10 @@ class Accumulation:
     bucket_s: float = 300.0
     name: str = "accumulation"
 
+    def history(self) -> History:
+        """One reading can fill a window; a window is judged as it fills."""
+        return History(readings=1, note="judged as its windows fill")
+
     def init(self) -> tuple[tuple[float, float], ...]:
         return ()
 
@@ -324,6 +342,14 @@ class NightFlow:
     severity: Severity = Severity.YELLOW
     name: str = "night_flow"
 
+    def history(self) -> History:
+        """``min_nights`` normal nights, then the night being judged."""
+        return History(
+            readings=self.min_nights + 1,
+            seconds=(self.min_nights + 1) * 86400.0,
+            note="normal nights before a night is judged",
+        )
+
     def init(self) -> NightFlowState:
         return NightFlowState()
 
@@ -381,6 +407,10 @@ class Faults:
     flat_suspect: int | None = None
     flat_fail: int | None = None
     max_gap_s: float | None = None
+
+    def history(self) -> History:
+        """The range from the first reading; a flat line after ``flat_fail``."""
+        return History(readings=1, note="range from the first reading")
 
     def init(self) -> FaultState:
         return FaultState()
@@ -455,6 +485,11 @@ class Stuck:
     p: float = 1e-6
     warmup: int = 30
     name: str = "flatline"
+
+    def history(self) -> History:
+        """``warmup`` readings and the runs that tell its habits."""
+        runs = StuckRun(self.min_run, self.p).min_runs
+        return History(readings=max(self.warmup, runs), note="its runs of equal readings")
 
     def init(self) -> StuckReadingState:
         return StuckReadingState()

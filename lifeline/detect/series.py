@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lifeline.detect.base import History
 from lifeline.detect.detectors import I8, Baseline, Detector, Levels, Step, severity_of
 from lifeline.detect.kernels import F64, Bool
 from lifeline.detect.rules import defaults_for
@@ -44,6 +45,11 @@ class SeriesDetector:
 
     def init(self) -> tuple[Any, ...]:
         return tuple(d.init() for d in self.detectors)
+
+    def history(self) -> tuple[tuple[str, History], ...]:
+        """How much history each detector of the series needs before it may alarm
+        (each judges as soon as its own is in)."""
+        return tuple((type(d).__name__, d.history()) for d in self.detectors)
 
     def run(self, state: tuple[Any, ...], ts: F64, v: F64) -> tuple[tuple[Any, ...], SeriesOut]:
         n = v.size

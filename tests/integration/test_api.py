@@ -845,6 +845,13 @@ def test_the_sensor_kind_catalogue_is_served_as_declared(
     flow = kinds["water_flow"]["metrics"][0]
     assert flow["adaptive"]
     assert flow["levels"] == []
+    # How long each detector learns before it may alarm: a flow's baseline judges steps
+    # after 33 readings (half a minute at one a second), its drifts after a day.
+    baseline = next(h for h in flow["history"] if h["detector"] == "Baseline")
+    assert (baseline["readings"], baseline["seconds"]) == (33, 86400.0)
+    assert next(h for h in ch4["history"] if h["detector"] == "Levels")["readings"] == 2
+    assert kinds["heat_network"]["joint"]
+    assert not gas["joint"]
 
 
 def test_the_openapi_document_says_what_the_api_answers(server: Server) -> None:
