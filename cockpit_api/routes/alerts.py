@@ -107,7 +107,9 @@ def alert_detail(
     )
     evidence = []
     seen = set()
-    for a in anomalies:
+    # A joint anomaly names the metrics that broke from the others, most first: those
+    # are charted first.
+    for a in sorted(anomalies, key=lambda a: a["detector"] != "joint"):
         for ev in a["evidence"] or []:
             key = (ev["device_id"], ev["metric"])
             if key in seen:

@@ -901,3 +901,44 @@ def test_the_openapi_document_says_what_the_api_answers(server: Server) -> None:
     r = httpx.get(f"{server.url}/v1/alerts", timeout=10)
     assert r.status_code == 401
     assert isinstance(r.json()["detail"], str)
+
+
+def test_an_alert_of_a_joint_anomaly_charts_the_metrics_it_names_first(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    from lifeline.records import Anomaly, Evidence
+    from store.events import upsert_anomalies
+
+    a, _ = cities
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+
+    def anomaly(suffix: str, detector: str, metrics: tuple[str, ...], at: datetime) -> Anomaly:
+        return Anomaly(
+            anomaly_id=f"{a}:hn-1:{suffix}:{int(at.timestamp())}",
+            city=a,
+            kind=f"{metrics[0]}_{detector}",
+            state="raised",
+            device_id="hn-1",
+            grid_cell=f"{a}001001001",
+            ts=at,
+            detector=detector,
+            severity=Severity.YELLOW,
+            score=0.7,
+            evidence=tuple(
+                Evidence(device_id="hn-1", metric=m, value=1.0, unit="°C", ts=at) for m in metrics
+            ),
+            message="test",
+        )
+
+    # The flow's own alarm came first; the joint one names other metrics.
+    per_metric = anomaly("flow", "drift_up", ("flow",), now - timedelta(minutes=5))
+    joint = anomaly("joint", "joint", ("return_temp", "supply_temp"), now)
+    inc = incident(a, IncidentType.HEATING_LEAK, Severity.YELLOW).model_copy(
+        update={"anomaly_ids": (per_metric.anomaly_id, joint.anomaly_id)}
+    )
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_anomalies(conn, [per_metric, joint])
+    store_incidents(db_dsn, [inc])
+    with client(server, keys["viewer_a"]) as c:
+        detail = c.get(f"/v1/alerts/{inc.incident_id}").json()
+    assert [e["metric"] for e in detail["evidence"]] == ["return_temp", "supply_temp", "flow"]
