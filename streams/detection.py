@@ -180,6 +180,8 @@ class JointFold:
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, ...], Joint] = {}
+        #: (metrics of a model, metric) → its place in the model's rows
+        self._index: dict[tuple[tuple[str, ...], str], int] = {}
 
     def model(self, device: Device) -> Joint | None:
         if device.kind not in JOINT_KINDS or len(device.metrics) < 2:
@@ -188,6 +190,7 @@ class JointFold:
         found = self._models.get(metrics)
         if found is None:
             found = self._models[metrics] = Joint(metrics)
+            self._index.update({(metrics, m): i for i, m in enumerate(metrics)})
         return found
 
     def step(
@@ -204,7 +207,8 @@ class JointFold:
         judged row raised, updated or cleared. (None, None) for a device without a joint
         model or a metric outside it."""
         joint = self.model(device)
-        if joint is None or metric not in joint.metrics:
+        i = self._index.get((joint.metrics, metric), -1) if joint is not None else -1
+        if joint is None or i < 0:
             return None, None
         p = joint.p
         st = state
@@ -214,30 +218,35 @@ class JointFold:
         if model.moments.mean.size != p:  # the device's metrics changed: start afresh
             model, row = joint.init(), JointRow(values=(NAN,) * p, last=(NAN,) * p)
         epoch = ts.timestamp()
-        i = joint.metrics.index(metric)
-        anomaly = None
-        rank, since, reported = st.rank, st.since, st.reported
         if epoch < row.ts or (epoch == row.ts and row.judged):
             return st, None  # a late or repeated reading: its row has been judged
-        if epoch > row.ts and not row.judged and any(not isnan(v) for v in row.values):
-            model, out = joint.step(model, row.ts, self._vector(row))
-            rank, since, reported, anomaly = self._report(device, joint, row, out, st)
-            row = replace(row, judged=True)
+        anomaly = None
+        rank, since, reported = st.rank, st.since, st.reported
         if epoch > row.ts:
-            row = JointRow(ts=epoch, values=(NAN,) * p, last=row.last, units=row.units or ("",) * p)
-        values = list(row.values)
+            if not row.judged and not all(isnan(v) for v in row.values):
+                # A reading of a later moment: the row before is judged as it stands.
+                model, out = joint.step(model, row.ts, self._vector(row))
+                now = SeriesState(st.detectors, rank, since, reported=reported)
+                rank, since, reported, anomaly = self._report(device, joint, row, out, now)
+            values = [NAN] * p
+            ts_row = epoch
+        else:
+            values = list(row.values)
+            ts_row = row.ts
         values[i] = value
         last = list(row.last)
         last[i] = value
-        units = list(row.units or ("",) * p)
+        units = list(row.units) if row.units else [""] * p
         units[i] = unit
-        row = replace(row, values=tuple(values), last=tuple(last), units=tuple(units))
-        if all(not isnan(v) for v in row.values):
-            model, out = joint.step(model, row.ts, self._vector(row))
-            state_now = replace(st, rank=rank, since=since, reported=reported)
-            rank, since, reported, done = self._report(device, joint, row, out, state_now)
+        judged = not any(isnan(v) for v in values)
+        row = JointRow(
+            ts=ts_row, values=tuple(values), last=tuple(last), units=tuple(units), judged=judged
+        )
+        if judged:
+            model, out = joint.step(model, ts_row, np.array(values))
+            now = SeriesState(st.detectors, rank, since, reported=reported)
+            rank, since, reported, done = self._report(device, joint, row, out, now)
             anomaly = done or anomaly
-            row = replace(row, judged=True)
         seen, gap, last_ts, partition = st.seen, st.gap_s, st.last_ts, st.partition
         if arrival is not None:
             wall, partition = arrival

@@ -70,13 +70,16 @@ def _root(q: float) -> float:
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class Moments:
     """Per metric: readings learnt (``n``), EWMA ``mean`` and ``var``, the smallest
-    non-zero change seen (``step``: the quantisation), and the last reading."""
+    non-zero change seen (``step``: the quantisation), the last reading, and the scale
+    a reading is standardised by: its spread, at least half its quantisation step and a
+    millionth of its level."""
 
     n: int
     mean: F64
     var: F64
     step: F64
     last: F64
+    scale: F64
 
     @classmethod
     def empty(cls, p: int) -> Moments:
@@ -86,25 +89,21 @@ class Moments:
             var=np.zeros(p),
             step=np.full(p, np.inf),
             last=np.full(p, np.nan),
+            scale=np.ones(p),
         )
-
-    def scale(self) -> F64:
-        """Each metric's scale: its spread, at least half its quantisation step and a
-        millionth of its level."""
-        quantum = np.where(np.isfinite(self.step), 0.5 * self.step, 0.0)
-        floor = np.maximum(quantum, 1e-9 + 1e-6 * np.abs(self.mean))
-        return np.asarray(np.maximum(np.sqrt(np.maximum(self.var, 0.0)), floor))
 
     def learn(self, x: F64, memory: float) -> Moments:
         n = self.n + 1
         gain = max(1.0 / n, 1.0 / memory)
         change = np.abs(x - self.last)
-        moved = change > 0.0
-        step = np.where(moved, np.minimum(self.step, change), self.step)
+        step = np.where(change > 0.0, np.minimum(self.step, change), self.step)
         d = x - self.mean
         mean = self.mean + gain * d
         var = (1.0 - gain) * (self.var + gain * d * d)
-        return Moments(n=n, mean=mean, var=var, step=step, last=x)
+        quantum = np.where(np.isfinite(step), 0.5 * step, 0.0)
+        floor = np.maximum(quantum, 1e-9 + 1e-6 * np.abs(mean))
+        scale = np.maximum(np.sqrt(np.maximum(var, 0.0)), floor)
+        return Moments(n=n, mean=mean, var=var, step=step, last=x, scale=scale)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
@@ -124,7 +123,7 @@ class Subspace:
 
     def learn(self, z: F64, gain: float) -> Subspace:
         cov = (1.0 - gain) * self.cov + gain * np.outer(z, z)
-        return replace(self, cov=cov, since_fit=self.since_fit + 1)
+        return Subspace(cov=cov, basis=self.basis, eig=self.eig, since_fit=self.since_fit + 1)
 
     def fitted(self, explained: float) -> Subspace:
         values, vectors = np.linalg.eigh(self.cov)
@@ -205,8 +204,8 @@ class JointState:
 class JointStep:
     """One reading's result: score (0.5 and above raises), severity rank, the SPE
     ``q`` and ``t2``, how many spreads of its usual surprise ``q`` stands
-    (``surprise``), each metric's share of ``q`` and the metrics named by the open
-    episode (most contributing first)."""
+    (``surprise``), each metric's share of ``q`` while an episode is open, and the
+    metrics named by the open episode (most contributing first)."""
 
     score: float
     rank: int
@@ -262,7 +261,7 @@ class Joint:
 
     def _learn(self, st: JointState, x: F64, lq: float | None, t: float) -> JointState:
         moments = st.moments.learn(x, self._memory())
-        z = (x - moments.mean) / moments.scale()
+        z = (x - moments.mean) / moments.scale
         subspace = st.subspace.learn(z, max(1.0 / moments.n, 1.0 / self._memory()))
         if not subspace.eig.size or subspace.since_fit >= self._refit():
             subspace = subspace.fitted(self.explained)
@@ -297,18 +296,18 @@ class Joint:
             return st, JointStep(score, rank, NAN, NAN, NAN, (), self._names(ep.top))
         if not self._ready(st):
             return self._learn(st, x, None, t), JointStep(0.0, 0, NAN, NAN, NAN, (), ())
-        z = (x - st.moments.mean) / st.moments.scale()
+        z = (x - st.moments.mean) / st.moments.scale
         q, t2, residual = st.subspace.statistics(z)
         lq = _root(q)
         sur = st.surprise
         judged = sur.n >= SURPRISE_MIN
         level = (lq - sur.mean) / sur.spread() if judged else 0.0
-        shares = residual * residual / q if q > 0.0 else np.zeros(self.p)
         ep = st.episode
         limit = self.raise_limit(st.interval)
         evidence = level / limit
         if not ep.open:
             if judged and level > limit:
+                shares = residual * residual
                 top = tuple(int(i) for i in np.argsort(shares)[::-1][: self.top_n])
                 ep = JointEpisode(open=True, onset=evidence_score(evidence), top=top, since=t)
         else:
@@ -336,10 +335,14 @@ class Joint:
             q,
             t2,
             level,
-            tuple(float(s) for s in shares),
+            self._shares(residual, q) if ep.open else (),
             self._names(ep.top),
         )
         return new, out
+
+    @staticmethod
+    def _shares(residual: F64, q: float) -> tuple[float, ...]:
+        return tuple((residual * residual / q).tolist()) if q > 0.0 else ()
 
     def _names(self, top: tuple[int, ...]) -> tuple[str, ...]:
         return tuple(self.metrics[i] for i in top)
@@ -355,6 +358,6 @@ class Joint:
             return state
         lq = None
         if self._ready(state):
-            z = (x - state.moments.mean) / state.moments.scale()
+            z = (x - state.moments.mean) / state.moments.scale
             lq = _root(state.subspace.statistics(z)[0])
         return self._learn(state, x, lq, t)
