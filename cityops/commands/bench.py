@@ -90,13 +90,27 @@ def bench_cmd(
     if real or csv_path is not None:
         if name != "detect":
             raise CityOpsError("--real and --csv are options of `cityops bench detect` only")
-        click.echo(
-            bench.dumps(
-                _real(
-                    short, csv_path, label, time_col, time_format, learn, scoring, judged_after_days
+        from bench import _detect_real
+
+        datasets = None
+        if csv_path is not None:
+            datasets = [
+                _detect_real.Dataset(
+                    csv_path.stem,
+                    csv_path,
+                    label,
+                    time_col,
+                    "events" if scoring == "events" else "rows",
+                    time_format=time_format,
+                    learn=learn,
+                    judged_after_days=judged_after_days,
                 )
-            )
-        )
+            ]
+        try:
+            result = {"name": "detect-real", **_detect_real.run(datasets, short=short)}
+        except (FileNotFoundError, ValueError) as exc:
+            raise CityOpsError(str(exc)) from exc
+        click.echo(bench.dumps(result))
         return
     options: dict[str, Any] = {} if runs is None else {"runs": runs}
     if kafka_brokers is not None:
@@ -104,36 +118,3 @@ def bench_cmd(
             raise CityOpsError("--kafka-brokers is an option of `cityops bench e2e` only")
         options["kafka_brokers"] = kafka_brokers
     click.echo(bench.dumps(bench.run(name, **options)))
-
-
-def _real(
-    short: bool,
-    csv_path: Path | None,
-    label: str,
-    time_col: str,
-    time_format: str | None,
-    learn: tuple[Path, ...],
-    scoring: str,
-    judged_after_days: float,
-) -> dict[str, Any]:
-    """``bench detect --real``: the built-in data sets, or the one CSV given."""
-    from bench import _detect_real as real
-
-    datasets = None
-    if csv_path is not None:
-        datasets = [
-            real.Dataset(
-                csv_path.stem,
-                csv_path,
-                label,
-                time_col,
-                "events" if scoring == "events" else "rows",
-                time_format=time_format,
-                learn=learn,
-                judged_after_days=judged_after_days,
-            )
-        ]
-    try:
-        return {"name": "detect-real", **real.run(datasets, short=short)}
-    except (FileNotFoundError, ValueError) as exc:
-        raise CityOpsError(str(exc)) from exc
