@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from bench._scoring import SCORERS
+from bench._scoring import SCORERS, episodes_score
 from lifeline.detect.joint import Joint
 from lifeline.detect.rules import defaults_for
 from lifeline.detect.series import SeriesDetector
@@ -208,6 +208,10 @@ def judge(ds: Dataset) -> dict[str, Any]:
     platform = alarms["per_metric"] | alarms["joint"]
     result: dict[str, Any] = scorer(platform[judged], test.label[judged])
     result["alarm_rows"] = round(float(platform[judged].mean()), 4)
+    result["episodes"] = episodes_score(platform[judged], test.label[judged])
+    result["episodes_baseline_per_metric"] = episodes_score(
+        alarms["baseline_per_metric"][judged], test.label[judged]
+    )
     result["parts"] = {n: scorer(alarms[n][judged], test.label[judged]) for n in PARTS}
     result["references"] = {n: scorer(alarms[n][judged], test.label[judged]) for n in REFERENCES}
     result["rows"] = int(judged.sum())

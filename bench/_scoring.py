@@ -8,6 +8,8 @@ set's authors define it.
   event counting as its whole length. With hourly rows, rows are the authors' hours.
 - :func:`rows_f1` — the row-wise F1 of the GECCO 2018 Industrial Challenge (online
   anomaly detection for drinking-water quality), with its precision and recall.
+- :func:`episodes_score` — beside them, whether an alarm means something: the share of
+  alarm onsets inside an event and of events reached.
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ def rows_f1(alarm: BoolArray, label: BoolArray) -> dict[str, float]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"f1": round(f1, 4), "precision": round(precision, 4), "recall": round(recall, 4)}
+
+
+def episodes_score(alarm: BoolArray, label: BoolArray) -> dict[str, float]:
+    """How alarms meet events, whatever the data set's own metric: the share of alarm
+    onsets inside a labelled event (``onsets_inside``; an onset is a row that raises
+    after one that did not) and the share of events reached by an alarm
+    (``events_reached``), with the counts."""
+    alarm, label = alarm.astype(bool), label.astype(bool)
+    onsets = [start for start, _end in events(alarm)]
+    inside = sum(1 for i in onsets if label[i])
+    labelled = events(label)
+    reached = sum(1 for a, b in labelled if alarm[a:b].any())
+    return {
+        "onsets": len(onsets),
+        "onsets_inside": round(inside / len(onsets), 4) if onsets else 1.0,
+        "events_reached": round(reached / len(labelled), 4) if labelled else 1.0,
+    }
 
 
 SCORERS = {"events": events_score, "rows": rows_f1}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench._scoring import events, events_score, rows_f1
+from bench._scoring import episodes_score, events, events_score, rows_f1
 from cityops.cli import main
 
 LABEL = np.array([0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0], bool)
@@ -43,6 +43,15 @@ def test_row_f1_by_hand() -> None:
         {"f1": 0.4, "precision": 0.5, "recall": 0.3333}, abs=1e-4
     )
     assert rows_f1(np.zeros(LABEL.size, bool), LABEL)["f1"] == 0.0
+
+
+def test_onsets_inside_events_and_events_reached_by_hand() -> None:
+    # Alarms start at rows 1, 3 and 11: one inside an event; one event of two reached.
+    assert episodes_score(ALARM, LABEL) == {
+        "onsets": 3,
+        "onsets_inside": 0.3333,
+        "events_reached": 0.5,
+    }
 
 
 def _station_csv(path: Path) -> None:
