@@ -137,13 +137,10 @@ class DetectionFold:
         if arrival is not None:
             wall, partition = arrival
             seen, gap, last_ts = wall, smoothed_gap(seen, gap, wall), epoch
-        if rank == st.rank and not (rank and epoch - st.reported >= REFRESH_S):
+        if not _due(rank, st, epoch):
             return SeriesState(
                 inner, st.rank, st.since, seen, gap, last_ts, partition, st.reported
             ), None
-        # A change of rank, or an anomaly still open REFRESH_S after it was last
-        # reported: re-reported as updated, so that rules waiting for persistence (a
-        # leak, a lone gas well) see it last and incidents show its latest value.
         since = epoch if st.rank == 0 else st.since
         names = [name for name, _ in flags]
         anomaly = _anomaly(device, metric, ts, value, unit, score, names, rank, st.rank, since)
@@ -267,14 +264,10 @@ class JointFold:
         """The rank in force, when its anomaly began and was last reported, and the
         anomaly record a judged row makes (a change of rank, or a refresh)."""
         rank = out.rank
-        if rank == st.rank and not (rank and row.ts - st.reported >= REFRESH_S):
+        if not _due(rank, st, row.ts):
             return st.rank, st.since, st.reported, None
         since = row.ts if st.rank == 0 else st.since
-        state: Literal["raised", "updated", "cleared"] = (
-            "raised" if st.rank == 0 else ("cleared" if rank == 0 else "updated")
-        )
-        severity = severity_of(rank or st.rank)
-        assert severity is not None  # noqa: S101  # a change of rank involves a non-zero rank
+        state, severity = _lifecycle(st.rank, rank)
         when = datetime.fromtimestamp(row.ts, UTC)
         named = out.top or tuple(joint.metrics[:1])
         evidence = tuple(
@@ -302,6 +295,27 @@ class JointFold:
             f"they usually do ({', '.join(named)} most); {state} since {started.isoformat()}",
         )
         return rank, since if rank else 0.0, row.ts, anomaly
+
+
+def _due(rank: int, st: SeriesState, epoch: float) -> bool:
+    """Whether a reading at ``epoch`` makes an anomaly record: a change of rank, or an
+    anomaly still open ``REFRESH_S`` after it was last reported (re-reported as updated,
+    so that rules waiting for persistence, a leak or a lone gas well, see it last and
+    incidents show its latest value)."""
+    return rank != st.rank or bool(rank and epoch - st.reported >= REFRESH_S)
+
+
+def _lifecycle(
+    previous: int, rank: int
+) -> tuple[Literal["raised", "updated", "cleared"], Severity]:
+    """The state and severity of an anomaly record when the rank goes from
+    ``previous`` to ``rank``."""
+    state: Literal["raised", "updated", "cleared"] = (
+        "raised" if previous == 0 else ("cleared" if rank == 0 else "updated")
+    )
+    severity = severity_of(rank or previous)
+    assert severity is not None  # noqa: S101  # a change of rank involves a non-zero rank
+    return state, severity
 
 
 def _where(device: Device) -> dict[str, Any]:
@@ -380,11 +394,7 @@ def _anomaly(
     previous: int,
     since: float,
 ) -> Anomaly:
-    state: Literal["raised", "updated", "cleared"] = (
-        "raised" if previous == 0 else ("cleared" if rank == 0 else "updated")
-    )
-    severity = severity_of(rank or previous)
-    assert severity is not None  # noqa: S101  # a change of rank involves a non-zero rank
+    state, severity = _lifecycle(previous, rank)
     started = datetime.fromtimestamp(since, UTC)
     return Anomaly(
         **_where(device),
