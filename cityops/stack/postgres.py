@@ -174,6 +174,9 @@ class Postgres:
                     sql.SQL(verb), sql.Identifier(db.user), sql.Literal(db.password)
                 )
             )
+            # DROP DATABASE ... WITH (FORCE) on a scratch database also has to end an
+            # autovacuum worker there, which PostgreSQL checks as a process of another role.
+            conn.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(db.user)))
             has_db = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (db.dbname,)
             ).fetchone()

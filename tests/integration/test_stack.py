@@ -77,6 +77,16 @@ def test_platform_role_owns_the_cityops_database(live_stack: Settings) -> None:
     assert (db, user) == ("cityops", live_stack.db_parts().user)
 
 
+def test_platform_role_may_drop_a_scratch_database_being_vacuumed(live_stack: Settings) -> None:
+    # DROP DATABASE ... WITH (FORCE) must also end the autovacuum worker that PostgreSQL
+    # counts as another role's process; pg_signal_backend is what allows it.
+    with psycopg.connect(live_stack.db_dsn.get_secret_value()) as conn:
+        row = conn.execute(
+            "SELECT pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')"
+        ).fetchone()
+    assert row == (True,)
+
+
 @pytest.mark.asyncio
 async def test_kafka_transactions_commit_and_abort(live_stack: Settings) -> None:
     topic = unique_id("it-tx")
