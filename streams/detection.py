@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from math import isnan
 from typing import Any, Literal
 
-import numpy as np
-
 from lifeline.detect.detectors import severity_of
 from lifeline.detect.joint import Joint, JointState, JointStep
 from lifeline.detect.rules import RuleBook
@@ -165,6 +163,8 @@ class JointRow:
     last: tuple[float, ...] = ()
     units: tuple[str, ...] = ()
     judged: bool = False
+    #: how many metrics of the row are in
+    filled: int = 0
 
 
 class JointFold:
@@ -177,18 +177,30 @@ class JointFold:
 
     def __init__(self) -> None:
         self._models: dict[tuple[str, ...], Joint] = {}
-        #: (metrics of a model, metric) → its place in the model's rows
-        self._index: dict[tuple[tuple[str, ...], str], int] = {}
+        #: (kind, metrics as the device lists them) → the model and each metric's place
+        #: in its rows; None for a device judged metric by metric
+        self._by_device: dict[tuple[str, tuple[str, ...]], tuple[Joint, dict[str, int]] | None]
+        self._by_device = {}
+
+    def _lookup(self, device: Device) -> tuple[Joint, dict[str, int]] | None:
+        key = (device.kind, tuple(device.metrics))
+        try:
+            return self._by_device[key]
+        except KeyError:
+            pass
+        found: tuple[Joint, dict[str, int]] | None = None
+        if device.kind in JOINT_KINDS and len(device.metrics) >= 2:
+            metrics = tuple(sorted(device.metrics))
+            joint = self._models.get(metrics)
+            if joint is None:
+                joint = self._models[metrics] = Joint(metrics)
+            found = (joint, {m: i for i, m in enumerate(metrics)})
+        self._by_device[key] = found
+        return found
 
     def model(self, device: Device) -> Joint | None:
-        if device.kind not in JOINT_KINDS or len(device.metrics) < 2:
-            return None
-        metrics = tuple(sorted(device.metrics))
-        found = self._models.get(metrics)
-        if found is None:
-            found = self._models[metrics] = Joint(metrics)
-            self._index.update({(metrics, m): i for i, m in enumerate(metrics)})
-        return found
+        found = self._lookup(device)
+        return found[0] if found is not None else None
 
     def step(
         self,
@@ -203,16 +215,17 @@ class JointFold:
         """The device's joint state after one of its readings, and the anomaly record a
         judged row raised, updated or cleared. (None, None) for a device without a joint
         model or a metric outside it."""
-        joint = self.model(device)
-        i = self._index.get((joint.metrics, metric), -1) if joint is not None else -1
-        if joint is None or i < 0:
+        found = self._lookup(device)
+        i = found[1].get(metric, -1) if found is not None else -1
+        if found is None or i < 0:
             return None, None
+        joint = found[0]
         p = joint.p
         st = state
         if st is None or not isinstance(st.detectors[0], JointState):
             st = SeriesState((joint.init(), JointRow(values=(NAN,) * p, last=(NAN,) * p)))
         model, row = st.detectors
-        if model.moments.mean.size != p:  # the device's metrics changed: start afresh
+        if not joint.fits(model):  # the device's metrics changed: start afresh
             model, row = joint.init(), JointRow(values=(NAN,) * p, last=(NAN,) * p)
         epoch = ts.timestamp()
         if epoch < row.ts or (epoch == row.ts and row.judged):
@@ -220,27 +233,39 @@ class JointFold:
         anomaly = None
         rank, since, reported = st.rank, st.since, st.reported
         if epoch > row.ts:
-            if not row.judged and not all(isnan(v) for v in row.values):
+            if not row.judged and row.filled:
                 # A reading of a later moment: the row before is judged as it stands.
                 model, out = joint.step(model, row.ts, self._vector(row))
                 now = SeriesState(st.detectors, rank, since, reported=reported)
                 rank, since, reported, anomaly = self._report(device, joint, row, out, now)
             values = [NAN] * p
+            filled = 0
             ts_row = epoch
         else:
             values = list(row.values)
+            filled = row.filled
             ts_row = row.ts
+        if isnan(values[i]):
+            filled += 1
         values[i] = value
         last = list(row.last)
         last[i] = value
-        units = list(row.units) if row.units else [""] * p
-        units[i] = unit
-        judged = not any(isnan(v) for v in values)
+        units = row.units
+        if not units or units[i] != unit:
+            changed = list(units) if units else [""] * p
+            changed[i] = unit
+            units = tuple(changed)
+        judged = filled >= p
         row = JointRow(
-            ts=ts_row, values=tuple(values), last=tuple(last), units=tuple(units), judged=judged
+            ts=ts_row,
+            values=tuple(values),
+            last=tuple(last),
+            units=units,
+            judged=judged,
+            filled=filled,
         )
         if judged:
-            model, out = joint.step(model, ts_row, np.array(values))
+            model, out = joint.step(model, ts_row, values)
             now = SeriesState(st.detectors, rank, since, reported=reported)
             rank, since, reported, done = self._report(device, joint, row, out, now)
             anomaly = done or anomaly
@@ -252,10 +277,8 @@ class JointFold:
         return new, anomaly
 
     @staticmethod
-    def _vector(row: JointRow) -> Any:
-        return np.array(
-            [v if not isnan(v) else h for v, h in zip(row.values, row.last, strict=True)]
-        )
+    def _vector(row: JointRow) -> list[float]:
+        return [v if not isnan(v) else h for v, h in zip(row.values, row.last, strict=True)]
 
     @staticmethod
     def _report(

@@ -12,13 +12,14 @@ learnt, not alarmed (each metric's own detectors still watch its band).
 
 Parts, each with its own state and step:
 
-- :class:`Moments` — per metric an EWMA mean and variance over ``memory`` readings,
-  and the smallest change the metric has shown (its quantisation step), which floors its
-  scale: a channel that holds a value for hours is not standardised by a zero spread.
-- :class:`Subspace` — the EWMA covariance of the standardised vectors, refitted every
-  ``refit`` readings by an eigendecomposition; the leading components that explain
-  ``explained`` of the variance span normal behaviour (at most ``p - 1`` of them, so
-  that a residual always remains).
+- :class:`Moments` — the EWMA mean and second moments of the readings over ``memory``
+  readings, and the smallest change each metric has shown (its quantisation step),
+  which floors its scale: a channel that holds a value for hours is not standardised by
+  a zero spread.
+- :class:`Subspace` — fitted from the moments by an eigendecomposition of the
+  standardised covariance whenever they have taken in about 5 % of new weight; the
+  leading components that explain ``explained`` of the variance span normal behaviour
+  (at most ``p - 1`` of them, so that a residual always remains).
 - :class:`Surprise` — the mean and spread of ``Q``'s cube root in calm times (nearly
   normal for a sum of squared errors): how surprising this device usually is. A reading
   raises that many spreads above that mean as a normal reading passes once per
@@ -33,12 +34,19 @@ Parts, each with its own state and step:
 Nothing is learnt from a raised reading. A reading with a missing metric is skipped (the
 open episode, if any, goes on). The model may alarm once it has learnt ``max(30, 5 p)``
 readings and the spread of its surprise over 30 more: :meth:`Joint.history`.
+
+Per reading the model does a few dozen multiply-adds per metric, in plain floats (a
+numpy call on a vector of five costs more than the arithmetic); numpy fits the subspace.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from math import isnan
+from functools import lru_cache
+from math import inf as INF
+from math import isnan, sqrt
+from operator import mul, sub, truediv
 from statistics import NormalDist
 from typing import Any
 
@@ -67,6 +75,26 @@ def _root(q: float) -> float:
     return float(max(q, 0.0) ** (1.0 / 3.0))
 
 
+Vector = tuple[float, ...]
+Matrix = tuple[Vector, ...]
+
+
+def _dot(a: Vector, b: Vector) -> float:
+    return float(sum(map(mul, a, b)))
+
+
+@lru_cache(maxsize=4096)
+def _quantile_limit(alarm_every_s: float, raise_min: float, interval: float) -> float:
+    share = min(0.5, max(interval, 1e-3) / alarm_every_s)
+    return max(raise_min, _NORMAL.inv_cdf(1.0 - share))
+
+
+def _vector(reading: Sequence[float] | F64) -> Vector:
+    if isinstance(reading, np.ndarray):
+        return tuple(reading.tolist())
+    return tuple(map(float, reading))
+
+
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class Moments:
     """Per metric: readings learnt (``n``), EWMA ``mean`` and ``var``, the smallest
@@ -75,72 +103,99 @@ class Moments:
     millionth of its level."""
 
     n: int
-    mean: F64
-    var: F64
-    step: F64
-    last: F64
-    scale: F64
+    mean: Vector
+    var: Vector
+    step: Vector
+    last: Vector
+    scale: Vector
 
     @classmethod
     def empty(cls, p: int) -> Moments:
-        return cls(
-            n=0,
-            mean=np.zeros(p),
-            var=np.zeros(p),
-            step=np.full(p, np.inf),
-            last=np.full(p, np.nan),
-            scale=np.ones(p),
-        )
+        zeros = (0.0,) * p
+        return cls(n=0, mean=zeros, var=zeros, step=(INF,) * p, last=(NAN,) * p, scale=(1.0,) * p)
 
-    def learn(self, x: F64, memory: float) -> Moments:
+    def learn(self, x: Vector, memory: float) -> Moments:
         n = self.n + 1
         gain = max(1.0 / n, 1.0 / memory)
-        change = np.abs(x - self.last)
-        step = np.where(change > 0.0, np.minimum(self.step, change), self.step)
-        d = x - self.mean
-        mean = self.mean + gain * d
-        var = (1.0 - gain) * (self.var + gain * d * d)
-        quantum = np.where(np.isfinite(step), 0.5 * step, 0.0)
-        floor = np.maximum(quantum, 1e-9 + 1e-6 * np.abs(mean))
-        scale = np.maximum(np.sqrt(np.maximum(var, 0.0)), floor)
+        keep = 1.0 - gain
+        d = tuple(map(sub, x, self.mean))
+        mean = tuple([m + gain * e for m, e in zip(self.mean, d, strict=True)])
+        var = tuple([keep * (v + gain * e * e) for v, e in zip(self.var, d, strict=True)])
+        step = tuple(
+            [
+                s if a == b or isnan(b) else min(s, abs(a - b))
+                for s, a, b in zip(self.step, x, self.last, strict=True)
+            ]
+        )
+        scale = tuple(
+            [
+                max(sqrt(max(v, 0.0)), 0.5 * s if s < INF else 0.0, 1e-9 + 1e-6 * abs(m))
+                for v, s, m in zip(var, step, mean, strict=True)
+            ]
+        )
         return Moments(n=n, mean=mean, var=var, step=step, last=x, scale=scale)
+
+    def with_n(self, n: int) -> Moments:
+        return Moments(
+            n=n, mean=self.mean, var=self.var, step=self.step, last=self.last, scale=self.scale
+        )
+
+    def standardised(self, x: Vector) -> Vector:
+        return tuple(map(truediv, map(sub, x, self.mean), self.scale))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class Subspace:
     """The covariance of standardised readings (``cov``), and the principal subspace
-    fitted from it: ``basis`` (p by k) and its eigenvalues ``eig``; ``since_fit``
+    fitted from it: the projection onto the residual space (``residual``, its rows:
+    I - V Vᵀ for the leading eigenvectors V), the leading components scaled to unit
+    variance (``whiten``, one row per component: V / √λ, for ``T²``); ``since_fit``
     readings learnt since the last fit."""
 
-    cov: F64
-    basis: F64
-    eig: F64
+    cov: Matrix
+    residual: Matrix
+    whiten: Matrix
     since_fit: int = 0
+
+    @property
+    def fitted_yet(self) -> bool:
+        return bool(self.whiten)
 
     @classmethod
     def empty(cls, p: int) -> Subspace:
-        return cls(cov=np.zeros((p, p)), basis=np.zeros((p, 0)), eig=np.zeros(0))
+        eye = tuple(tuple(float(i == j) for j in range(p)) for i in range(p))
+        return cls(cov=((0.0,) * p,) * p, residual=eye, whiten=())
 
-    def learn(self, z: F64, gain: float) -> Subspace:
-        cov = (1.0 - gain) * self.cov + gain * np.outer(z, z)
-        return Subspace(cov=cov, basis=self.basis, eig=self.eig, since_fit=self.since_fit + 1)
+    def learn(self, z: Vector, gain: float) -> Subspace:
+        keep = 1.0 - gain
+        gz = [gain * v for v in z]
+        cov = tuple(
+            tuple([keep * a + zi * b for a, b in zip(row, gz, strict=True)])
+            for zi, row in zip(z, self.cov, strict=True)
+        )
+        return Subspace(
+            cov=cov, residual=self.residual, whiten=self.whiten, since_fit=self.since_fit + 1
+        )
 
     def fitted(self, explained: float) -> Subspace:
-        values, vectors = np.linalg.eigh(self.cov)
+        values, vectors = np.linalg.eigh(np.array(self.cov))
         order = np.argsort(values)[::-1]
         values = np.maximum(values[order], 1e-12)
         share = np.cumsum(values) / values.sum()
         p = values.size
         k = min(int(np.searchsorted(share, explained)) + 1, max(p - 1, 1))
-        return Subspace(cov=self.cov, basis=vectors[:, order[:k]], eig=values[:k])
+        basis = vectors[:, order[:k]]
+        return Subspace(
+            cov=self.cov,
+            residual=tuple(map(tuple, (np.eye(p) - basis @ basis.T).tolist())),
+            whiten=tuple(map(tuple, (basis / np.sqrt(values[:k])).T.tolist())),
+        )
 
-    def statistics(self, z: F64) -> tuple[float, float, F64]:
+    def statistics(self, z: Vector) -> tuple[float, float, Vector]:
         """``Q`` (the squared residual), ``T²`` and the residual per metric."""
-        scores = z @ self.basis
-        residual = z - self.basis @ scores
-        q = float(residual @ residual)
-        t2 = float((scores * scores / self.eig).sum()) if self.eig.size else 0.0
-        return q, t2, residual
+        residual = tuple([_dot(row, z) for row in self.residual])
+        t2 = sum([_dot(w, z) ** 2 for w in self.whiten])
+        return _dot(residual, residual), t2, residual
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -259,66 +314,81 @@ class Joint:
     def init(self) -> JointState:
         return JointState(moments=Moments.empty(self.p), subspace=Subspace.empty(self.p))
 
-    def _learn(self, st: JointState, x: F64, lq: float | None, t: float) -> JointState:
+    def fits(self, state: JointState) -> bool:
+        """Whether ``state`` is a state of a model of this many metrics."""
+        return isinstance(state.moments, Moments) and len(state.moments.last) == self.p
+
+    def _learn(self, st: JointState, x: Vector, lq: float | None, t: float) -> JointState:
         moments = st.moments.learn(x, self._memory())
-        z = (x - moments.mean) / moments.scale
+        z = moments.standardised(x)
         subspace = st.subspace.learn(z, max(1.0 / moments.n, 1.0 / self._memory()))
-        if not subspace.eig.size or subspace.since_fit >= self._refit():
+        if not subspace.fitted_yet or subspace.since_fit >= self._refit():
             subspace = subspace.fitted(self.explained)
-        surprise = st.surprise if lq is None else st.surprise.learn(lq)
         dt = t - st.last_ts
         interval = st.interval
         if dt > 0.0:
             interval = dt if isnan(interval) else interval + 0.05 * (dt - interval)
-        return replace(
-            st,
+        return JointState(
             moments=moments,
             subspace=subspace,
-            surprise=surprise,
+            surprise=st.surprise if lq is None else st.surprise.learn(lq),
+            episode=st.episode,
             count=st.count + 1,
             last_ts=t,
             interval=interval,
         )
 
+    def _limit(self, interval: float) -> float:
+        """:meth:`raise_limit` at the interval rounded to three significant digits: the
+        normal quantile is worked out once per device rate, not per reading."""
+        return self.raise_limit(interval if isnan(interval) else float(f"{interval:.3g}"))
+
     def raise_limit(self, interval: float) -> float:
         """How many spreads above its usual surprise a reading raises, for readings
         ``interval`` seconds apart: the quantile that a normal reading passes once per
         ``alarm_every_s``, at least ``raise_min``."""
-        share = 1e-3 if isnan(interval) else min(0.5, max(interval, 1e-3) / self.alarm_every_s)
-        return max(self.raise_min, _NORMAL.inv_cdf(1.0 - share))
+        if isnan(interval):
+            return max(self.raise_min, _NORMAL.inv_cdf(1.0 - 1e-3))
+        return _quantile_limit(self.alarm_every_s, self.raise_min, interval)
 
-    def step(self, state: JointState, t: float, x: F64) -> tuple[JointState, JointStep]:
+    def step(
+        self, state: JointState, t: float, reading: Sequence[float] | F64
+    ) -> tuple[JointState, JointStep]:
+        """The state after one complete reading (a value per metric, in the order of
+        ``metrics``; NaN where one is missing), and what it shows."""
         st = state
-        if np.isnan(x).any():
+        x = _vector(reading)
+        if isnan(sum(x)):
             ep = st.episode
             score = ep.onset if ep.open else 0.0
             rank = rank_of(self.severity) if ep.open else 0
             return st, JointStep(score, rank, NAN, NAN, NAN, (), self._names(ep.top))
         if not self._ready(st):
             return self._learn(st, x, None, t), JointStep(0.0, 0, NAN, NAN, NAN, (), ())
-        z = (x - st.moments.mean) / st.moments.scale
-        q, t2, residual = st.subspace.statistics(z)
+        q, t2, residual = st.subspace.statistics(st.moments.standardised(x))
         lq = _root(q)
         sur = st.surprise
         judged = sur.n >= SURPRISE_MIN
         level = (lq - sur.mean) / sur.spread() if judged else 0.0
         ep = st.episode
-        limit = self.raise_limit(st.interval)
+        limit = self._limit(st.interval)
         evidence = level / limit
         if not ep.open:
             if judged and level > limit:
-                shares = residual * residual
-                top = tuple(int(i) for i in np.argsort(shares)[::-1][: self.top_n])
+                top = tuple(sorted(range(self.p), key=lambda i: -abs(residual[i])))
+                top = top[: self.top_n]
                 ep = JointEpisode(open=True, onset=evidence_score(evidence), top=top, since=t)
         else:
             back = ep.back + 1 if level < self.clear_sd else 0
-            ep = replace(ep, age=ep.age + 1, back=back)
+            ep = JointEpisode(
+                open=True, onset=ep.onset, age=ep.age + 1, back=back, top=ep.top, since=ep.since
+            )
             if back >= self.clear_n:
                 ep = _CALM
             elif ep.age >= self.settle and t - ep.since >= self.settle_s:
                 # Open for ``settle`` readings and ``settle_s``: a new normal. Re-learn
                 # from it, the old model kept as a prior worth a few readings.
-                prior = replace(st.moments, n=min(st.moments.n, 5 * self.p))
+                prior = st.moments.with_n(min(st.moments.n, 5 * self.p))
                 st = replace(st, moments=prior, surprise=Surprise(), episode=_CALM)
                 ep = _CALM
         if ep.open:
@@ -328,7 +398,9 @@ class Joint:
         else:
             score = 0.49 * min(max(evidence, 0.0), 1.0)
             rank = 0
-            new = replace(self._learn(st, x, lq, t), episode=ep)
+            new = self._learn(st, x, lq, t)
+            if new.episode is not ep:
+                new = replace(new, episode=ep)
         out = JointStep(
             score,
             rank,
@@ -341,23 +413,23 @@ class Joint:
         return new, out
 
     @staticmethod
-    def _shares(residual: F64, q: float) -> tuple[float, ...]:
-        return tuple((residual * residual / q).tolist()) if q > 0.0 else ()
+    def _shares(residual: Vector, q: float) -> tuple[float, ...]:
+        return tuple([r * r / q for r in residual]) if q > 0.0 else ()
 
     def _names(self, top: tuple[int, ...]) -> tuple[str, ...]:
         return tuple(self.metrics[i] for i in top)
 
     def _ready(self, st: JointState) -> bool:
         """Whether the model has learnt enough to judge a reading."""
-        return st.subspace.eig.size > 0 and st.moments.n >= self._learning()
+        return st.subspace.fitted_yet and st.moments.n >= self._learning()
 
-    def learn(self, state: JointState, t: float, x: F64) -> JointState:
+    def learn(self, state: JointState, t: float, reading: Sequence[float] | F64) -> JointState:
         """Learn from a reading known to be normal (a period an operator vouches for),
         without judging it."""
-        if np.isnan(x).any():
+        x = _vector(reading)
+        if isnan(sum(x)):
             return state
         lq = None
         if self._ready(state):
-            z = (x - state.moments.mean) / state.moments.scale
-            lq = _root(state.subspace.statistics(z)[0])
+            lq = _root(state.subspace.statistics(state.moments.standardised(x))[0])
         return self._learn(state, x, lq, t)
