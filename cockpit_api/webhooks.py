@@ -25,8 +25,9 @@ import psycopg
 from prometheus_client import Counter
 
 from cockpit_api.cap import CAP_MIME, CapAlert, to_xml
+from lifeline.signature import sign
 from store.alerts import get_alert
-from store.webhooks import claim_deliveries, enqueue_deliveries, record_delivery, sign
+from store.webhooks import claim_deliveries, enqueue_deliveries, record_delivery
 
 log = logging.getLogger(__name__)
 

@@ -1004,8 +1004,9 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
     import httpx
 
     from cityops.push import tls_files
-    from ingest.push import SIGNATURE_HEADER, SOURCE_HEADER, sign
+    from ingest.push.handler import SIGNATURE_HEADER, SOURCE_HEADER
     from lifeline.devices import gas_well
+    from lifeline.signature import sign
     from store.devices import upsert_devices
     from store.push_sources import create_source
 

@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 
 from cityops.errors import CityOpsError
-from ingest.push import MAX_REPORTS, SIGNATURE_HEADER, SOURCE_HEADER, sign
+from ingest.push.handler import MAX_REPORTS, SIGNATURE_HEADER, SOURCE_HEADER
+from lifeline.signature import sign
 
 log = logging.getLogger(__name__)
 

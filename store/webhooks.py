@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -108,8 +106,3 @@ def delivery_log(
     ).format(sql.SQL(" AND alert_id = %(alert)s" if alert_id is not None else ""))
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-CityOps-Signature`` of a webhook body: hex HMAC-SHA256 with the hook's secret."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

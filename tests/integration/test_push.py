@@ -23,9 +23,9 @@ import pytest
 from cityops.processes import wait_ready
 from cityops.settings import Settings
 from cityops.stack.common import free_port
-from ingest.push import sign
 from lifeline import codec, topics
 from lifeline.devices import Device, gas_well
+from lifeline.signature import sign
 from store.devices import upsert_devices
 from store.push_sources import create_source, revoke_source
 from tests.integration.api_support import random_city

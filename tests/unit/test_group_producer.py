@@ -12,7 +12,8 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from ingest.decode import Outgoing
-from ingest.push import GroupProducer, Refused
+from ingest.push.answers import Refused
+from ingest.push.producer import GroupProducer
 from lifeline import codec, topics
 
 PARTITIONS = 4

@@ -9,17 +9,11 @@ import pytest
 
 from ingest.decode import Decoder
 from ingest.errors import PayloadError
-from ingest.push import (
-    Caller,
-    PushIngest,
-    RateLimits,
-    Refused,
-    Replays,
-    Sources,
-    _reports,
-    sign,
-)
+from ingest.push.answers import Refused
+from ingest.push.handler import Caller, PushIngest, Sources, _reports
+from ingest.push.limits import RateLimits, Replays
 from lifeline.registry import Registry
+from lifeline.signature import sign
 from store.push_sources import PushSource, _hash
 
 NOW = 1_800_000_000

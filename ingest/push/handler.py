@@ -1,62 +1,37 @@
-"""HTTPS push ingest: readings pushed by carrier IoT platforms and vendor clouds.
-
-``POST /v1/ingest/{city}/push`` takes one report (a JSON object), a JSON array of
-reports, or ``{"reports": [...]}``. The caller is a *push source* of that city
-(``cityops push source create``) and proves it with either
-
-* ``Authorization: Bearer cpk_<id>.<secret>`` (its ingest key), or
-* ``X-CityOps-Source: <name>`` and ``X-CityOps-Signature: t=<unix seconds>,v1=<hex>``,
-  where ``v1`` is HMAC-SHA256 with the source's secret of ``"<t>." + body``; ``t`` must
-  be within the replay window of the platform's clock, and a signature is accepted once.
-
-Each report names its device (``device_id``, or where the source's vendor mapping says);
-the device must be onboarded in that city with ``transport = http`` and this source.
-Reports go through the same decoder as MQTT messages (vendor mappings, units, physical
-ranges, times); a bad report is dead-lettered with its reason and listed in the answer,
-the others go on. Readings are produced as batch records, ``acks=all``: a 2xx answer
-means they are in Kafka. Retries are idempotent: the store keeps a reading once by its
-key (device, metric, time).
-"""
+"""The push request handler: authenticates the caller (ingest key, or signature of a
+named source), decodes its reports through the platform's decoder, dead-letters the bad
+ones with their reason, and answers once the readings are in Kafka."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from ingest.adapters import VendorMapping, dig
 from ingest.deadletter import DeadLetter
-from ingest.decode import Decoder, Outgoing, batched, parse_json
+from ingest.decode import Decoder, Outgoing, parse_json
 from ingest.errors import PayloadError
-from lifeline import topics
+from ingest.push.answers import Answer, Refused
+from ingest.push.limits import REPLAY_WINDOW_S, RateLimits, Replays
+from ingest.push.producer import GroupProducer
+from lifeline import signature, topics
 from lifeline.registry import Registry
 from store.push_sources import KEY_PREFIX, PushSource
 
-log = logging.getLogger(__name__)
-
 SOURCE_HEADER = "x-cityops-source"
-SIGNATURE_HEADER = "x-cityops-signature"
-#: Seconds a signature's time may differ from the platform's clock.
-REPLAY_WINDOW_S = 300
+SIGNATURE_HEADER = signature.HEADER.lower()
 MAX_BODY_BYTES = 1024 * 1024
 MAX_REPORTS = 1000
 #: Bytes of a body kept in its dead letter (a Kafka record holds about 1 MB).
 KEEP_BYTES = 64 * 1024
 #: Answers after which the same signed request may come again.
 RETRY_LATER = frozenset({429, 503})
-#: Seconds to wait for Kafka's acknowledgement before answering 503.
-PRODUCE_TIMEOUT_S = 10.0
 
 REQUESTS = Counter(
     "cityops_push_requests_total", "Push requests by source and outcome", ["source", "outcome"]
@@ -72,31 +47,6 @@ SECONDS = Histogram(
     "Time from a request's body to its answer",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
-
-
-def sign(secret: str, body: bytes, at: int | None = None) -> str:
-    """The ``X-CityOps-Signature`` value of ``body`` signed at ``at`` (default: now)."""
-    t = int(time.time()) if at is None else at
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: dict[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class Refused(Exception):
-    """The request is refused whole: ``status`` with ``reason`` and a ``detail``."""
-
-    def __init__(
-        self, status: int, reason: str, detail: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.reason, self.detail = status, reason, detail
-        self.headers = dict(headers or {})
 
 
 class Sources:
@@ -115,138 +65,12 @@ class Sources:
         return len(self.by_key)
 
 
-class RateLimits:
-    """A token bucket per source: ``rate_per_s`` readings a second, a second's burst."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
-
-    def take(self, source: PushSource, readings: int) -> float:
-        """0 when ``readings`` may pass (and are taken), else seconds until they may. A
-        batch larger than a second's worth passes when the bucket is full and leaves it
-        in debt, so the source's average stays within its rate."""
-        now = self.clock()
-        key = (source.city, source.name)
-        tokens, at = self.buckets.get(key, (source.rate_per_s, now))
-        tokens = min(source.rate_per_s, tokens + (now - at) * source.rate_per_s)
-        need = min(float(readings), source.rate_per_s)
-        if tokens >= need:
-            self.buckets[key] = (tokens - readings, now)
-            return 0.0
-        self.buckets[key] = (tokens, now)
-        return (need - tokens) / source.rate_per_s
-
-
-class Replays:
-    """Signatures of requests answered within the replay window: each is answered once
-    (a request refused with 429 or 503 is not answered yet: the same one may come again)."""
-
-    def __init__(self, window_s: float = REPLAY_WINDOW_S) -> None:
-        self.window_s = window_s
-        self.seen: dict[str, float] = {}
-        self._pruned = 0.0
-
-    def answered(self, signature: str, now: float) -> bool:
-        if now - self._pruned > 10:
-            self.seen = {s: t for s, t in self.seen.items() if t > now - 2 * self.window_s}
-            self._pruned = now
-        return signature in self.seen
-
-    def remember(self, signature: str, now: float) -> None:
-        self.seen[signature] = now
-
-
 @dataclass(frozen=True)
 class Caller:
     """An authenticated request's source, and its signature when it was signed."""
 
     source: PushSource
     signature: str | None = None
-
-
-class GroupProducer:
-    """Records of requests that arrive together go to Kafka together. Each request adds
-    its records and waits; a flush each loop pass joins the readings of every waiting
-    request into batch records (one per partition) and sends them, and each request is
-    answered once Kafka has acknowledged its flush (``acks=all``). A thousand single
-    reports in flight cost a few Kafka records, not a thousand; a failed flush fails
-    exactly the requests it carried."""
-
-    def __init__(self, producer: AIOKafkaProducer, partitions: int) -> None:
-        self.producer = producer
-        self.partitions = partitions
-        self._records: list[Outgoing] = []
-        self._waiting: list[asyncio.Future[None]] = []
-        self._wake = asyncio.Event()
-        self._settling: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*self._settling, return_exceptions=True)
-        for waiter in self._waiting:
-            if not waiter.done():
-                waiter.set_exception(_unavailable("the push endpoint is shutting down"))
-
-    async def send(self, records: list[Outgoing]) -> None:
-        """Return once ``records`` are in Kafka; raise ``Refused`` (503) otherwise."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._records.extend(records)
-        self._waiting.append(waiter)
-        self._wake.set()
-        await waiter
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(0)  # the requests ready in this pass add theirs
-            records, waiting = self._records, self._waiting
-            self._records, self._waiting = [], []
-            try:
-                futures = [
-                    await self.producer.send(
-                        r.topic, value=r.value, key=r.key or None, partition=r.partition
-                    )
-                    for r in batched(records, self.partitions)
-                ]
-            except KafkaError as exc:
-                _fail(waiting, exc)
-                continue
-            task = asyncio.create_task(self._settle(futures, waiting))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
-
-    async def _settle(self, futures: list[Any], waiting: list[asyncio.Future[None]]) -> None:
-        try:
-            await asyncio.wait_for(asyncio.gather(*futures), PRODUCE_TIMEOUT_S)
-        except (KafkaError, TimeoutError) as exc:
-            _fail(waiting, exc)
-            return
-        for waiter in waiting:
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-def _unavailable(detail: str) -> Refused:
-    return Refused(503, "unavailable", detail, {"Retry-After": "5"})
-
-
-def _fail(waiting: list[asyncio.Future[None]], exc: BaseException) -> None:
-    log.warning("push produce failed", extra={"error": repr(exc)})
-    for waiter in waiting:
-        if not waiter.done():
-            waiter.set_exception(
-                _unavailable(
-                    "the readings could not be stored in Kafka just now; retry the same reports"
-                )
-            )
 
 
 class PushIngest:
@@ -301,8 +125,7 @@ class PushIngest:
                 401,
                 "unauthenticated",
                 "send the source's ingest key as 'Authorization: Bearer cpk_…', or sign the "
-                f"body: '{SOURCE_HEADER}: <source>' and '{SIGNATURE_HEADER}: t=<unix "
-                "seconds>,v1=<hex HMAC-SHA256 of \"<t>.\" + body with the source's secret>'",
+                f"body: '{SOURCE_HEADER}: <source>' and '{SIGNATURE_HEADER}: {signature.FORM}'",
                 {"WWW-Authenticate": 'Bearer realm="cityops-push"'},
             )
         source = caller.source
@@ -326,30 +149,13 @@ class PushIngest:
         source = self.sources.by_name.get((city, name))
         if source is None:
             raise Refused(401, "unknown_source", f"city {city} has no push source named {name!r}")
-        parts = dict(p.strip().partition("=")[::2] for p in headers[SIGNATURE_HEADER].split(","))
-        try:
-            t = int(parts.get("t", ""))
-        except ValueError:
-            raise Refused(
-                401, "bad_signature", f"{SIGNATURE_HEADER} must be 't=<unix seconds>,v1=<hex>'"
-            ) from None
-        given = parts.get("v1", "")
-        expected = sign(source.hmac_secret, body, t).partition(",v1=")[2]
-        if not hmac.compare_digest(given, expected):
-            raise Refused(
-                401,
-                "bad_signature",
-                'the signature does not match the body: HMAC-SHA256 of "<t>." + the exact '
-                "body bytes, with the source's secret, in lower-case hex",
-            )
         now = self.clock()
-        if abs(now - t) > self.window_s:
-            raise Refused(
-                401,
-                "stale_signature",
-                f"signed at {t}, {abs(now - t):.0f} s from the platform's clock (window "
-                f"{self.window_s:.0f} s); sign each attempt when it is sent",
+        try:
+            given = signature.verify(
+                source.hmac_secret, body, headers[SIGNATURE_HEADER], now, self.window_s
             )
+        except signature.SignatureError as exc:
+            raise Refused(401, exc.reason, str(exc)) from None
         if self.replays.answered(given, now):
             raise Refused(
                 409,
