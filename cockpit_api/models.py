@@ -291,6 +291,8 @@ class Device(Answer):
 
 class DevicePage(Answer):
     items: list[Device]
+    #: how many devices the filter holds in all pages
+    total: int
     limit: int
     offset: int
 

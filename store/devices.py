@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
@@ -163,46 +163,91 @@ def seen_params(city: str, since: datetime) -> dict[str, Any]:
     return {"city": city, "since": since, "start": start, "end": queries.FOREVER}
 
 
+#: the orders a device list may be sorted in (``-`` for descending)
+DeviceSort = Literal[
+    "device_id", "-device_id", "kind", "grid_code", "online", "last_reading", "-last_reading"
+]
+#: each order in SQL; the device id breaks ties
+DEVICE_SORTS: dict[DeviceSort, sql.Composable] = {
+    "device_id": sql.SQL("device_id"),
+    "-device_id": sql.SQL("device_id DESC"),
+    "kind": sql.SQL("kind, device_id"),
+    "grid_code": sql.SQL("grid_code NULLS LAST, device_id"),
+    "online": sql.SQL("online, device_id"),
+    "last_reading": sql.SQL("last_reading NULLS FIRST, device_id"),
+    "-last_reading": sql.SQL("last_reading DESC NULLS LAST, device_id"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceFilter:
+    """Which devices of a city a list holds, in what order, and which page of them:
+    ``q`` is the start of a device id or an asset id (any case)."""
+
+    kind: str | None = None
+    online: bool | None = None
+    lifeline: str | None = None
+    grid_cell: str | None = None
+    q: str | None = None
+    sort: DeviceSort = "device_id"
+    limit: int = 1000
+    offset: int = 0
+
+
 def with_status(
     conn: psycopg.Connection[Any],
     city: str,
     now: datetime,
     online_window: timedelta,
-    *,
-    kind: str | None = None,
-    online: bool | None = None,
-    lifeline: str | None = None,
-    grid_cell: str | None = None,
-    limit: int = 1000,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Devices of a city with their status: online when seen (reading or heartbeat)
-    within ``online_window`` and not reported offline since; each with its lifeline."""
-    query = sql.SQL("SELECT * FROM ({}) x WHERE true").format(DEVICE_SEEN)
+    f: DeviceFilter = DeviceFilter(),  # frozen: one shared default is safe
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of the devices of a city with their status, and how many the filter
+    holds in all: online when seen (reading or heartbeat) within ``online_window`` and
+    not reported offline since; each with its lifeline."""
+    query = sql.SQL("SELECT *, count(*) OVER () AS total FROM ({}) x WHERE true").format(
+        DEVICE_SEEN
+    )
+    where: sql.Composable = sql.SQL("")
     params = seen_params(city, now - online_window)
-    if kind is not None:
-        query += sql.SQL(" AND kind = %(kind)s")
-        params["kind"] = kind
-    if lifeline is not None:
-        kinds = [str(k) for k, name in LIFELINE_OF_KIND.items() if name == lifeline]
-        if lifeline == "public_safety":
+    if f.kind is not None:
+        where += sql.SQL(" AND kind = %(kind)s")
+        params["kind"] = f.kind
+    if f.lifeline is not None:
+        kinds = [str(k) for k, name in LIFELINE_OF_KIND.items() if name == f.lifeline]
+        if f.lifeline == "public_safety":
             kinds.append("camera")
-        query += sql.SQL(" AND kind = ANY(%(kinds)s)")
+        where += sql.SQL(" AND kind = ANY(%(kinds)s)")
         params["kinds"] = kinds
-    if grid_cell is not None:
-        query += sql.SQL(" AND grid_code = %(grid_cell)s")
-        params["grid_cell"] = grid_cell
-    if online is not None:
-        query += sql.SQL(" AND online = %(online)s")
-        params["online"] = online
-    query += sql.SQL(" ORDER BY device_id LIMIT %(limit)s OFFSET %(offset)s")
-    params.update(limit=max(1, min(limit, 10000)), offset=max(0, offset))
+    if f.grid_cell is not None:
+        where += sql.SQL(" AND grid_code = %(grid_cell)s")
+        params["grid_cell"] = f.grid_cell
+    if f.online is not None:
+        where += sql.SQL(" AND online = %(online)s")
+        params["online"] = f.online
+    if f.q:
+        where += sql.SQL(
+            " AND (starts_with(lower(device_id), %(q)s)"
+            " OR starts_with(lower(coalesce(asset_id, '')), %(q)s))"
+        )
+        params["q"] = f.q.lower()
+    order = DEVICE_SORTS.get(f.sort)
+    if order is None:
+        raise ValueError(f"sort by one of {', '.join(DEVICE_SORTS)}, not {f.sort!r}")
+    query += where + sql.SQL(" ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s").format(order)
+    params.update(limit=max(1, min(f.limit, 10000)), offset=max(0, f.offset))
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, params).fetchall()
+        if rows:
+            total = int(rows[0]["total"])
+        else:  # a page past the end: count what the filter holds
+            count = sql.SQL("SELECT count(*) AS total FROM ({}) x WHERE true").format(DEVICE_SEEN)
+            found = cur.execute(count + where, params).fetchone()
+            total = int(found["total"]) if found else 0
     for row in rows:
+        del row["total"]
         row["lifeline"] = (
             "public_safety"
             if row["kind"] == "camera"
             else LIFELINE_OF_KIND.get(row["kind"], "devices")
         )
-    return rows
+    return rows, total

@@ -28,24 +28,38 @@ def list_devices(
     online: bool | None = None,
     lifeline: Annotated[Lifeline | None, Query()] = None,
     grid_cell: Annotated[str | None, Query(pattern=GRID_PATTERN)] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="the start of a device id or an asset id, in any case",
+        ),
+    ] = None,
+    sort: Annotated[store.DeviceSort, Query()] = "device_id",
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    """Devices and cameras with their status (online when seen recently) and
-    lifeline, filtered by kind, lifeline, status and grid cell."""
-    rows = store.with_status(
+    """A page of the devices and cameras with their status (online when seen recently)
+    and lifeline, filtered by kind, lifeline, status, grid cell and the start of an id;
+    ``total`` is how many the filter holds in all."""
+    rows, total = store.with_status(
         c,
         city,
         datetime.now(UTC),
         services.config.online_window,
-        kind=kind,
-        online=online,
-        lifeline=lifeline,
-        grid_cell=grid_cell,
-        limit=limit,
-        offset=offset,
+        store.DeviceFilter(
+            kind=kind,
+            online=online,
+            lifeline=lifeline,
+            grid_cell=grid_cell,
+            q=q,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        ),
     )
-    return json_response({"items": rows, "limit": limit, "offset": offset})
+    return json_response({"items": rows, "total": total, "limit": limit, "offset": offset})
 
 
 @router.get("/{device_id}/series", response_model=Series)

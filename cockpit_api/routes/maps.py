@@ -45,7 +45,9 @@ def map_layer(
         grid = bbox_rows(c, city, "grid", box)
         return json_response(grid_heat(grid, [(r[0], r[1]) for r in events], zoom))
     if layer == "devices":
-        rows = devices.with_status(c, city, now, services.config.online_window, limit=10000)
+        rows, _ = devices.with_status(
+            c, city, now, services.config.online_window, devices.DeviceFilter(limit=10000)
+        )
         if box is not None:
             rows = [
                 r for r in rows if box[0] <= r["lon"] <= box[2] and box[1] <= r["lat"] <= box[3]

@@ -12,6 +12,7 @@ const I18N = {
     valvesToClose: "需关闭阀门", affectedPois: "受影响重点场所", lifeline: "生命线", cell: "网格",
     all: "全部", onlineOnly: "在线", offlineOnly: "离线", deviceId: "设备编号", kind: "类型",
     lastReading: "最近上报", metric: "指标", cellPh: "15位网格编码", devicesShown: "台设备",
+    searchPh: "设备或资产编号开头", prevPage: "上一页", nextPage: "下一页", shown: "显示",
     noCharts: "图表库未安装（运行 make web）", noData: "该时段无数据", legend: "图例",
     zone: "影响范围", valve: "待关阀门", poi: "重点场所", isolated: "隔离管段",
     deviceOnline: "设备在线", deviceOffline: "设备离线", incidentsN: "起未结事件",
@@ -45,6 +46,7 @@ const I18N = {
     cell: "Grid cell", all: "All", onlineOnly: "Online", offlineOnly: "Offline", deviceId: "Device",
     kind: "Kind", lastReading: "Last reading", metric: "Metric", cellPh: "15-digit grid code",
     devicesShown: "devices", noCharts: "Charts are not installed (run make web)",
+    searchPh: "Start of a device or asset id", prevPage: "Previous", nextPage: "Next", shown: "showing",
     noData: "No data in this range", legend: "Legend", zone: "Affected zone", valve: "Valve to close",
     poi: "Key place", isolated: "Isolated section", deviceOnline: "Device online",
     deviceOffline: "Device offline", incidentsN: "open incidents", normal: "normal",
@@ -89,7 +91,7 @@ const state = {
   key: (WALL ? localStorage : sessionStorage).getItem("cityops.key") || "",
   city: null, alerts: new Map(), selected: null, detail: null, lastId: null, ws: null,
   layers: {}, view: null, focus: null, refreshTimer: null, tab: "overview",
-  devices: [], device: null, range: 24, charts: new Map(), overview: null,
+  devices: [], deviceOffset: 0, searchTimer: null, device: null, range: 24, charts: new Map(), overview: null,
   kinds: new Map(), metrics: new Map(),
 };
 const $ = (id) => document.getElementById(id);
@@ -105,6 +107,7 @@ function applyLang() {
   document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   $("f-cell").placeholder = t("cellPh");
+  $("f-q").placeholder = t("searchPh");
   $("lang").textContent = state.lang === "zh" ? "English" : "中文";
   $("live").textContent = state.ws && state.ws.readyState === 1 ? t("online") : t("offline");
   fillLifelineFilter();
@@ -489,14 +492,19 @@ function fillLifelineFilter() {
   sel.value = keep;
 }
 
-async function loadDevices() {
-  const qs = new URLSearchParams({ limit: "2000" });
+const DEVICE_PAGE = 500;
+
+async function loadDevices(offset = 0) {
+  const qs = new URLSearchParams({ limit: String(DEVICE_PAGE), offset: String(offset) });
+  const q = $("f-q").value.trim();
+  if (q) qs.set("q", q);
   if ($("f-lifeline").value) qs.set("lifeline", $("f-lifeline").value);
   if ($("f-status").value) qs.set("online", $("f-status").value);
   const cell = $("f-cell").value.trim();
   if (/^\d{15}$/.test(cell)) qs.set("grid_cell", cell);
-  const { items } = await api(`/v1/cities/${state.city}/devices?${qs}`);
+  const { items, total } = await api(`/v1/cities/${state.city}/devices?${qs}`);
   state.devices = items;
+  state.deviceOffset = offset;
   const body = $("devices").querySelector("tbody");
   body.innerHTML = "";
   for (const d of items) {
@@ -511,7 +519,10 @@ async function loadDevices() {
     tr.onclick = () => openDevice(d);
     body.append(tr);
   }
-  $("device-count").textContent = `${items.length} ${t("devicesShown")}`;
+  const shown = items.length ? ` · ${t("shown")} ${offset + 1}–${offset + items.length}` : "";
+  $("device-count").textContent = `${total} ${t("devicesShown")}${shown}`;
+  $("dev-prev").disabled = offset === 0;
+  $("dev-next").disabled = offset + items.length >= total;
 }
 
 function openDevice(d) {
@@ -793,7 +804,7 @@ $("lang").onclick = async () => {
   if (!state.city) return;
   await Promise.all([loadKpis(), loadAlerts()]);
   if (state.selected) await select(state.selected);
-  if (state.tab === "devices") { await loadDevices(); if (state.device) await loadSeries(); }
+  if (state.tab === "devices") { await loadDevices(state.deviceOffset); if (state.device) await loadSeries(); }
   if (state.tab === "lifelines") await loadLifelines();
   if (WALL) await loadTrend();
 };
@@ -804,6 +815,9 @@ $("whole-city").onclick = () => { state.focus = null; state.view = null; drawMap
 $("device-filters").onsubmit = (ev) => ev.preventDefault();
 for (const id of ["f-lifeline", "f-status"]) $(id).onchange = () => loadDevices();
 $("f-cell").onchange = () => loadDevices();
+$("f-q").oninput = () => { clearTimeout(state.searchTimer); state.searchTimer = setTimeout(() => loadDevices(), 250); };
+$("dev-prev").onclick = () => loadDevices(Math.max(0, state.deviceOffset - DEVICE_PAGE));
+$("dev-next").onclick = () => loadDevices(state.deviceOffset + DEVICE_PAGE);
 $("d-metric").onchange = () => loadSeries();
 for (const b of $("d-ranges").querySelectorAll("button")) b.onclick = () => { state.range = +b.dataset.range; loadSeries(); };
 window.onresize = () => { state.view = null; drawMap(); for (const chart of state.charts.values()) chart.resize(); };

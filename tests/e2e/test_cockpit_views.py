@@ -271,7 +271,17 @@ async def test_the_cockpit_views_in_a_real_browser(
             device_row = page.locator(f'#devices tr[data-device="{burst.device}"]')
             await device_row.wait_for()
             assert await page.locator("#devices tbody tr").count() == 1
+            assert (await page.inner_text("#device-count")).startswith("1 台设备")
+            assert await page.is_disabled("#dev-next")
             assert "供水压力" in await device_row.inner_text()  # named by the catalogue
+            # Found by the start of its id, and nothing for an id no device has.
+            await page.fill("#f-q", "no-such-device")
+            await page.wait_for_function(
+                "() => document.querySelector('#device-count').textContent.startsWith('0 ')"
+            )
+            assert await page.locator("#devices tbody tr").count() == 0
+            await page.fill("#f-q", burst.device[:-1].lower())
+            await device_row.wait_for()
             await device_row.click()
             await page.wait_for_selector("#device-chart canvas")
             await page.click("#d-ranges [data-range='6']")

@@ -627,6 +627,57 @@ def test_device_series_and_status(
         assert overview["devices"] == {"total": 2, "online": 1, "offline": 1}
 
 
+def test_device_list_counts_all_pages_and_finds_by_the_start_of_an_id(
+    server: Server, db_dsn: str, cities: tuple[str, str], keys: dict[str, str]
+) -> None:
+    _, b = cities
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        for i in range(12):
+            conn.execute(
+                "INSERT INTO devices (city, device_id, family, kind, owner_dept, lon, lat,"
+                " asset_id, mqtt_username, mqtt_password_hash) VALUES (%s, %s, 'sensors',"
+                " %s, 'Gas', 118.7, 32.0, %s, %s, 'x')",
+                (
+                    b,
+                    f"PG-{i:02d}",
+                    "gas_well" if i % 3 else "manhole_cover",
+                    f"well-{i:02d}" if i < 4 else None,
+                    f"{b}.PG-{i:02d}",
+                ),
+            )
+        everything = conn.execute("SELECT count(*) FROM devices WHERE city = %s", (b,)).fetchone()
+    url = f"/v1/cities/{b}/devices"
+    with client(server, keys["admin_b"]) as c:
+        pages = [
+            c.get(url, params={"q": "pg-", "limit": 5, "offset": o}).json() for o in (0, 5, 10)
+        ]
+        assert [p["total"] for p in pages] == [12, 12, 12]
+        ids = [d["device_id"] for p in pages for d in p["items"]]
+        assert ids == [f"PG-{i:02d}" for i in range(12)]  # every one once, in id order
+        assert c.get(url, params={"q": "pg-", "offset": 40}).json() == {
+            "items": [],
+            "total": 12,
+            "limit": 500,
+            "offset": 40,
+        }
+        assert c.get(url, params={"limit": 1}).json()["total"] == (everything or [0])[0]
+        by_asset = c.get(url, params={"q": "WELL-0"}).json()
+        assert sorted(d["device_id"] for d in by_asset["items"]) == [
+            f"PG-{i:02d}" for i in range(4)
+        ]
+        covers = c.get(url, params={"q": "PG", "kind": "manhole_cover"}).json()
+        assert covers["total"] == 4
+        assert {d["kind"] for d in covers["items"]} == {"manhole_cover"}
+        down = c.get(url, params={"q": "PG", "sort": "-device_id", "limit": 2}).json()
+        assert [d["device_id"] for d in down["items"]] == ["PG-11", "PG-10"]
+        by_kind = c.get(url, params={"q": "PG", "sort": "kind"}).json()["items"]
+        assert [d["kind"] for d in by_kind] == sorted(d["kind"] for d in by_kind)
+        bad = c.get(url, params={"sort": "mqtt_password_hash"})
+        assert bad.status_code == 422
+        assert "sort" in bad.text
+        assert c.get(url, params={"q": "nothing-like-it"}).json()["total"] == 0
+
+
 _TEXT = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["-1", "0", "1e309", "NaN", "' OR 1=1 --", "../../etc/passwd", "%00", "[]"]),
