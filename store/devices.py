@@ -143,7 +143,17 @@ def load_credentials(conn: psycopg.Connection[Any], city: str) -> list[Credentia
 
 # Devices with their last status and last reading; the last reading from the 1-minute
 # rollup (real-time past its watermark, see store.queries.rollup_rows).
-DEVICE_SEEN = sql.SQL("""
+def device_seen(ids: bool = False) -> sql.Composed:
+    """Devices of ``%(city)s`` with their last status, last reading and whether they
+    are online (seen since ``%(since)s``); with ``ids`` only those in ``%(ids)s``, their
+    readings looked up alone (a page of a large city costs a page, not the city)."""
+    only = sql.SQL(" AND {} = ANY(%(ids)s)") if ids else None
+    rows_where: sql.Composable = sql.SQL("r.city = %(city)s")
+    devices_where: sql.Composable = sql.SQL("d.city = %(city)s")
+    if only is not None:
+        rows_where += only.format(sql.SQL("r.device_id"))
+        devices_where += only.format(sql.SQL("d.device_id"))
+    return sql.SQL("""
     SELECT d.device_id, d.family, d.kind, d.metrics, d.transport, d.asset_id, d.owner_dept,
            d.lon, d.lat, d.grid_code,
            s.status AS last_status, s.ts AS status_ts, s.battery_pct, r.last_ts AS last_reading,
@@ -154,8 +164,11 @@ DEVICE_SEEN = sql.SQL("""
     LEFT JOIN device_status s ON s.city = d.city AND s.device_id = d.device_id
     LEFT JOIN (SELECT device_id, max(last_ts) AS last_ts FROM ({rows}) r1
                GROUP BY device_id) r ON r.device_id = d.device_id
-    WHERE d.city = %(city)s
-""").format(rows=queries.rollup_rows("minute", sql.SQL("r.city = %(city)s")))
+    WHERE {devices}
+""").format(rows=queries.rollup_rows("minute", rows_where), devices=devices_where)
+
+
+DEVICE_SEEN = device_seen()
 
 
 def seen_params(city: str, since: datetime) -> dict[str, Any]:
@@ -167,6 +180,8 @@ def seen_params(city: str, since: datetime) -> dict[str, Any]:
 DeviceSort = Literal[
     "device_id", "-device_id", "kind", "grid_code", "online", "last_reading", "-last_reading"
 ]
+#: the orders that need every device's status worked out
+STATUS_SORTS = frozenset({"online", "last_reading", "-last_reading"})
 #: each order in SQL; the device id breaks ties
 DEVICE_SORTS: dict[DeviceSort, sql.Composable] = {
     "device_id": sql.SQL("device_id"),
@@ -204,9 +219,6 @@ def with_status(
     """A page of the devices of a city with their status, and how many the filter
     holds in all: online when seen (reading or heartbeat) within ``online_window`` and
     not reported offline since; each with its lifeline."""
-    query = sql.SQL("SELECT *, count(*) OVER () AS total FROM ({}) x WHERE true").format(
-        DEVICE_SEEN
-    )
     where: sql.Composable = sql.SQL("")
     params = seen_params(city, now - online_window)
     if f.kind is not None:
@@ -221,30 +233,55 @@ def with_status(
     if f.grid_cell is not None:
         where += sql.SQL(" AND grid_code = %(grid_cell)s")
         params["grid_cell"] = f.grid_cell
-    if f.online is not None:
-        where += sql.SQL(" AND online = %(online)s")
-        params["online"] = f.online
     if f.q:
         where += sql.SQL(
-            " AND (starts_with(lower(device_id), %(q)s)"
-            " OR starts_with(lower(coalesce(asset_id, '')), %(q)s))"
+            " AND (lower(device_id) LIKE %(q)s ESCAPE '\\'"
+            " OR lower(asset_id) LIKE %(q)s ESCAPE '\\')"
         )
-        params["q"] = f.q.lower()
+        escaped = f.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["q"] = escaped + "%"
     order = DEVICE_SORTS.get(f.sort)
     if order is None:
         raise ValueError(f"sort by one of {', '.join(DEVICE_SORTS)}, not {f.sort!r}")
-    query += where + sql.SQL(" ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s").format(order)
+    page = sql.SQL(" ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s").format(order)
     params.update(limit=max(1, min(f.limit, 10000)), offset=max(0, f.offset))
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query, params).fetchall()
-        if rows:
-            total = int(rows[0]["total"])
-        else:  # a page past the end: count what the filter holds
-            count = sql.SQL("SELECT count(*) AS total FROM ({}) x WHERE true").format(DEVICE_SEEN)
-            found = cur.execute(count + where, params).fetchone()
+        if f.online is None and f.sort not in STATUS_SORTS:
+            # Filtered and ordered by what the devices table holds: count there, pick
+            # the page there, and work out the status of the page's devices only.
+            found = cur.execute(
+                sql.SQL("SELECT count(*) AS total FROM devices WHERE city = %(city)s") + where,
+                params,
+            ).fetchone()
             total = int(found["total"]) if found else 0
+            ids = cur.execute(
+                sql.SQL("SELECT device_id FROM devices WHERE city = %(city)s") + where + page,
+                params,
+            ).fetchall()
+            params["ids"] = [r["device_id"] for r in ids]
+            query = sql.SQL("SELECT * FROM ({}) x ORDER BY {}").format(device_seen(True), order)
+            rows = cur.execute(query, params).fetchall() if ids else []
+        else:
+            if f.online is not None:
+                where += sql.SQL(" AND online = %(online)s")
+                params["online"] = f.online
+            query = (
+                sql.SQL("SELECT *, count(*) OVER () AS total FROM ({}) x WHERE true").format(
+                    DEVICE_SEEN
+                )
+                + where
+                + page
+            )
+            rows = cur.execute(query, params).fetchall()
+            if rows:
+                total = int(rows[0].pop("total"))
+            else:  # a page past the end: count what the filter holds
+                count = sql.SQL("SELECT count(*) AS total FROM ({}) x WHERE true")
+                counted = cur.execute(count.format(DEVICE_SEEN) + where, params).fetchone()
+                total = int(counted["total"]) if counted else 0
+            for row in rows:
+                row.pop("total", None)
     for row in rows:
-        del row["total"]
         row["lifeline"] = (
             "public_safety"
             if row["kind"] == "camera"

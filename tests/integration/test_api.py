@@ -676,6 +676,12 @@ def test_device_list_counts_all_pages_and_finds_by_the_start_of_an_id(
         assert bad.status_code == 422
         assert "sort" in bad.text
         assert c.get(url, params={"q": "nothing-like-it"}).json()["total"] == 0
+        # A search is a literal prefix: no wildcards.
+        assert [c.get(url, params={"q": q}).json()["total"] for q in ("pg_", "%", "PG-%")] == [
+            0,
+            0,
+            0,
+        ]
 
 
 _TEXT = st.one_of(

@@ -82,6 +82,12 @@ def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str, store_p
         ).fetchone()
         path = backend(conn)
         said = describe(conn)
+        indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'devices'"
+            ).fetchall()
+        }
         if store_path == TIMESCALE:
             hypertables = conn.execute(
                 "SELECT hypertable_name FROM timescaledb_information.hypertables"
@@ -90,7 +96,8 @@ def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str, store_p
                 "SELECT view_name, materialized_only"
                 " FROM timescaledb_information.continuous_aggregates ORDER BY 1"
             ).fetchall()
-    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7]
+    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert {"devices_id_prefix", "devices_asset_prefix"} <= indexes
     assert {m.variant for m in first} <= {"common", store_path}
     assert path == store_path
     assert again == []
