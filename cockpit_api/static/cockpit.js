@@ -492,7 +492,7 @@ function fillLifelineFilter() {
   sel.value = keep;
 }
 
-const DEVICE_PAGE = 500;
+const DEVICE_PAGE = 200;
 
 async function loadDevices(offset = 0) {
   const qs = new URLSearchParams({ limit: String(DEVICE_PAGE), offset: String(offset) });

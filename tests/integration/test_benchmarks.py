@@ -77,6 +77,23 @@ def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings) 
     assert result["requests_per_s"] == result["single"]["requests_per_s"]
 
 
+def test_device_list_of_a_city_counts_finds_and_times_every_query(live_stack: Settings) -> None:
+    result = json.loads(bench.dumps(bench.run("devices", devices=4000, repeats=3)))
+    assert result["name"] == "devices"
+    q = result["queries"]
+    totals = {name: q[name]["total"] for name in q}
+    assert totals["first_page"] == totals["deep_page"] == totals["recent_first"] == 4000
+    assert totals["kind"] == 1000  # one device in four
+    assert totals["grid_cell"] == 4  # 1,000 cells
+    assert totals["search_id"] == totals["search_asset"] == 100
+    assert totals["search_none"] == 0
+    assert 400 <= totals["offline"] < 4000  # reported offline, or never heard
+    assert q["first_page"]["items"] == q["deep_page"]["items"] == result["page"]
+    for name, query in q.items():
+        assert 0 < query["p50_ms"] <= query["p99_ms"], name
+    assert result["table_p99_ms"] == max(x["p99_ms"] for x in q.values() if not x["needs_status"])
+
+
 def test_detect_reports_quality_per_family_kernel_and_worker_rates(live_stack: Settings) -> None:
     result = json.loads(
         bench.dumps(
