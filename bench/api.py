@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +25,7 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
-from bench._support import free_port, scratch_database
+from bench._support import api_server, scratch_database
 from cityops.settings import get_settings
 from lifeline.records import Incident
 from lifeline.vocabulary import IncidentType, Severity
@@ -50,51 +46,10 @@ def run(runs: int = 1, duration_s: float = 15.0) -> dict[str, Any]:
     settings = get_settings()
     with scratch_database(settings, "cityops_bench_api") as dsn:
         token = _seed(dsn)
-        port = free_port()
-        env = {
-            **os.environ,
-            "CITYOPS_DB_DSN": dsn,
-            "CITYOPS_API_PORT": str(port),
-            "CITYOPS_API_RATE": "1000000",
-            "CITYOPS_LOG_LEVEL": "WARNING",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cityops.cli", "api", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_up(url, proc)
+        with api_server(dsn) as url:
             http = asyncio.run(_http_load(url, token, duration_s * max(1, runs)))
             ws = asyncio.run(_ws_fanout(url, token, dsn, settings.kafka_bootstrap))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
     return {**http, **ws, "clients": CLIENTS, "alerts": ALERTS, "devices": DEVICES}
-
-
-def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"the API exited: {err[-2000:]}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{url}/health", timeout=1),  # noqa: S310  # local URL
-        ):
-            return
-        time.sleep(0.2)
-    raise RuntimeError("the API did not answer within 60 s")
 
 
 def _seed(dsn: str) -> str:

@@ -13,11 +13,7 @@ the bytes of its answer; ``worst_p99_ms`` over the queries served from the devic
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,8 +22,7 @@ import httpx
 import psycopg
 from tqdm import tqdm
 
-from bench._support import free_port, scratch_database
-from bench.api import _wait_up
+from bench._support import api_server, scratch_database
 from cityops.settings import get_settings
 from store.keys import create_key
 from store.migrate import migrate
@@ -56,34 +51,8 @@ def run(runs: int = 1, devices: int = 100_000, repeats: int = 50) -> dict[str, A
     settings = get_settings()
     with scratch_database(settings, "cityops_bench_devices") as dsn:
         token = _seed(dsn, devices)
-        port = free_port()
-        env = {
-            **os.environ,
-            "CITYOPS_DB_DSN": dsn,
-            "CITYOPS_API_PORT": str(port),
-            "CITYOPS_API_RATE": "1000000",
-            "CITYOPS_LOG_LEVEL": "WARNING",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cityops.cli", "api", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_up(url, proc)
+        with api_server(dsn) as url:
             queries = _time(url, token, devices, repeats * max(1, runs))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
     table = [q["p99_ms"] for q in queries.values() if not q["needs_status"]]
     status = [q["p99_ms"] for q in queries.values() if q["needs_status"]]
     return {
