@@ -64,7 +64,7 @@ def run(
     with scratch_database(settings, "cityops_bench_push") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn, settings.timescale)
-            source, _key = create_source(conn, CITY, SOURCE, rate_per_s=1e9)
+            source, _key, *_ = create_source(conn, CITY, SOURCE, rate_per_s=1e9)
             names = [f"nb-{i:05d}" for i in range(devices)]
             upsert_devices(
                 conn,

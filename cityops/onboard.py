@@ -22,6 +22,7 @@ from ingest.broker_accounts import (
 )
 from ingest.onboarding import Plan, export_credentials, hashed, plan
 from store.devices import existing_ids, upsert_devices
+from store.errors import Conflict
 from store.migrate import migrate
 from store.push_sources import source_names
 
@@ -114,7 +115,10 @@ def onboard(
                 [a.username for a, _pw in accounts] if client_certs else [],
                 show_progress,
             )
-        written = upsert_devices(conn, validated.devices, creds)
+        try:
+            written = upsert_devices(conn, validated.devices, creds)
+        except Conflict as exc:
+            raise CityOpsError(f"{exc}; fix the file and onboard it again") from exc
     return OnboardResult(written, len(validated.new_credentials), exported, len(accounts), bundle)
 
 

@@ -1012,8 +1012,8 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
 
     probes = 0
     with psycopg.connect(pipe.dsn, autocommit=True) as conn:
-        mine, my_key = create_source(conn, pipe.city, "drill-nb")
-        theirs, their_key = create_source(conn, other, "drill-nb")
+        mine, my_key, *_ = create_source(conn, pipe.city, "drill-nb")
+        theirs, their_key, *_ = create_source(conn, other, "drill-nb")
         pushed = [
             gas_well(city, f"ps-{i:03d}", owner_dept="drill", transport="http", source="drill-nb")
             for city in (pipe.city, other)

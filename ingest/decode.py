@@ -142,7 +142,11 @@ class Decoder:
             extracted = mapping.extract(data)
         else:
             extracted = adapters.auto(data)
-        if extracted.device_id is not None and extracted.device_id != device.device_id:
+        if extracted.device_id is not None and extracted.device_id not in (
+            device.device_id,
+            device.platform_id,
+            device.imei,
+        ):
             raise PayloadError(
                 "topic_mismatch",
                 f"payload names device {extracted.device_id!r} but was published on the topic "

@@ -24,7 +24,7 @@ from geo.chinese import in_china, to_wgs84
 from geo.placement import Placer
 from ingest.broker_accounts import device_username, password_hash
 from lifeline.codes import is_city_code
-from lifeline.devices import Device
+from lifeline.devices import IMEI_PATTERN, PLATFORM_ID_PATTERN, Device
 from lifeline.kinds import KIND_ASSET_CLASSES, KIND_METRICS, KIND_NAMES, METRIC_UNITS, OPEN_KINDS
 from lifeline.units import UnitError, converter
 
@@ -32,6 +32,8 @@ CAMERA = "camera"
 INPUT_CRS = ("EPSG:4326", "EPSG:4490", "GCJ-02", "BD-09")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _METRIC = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_PLATFORM_ID = re.compile(PLATFORM_ID_PATTERN)
+_IMEI = re.compile(IMEI_PATTERN)
 #: GB/T 28181: centre 8 + industry 2 + type 3 + network 1 + serial 6.
 _GB28181 = re.compile(r"^[0-9]{8}(08|43|[0-9]{2})(13[1-2]|118|[0-9]{3})[0-9]{7}$")
 
@@ -158,6 +160,8 @@ def plan(
     problems: list[str] = []
     good: list[tuple[Row, dict[str, Any]]] = []
     seen: dict[str, int] = {}
+    seen_imei: dict[str, int] = {}
+    seen_platform: dict[tuple[str | None, str], int] = {}
     kinds = KIND_NAMES | {CAMERA}
     for row in read_rows(path):
         errs: list[str] = []
@@ -206,6 +210,25 @@ def plan(
             )
         elif transport == "mqtt" and source is not None:
             errs.append("source: only http devices have a push source")
+        platform_id = str(p.get("platform_id") or "").strip() or None
+        if platform_id is not None:
+            if transport != "http":
+                errs.append("platform_id: only devices pushed by a platform (transport http)")
+            elif not _PLATFORM_ID.match(platform_id):
+                errs.append("platform_id: use 1-64 letters, digits, '.', '_', ':' or '-'")
+            elif (source, platform_id) in seen_platform:
+                errs.append(
+                    f"platform_id: {platform_id} of source {source} is also on row "
+                    f"{seen_platform[(source, platform_id)]}"
+                )
+        imei = str(p.get("imei") or "").strip() or None
+        if imei is not None:
+            if kind == CAMERA:
+                errs.append("imei: cameras have none")
+            elif not _IMEI.match(imei) or not luhn_valid(imei):
+                errs.append(f"imei: {imei!r} is not a 15-digit IMEI (its last digit checks it)")
+            elif imei in seen_imei:
+                errs.append(f"imei: {imei} is also on row {seen_imei[imei]}")
         row_crs = str(p.get("crs") or crs)
         if row_crs not in INPUT_CRS:
             errs.append(f"crs: {row_crs!r} is not one of {', '.join(INPUT_CRS)}")
@@ -220,6 +243,10 @@ def plan(
             problems.extend(f"{label}: {e}" for e in errs)
         else:
             seen[dev_id] = row.number
+            if imei:
+                seen_imei[imei] = row.number
+            if platform_id:
+                seen_platform[(source, platform_id)] = row.number
             good.append(
                 (
                     row,
@@ -235,6 +262,8 @@ def plan(
                         "asset_id": str(p.get("asset_id") or "") or None,
                         "transport": transport,
                         "source": source,
+                        "platform_id": platform_id,
+                        "imei": imei,
                     },
                 )
             )
@@ -278,6 +307,8 @@ def plan(
             grid_code=grid_codes[i],
             transport=g["transport"],
             source=g["source"],
+            platform_id=g["platform_id"],
+            imei=g["imei"],
         )
         for i, (_, g) in enumerate(good)
     ]
@@ -291,6 +322,23 @@ def plan(
                 secrets.token_urlsafe(18),
             )
     return result
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn check an IMEI's last digit makes over the other fourteen."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def with_check_digit(body: str) -> str:
+    """``body`` (14 digits) with the Luhn check digit that makes it an IMEI."""
+    for d in "0123456789":
+        if luhn_valid(body + d):
+            return body + d
+    raise ValueError(body)
 
 
 def hashed(

@@ -11,6 +11,10 @@ from lifeline.codes import CITY_PATTERN, GRID_PATTERN
 Family = Literal["sensors", "cameras"]
 
 
+PLATFORM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+IMEI_PATTERN = r"^[0-9]{15}$"
+
+
 class Device(BaseModel):
     """One onboarded device or camera of a pilot city."""
 
@@ -32,6 +36,11 @@ class Device(BaseModel):
     transport: Literal["mqtt", "http"] = "mqtt"
     #: The push source (carrier platform or vendor cloud) of an ``http`` device.
     source: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    #: The device's id on its push source's platform (CTWing ``deviceId``, IoTDA
+    #: ``device_id``, OneNET device name), by which the platform names it.
+    platform_id: str | None = Field(None, pattern=PLATFORM_ID_PATTERN)
+    #: The 15-digit IMEI of a cellular (NB-IoT, Cat.1) device.
+    imei: str | None = Field(None, pattern=IMEI_PATTERN)
 
 
 def gas_well(city: str, device_id: str, **fields: object) -> Device:

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from lifeline.devices import Device
 from lifeline.kinds import LIFELINE_OF_KIND
 from store import queries
+from store.errors import Conflict
 
 #: NOTIFY channel raised whenever devices change, so ingest reloads its registry.
 DEVICES_CHANNEL = "cityops_devices"
@@ -34,6 +35,8 @@ _COLUMNS = (
     "grid_code",
     "transport",
     "source",
+    "platform_id",
+    "imei",
     "mqtt_username",
     "mqtt_password_hash",
 )
@@ -87,31 +90,41 @@ def upsert_devices(
                         d.grid_code,
                         d.transport,
                         d.source,
+                        d.platform_id,
+                        d.imei,
                         user,
                         pw_hash,
                     )
                 )
-        cur = conn.execute(
-            """
+        try:
+            cur = conn.execute(
+                """
             INSERT INTO devices AS d (city, device_id, family, kind, metrics, vendor, asset_id,
                                       owner_dept, lon, lat, grid_code, transport, source,
-                                      mqtt_username, mqtt_password_hash)
+                                      platform_id, imei, mqtt_username, mqtt_password_hash)
             SELECT city, device_id, family, kind, metrics, vendor, asset_id, owner_dept, lon, lat,
-                   grid_code, transport, source, mqtt_username, mqtt_password_hash
+                   grid_code, transport, source, platform_id, imei, mqtt_username,
+                   mqtt_password_hash
             FROM devices_stage
             ON CONFLICT (city, device_id) DO UPDATE SET
                 family = EXCLUDED.family, kind = EXCLUDED.kind, metrics = EXCLUDED.metrics,
                 vendor = EXCLUDED.vendor, asset_id = EXCLUDED.asset_id,
                 owner_dept = EXCLUDED.owner_dept, lon = EXCLUDED.lon, lat = EXCLUDED.lat,
                 grid_code = EXCLUDED.grid_code, transport = EXCLUDED.transport,
-                source = EXCLUDED.source, updated_at = now(),
+                source = EXCLUDED.source, platform_id = EXCLUDED.platform_id,
+                imei = EXCLUDED.imei, updated_at = now(),
                 mqtt_username = CASE WHEN EXCLUDED.mqtt_username = '' THEN d.mqtt_username
                                      ELSE EXCLUDED.mqtt_username END,
                 mqtt_password_hash = CASE WHEN EXCLUDED.mqtt_password_hash = ''
                                           THEN d.mqtt_password_hash
                                           ELSE EXCLUDED.mqtt_password_hash END
             """
-        )
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            raise Conflict(
+                "a device has the IMEI or platform id of another device of its city "
+                f"({exc.diag.message_detail})"
+            ) from exc
         conn.execute(f"NOTIFY {DEVICES_CHANNEL}")
         return cur.rowcount
 
@@ -121,7 +134,7 @@ def load_devices(
 ) -> list[Device]:
     query = (
         "SELECT city, device_id, family, kind, metrics, vendor, asset_id, owner_dept, lon, lat,"
-        " grid_code, transport, source FROM devices"
+        " grid_code, transport, source, platform_id, imei FROM devices"
     )
     params: tuple[Any, ...] = ()
     if cities is not None:

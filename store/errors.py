@@ -2,6 +2,7 @@
 
 StoreError
 ├── MigrationError    a migration could not be applied
+├── Conflict          a write would give two rows what only one may have
 └── StoreUnavailable  the database cannot be reached (callers pause and retry)
 """
 
@@ -12,6 +13,11 @@ class StoreError(Exception):
 
 class MigrationError(StoreError):
     """A migration could not be applied; nothing of it was kept."""
+
+
+class Conflict(StoreError):
+    """A write would give two rows what only one may have (an IMEI, a platform id);
+    nothing of it was kept."""
 
 
 class StoreUnavailable(StoreError):

@@ -10,6 +10,9 @@ import click
 
 from cityops.cli_support import CONTEXT, echo_err, env_option, load_settings, vendors_option
 from cityops.errors import CityOpsError
+from lifeline.platforms import PLATFORMS
+
+PLATFORM_CHOICES = list(PLATFORMS)
 
 
 @click.group(context_settings=CONTEXT)
@@ -90,52 +93,103 @@ def push_source() -> None:
 @click.option("--city", required=True, help="The source's city (6-digit code).")
 @click.argument("name")
 @click.option(
+    "--platform",
+    type=click.Choice(PLATFORM_CHOICES),
+    default="cityops",
+    show_default=True,
+    help="Who pushes: our own envelope (cityops), or a platform in its own format.",
+)
+@click.option(
     "--vendor",
     default=None,
     help="Vendor mapping that says where a report names its device (default: 'device_id').",
 )
 @click.option("--rate", type=float, default=5000.0, help="Readings a second the source may push.")
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    help="A network (CIDR) the platform pushes from; repeat for several. Requests from "
+    "elsewhere are refused (default: from anywhere, with the URL's token).",
+)
+@env_option(
+    "CITYOPS_PUSH_URL",
+    "--url",
+    default="https://127.0.0.1:8443",
+    help="The push service's address as the platform reaches it, for the printed URL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def push_source_create(
-    city: str, name: str, vendor: str | None, rate: float, as_json: bool
+    city: str,
+    name: str,
+    platform: str,
+    vendor: str | None,
+    rate: float,
+    networks: tuple[str, ...],
+    url: str,
+    as_json: bool,
 ) -> None:
-    """Create a source; its ingest key and HMAC secret are printed once."""
+    """Create a source; its ingest key and HMAC secret (and, for a platform that does
+    not sign, the URL with its token) are printed once."""
     import psycopg
 
     from ingest.adapters import load_vendors
     from store.migrate import migrate
-    from store.push_sources import create_source
+    from store.push_sources import create_source, parse_networks
 
     if vendor is not None and vendor not in (known := load_vendors()):
         raise CityOpsError(
             f"no vendor mapping named {vendor!r} (known: {', '.join(sorted(known))})"
         )
+    try:
+        nets = parse_networks(networks)
+    except ValueError as exc:
+        raise CityOpsError(f"{exc}; give --network as 203.0.113.0/24 or an address") from exc
     settings = load_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         migrate(conn, settings.timescale)
         try:
-            source, key = create_source(conn, city, name, vendor, rate)
+            source, key, token = create_source(conn, city, name, vendor, rate, platform, nets)
         except ValueError as exc:
             raise CityOpsError(str(exc)) from exc
+    endpoint = url.rstrip("/") + (
+        f"/v1/ingest/{city}/push"
+        if platform == "cityops"
+        else f"/v1/ingest/{city}/{platform}/{name}" + (f"?token={token}" if token else "")
+    )
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "city": source.city,
                     "name": source.name,
+                    "platform": source.platform,
                     "key_id": source.key_id,
                     "ingest_key": key,
                     "hmac_secret": source.hmac_secret,
+                    "url": endpoint,
+                    "url_token": token,
+                    "networks": [str(n) for n in source.networks],
                     "vendor": source.vendor,
                     "rate_per_s": source.rate_per_s,
                 }
             )
         )
         return
-    click.echo(f"push source {name} of city {city} ({source.key_id})")
-    click.echo(f"ingest key:  {key}")
-    click.echo(f"hmac secret: {source.hmac_secret}")
-    echo_err("Shown once: give both to the source's operator over a secure channel.")
+    click.echo(f"push source {name} of city {city} ({source.key_id}, {platform})")
+    if platform == "cityops":
+        click.echo(f"url:         {endpoint}")
+        click.echo(f"ingest key:  {key}")
+        click.echo(f"hmac secret: {source.hmac_secret}")
+        echo_err("Shown once: give both to the source's operator over a secure channel.")
+        return
+    click.echo(f"push URL:    {endpoint}")
+    if nets:
+        click.echo(f"networks:    {', '.join(str(n) for n in nets)}")
+    echo_err(
+        "Shown once: paste the URL (its token is the source's secret) into the platform's "
+        "console, as its HTTP push / subscription address."
+    )
 
 
 @push_source.command("list")
@@ -158,7 +212,8 @@ def push_source_list(city: str | None, as_json: bool) -> None:
     for r in rows:
         state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "active"
         click.echo(
-            f"{r['city']}  {r['name']:<20} {r['key_id']}  {r['devices']:>7} devices  "
+            f"{r['city']}  {r['name']:<20} {r['key_id']}  {r['platform']:<13} "
+            f"{r['devices']:>7} devices  "
             f"{r['rate_per_s']:g}/s  {r['vendor'] or '-':<12} {state}"
         )
 

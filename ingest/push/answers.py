@@ -9,8 +9,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Answer:
+    """A status and a JSON body, or a plain-text body where a platform wants text back
+    (OneNET's URL check)."""
+
     status: int
-    body: dict[str, Any]
+    body: dict[str, Any] | str
     headers: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -1,8 +1,9 @@
 """The push endpoint's app: the device registry and the push sources of the served cities
 in memory (reloaded when devices change, sources every few seconds), one idempotent Kafka
-producer (``acks=all``), ``POST /v1/ingest/{city}/push`` (see :mod:`ingest.push`) on a
-fast path of raw ASGI; ``/health`` and ``/ready`` for load balancers, ``/metrics`` for
-Prometheus.
+producer (``acks=all``), ``POST /v1/ingest/{city}/push`` (see :mod:`ingest.push`) and the
+platforms' own formats at ``/v1/ingest/{city}/{platform}/{source}``
+(:mod:`ingest.push.platforms`) on a fast path of raw ASGI; ``/health`` and ``/ready`` for
+load balancers, ``/metrics`` for Prometheus.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 import psycopg
@@ -25,7 +27,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.adapters import load_vendors
 from ingest.decode import Decoder
+from ingest.push.answers import Answer
+from ingest.push.connectors.base import Request as PlatformRequest
 from ingest.push.handler import MAX_BODY_BYTES, PushIngest, Sources
+from ingest.push.platforms import PlatformIngest
 from ingest.push.producer import GroupProducer
 from lifeline import topics
 from lifeline.registry import Registry
@@ -52,6 +57,8 @@ class PushConfig:
 #: The push route, answered before FastAPI's routing (the hot path: no request object,
 #: no dependency resolution, no middleware stack); FastAPI serves the rest and the docs.
 PUSH_PATH = re.compile(r"/v1/ingest/([^/]+)/push/?")
+#: A platform's own format: city, platform, source.
+PLATFORM_PATH = re.compile(r"/v1/ingest/([^/]+)/([a-z-]+)/([^/]+)/?")
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -62,6 +69,7 @@ def create_push_app(config: PushConfig) -> ASGIApp:
     sources = Sources()
     vendors = load_vendors(*([config.vendor_dir] if config.vendor_dir else []))
     ingest = PushIngest(registry, sources, Decoder(registry, vendors), vendors)
+    platforms = PlatformIngest(ingest)
     cities = list(config.cities)
 
     def reload_sources() -> None:
@@ -130,12 +138,18 @@ def create_push_app(config: PushConfig) -> ASGIApp:
         path below; this route documents it and answers if the fast path is bypassed.)"""
         body = await request.body()
         answer = await ingest.handle(city, request.headers, body)
-        return Response(
-            orjson.dumps(answer.body),
-            status_code=answer.status,
-            headers=dict(answer.headers),
-            media_type="application/json",
-        )
+        return _answer_response(answer)
+
+    @app.post(
+        "/v1/ingest/{city}/{platform}/{source}",
+        responses={401: {}, 403: {}, 404: {}, 413: {}, 429: {}, 503: {}},
+    )
+    async def platform_push(city: str, platform: str, source: str, request: Request) -> Response:
+        """A carrier or video platform's push in its own format (``platform``: ctwing, ...)
+        to push source ``source`` of ``city``; 200 once its readings are in Kafka and its
+        bad messages dead-lettered. (Served by the fast path below.)"""
+        answer = await platforms.handle(city, platform, source, await _platform_request(request))
+        return _answer_response(answer)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -157,6 +171,11 @@ def create_push_app(config: PushConfig) -> ASGIApp:
             if match is not None:
                 await _push(ingest, match[1], scope, receive, send)
                 return
+        if scope["type"] == "http" and scope["method"] in ("POST", "GET"):
+            match = PLATFORM_PATH.fullmatch(scope["path"])
+            if match is not None:
+                await _platform(platforms, match, scope, receive, send)
+                return
         await app(scope, receive, send)
 
     return fast_path
@@ -166,17 +185,40 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-async def _push(
-    ingest: PushIngest, city: str, scope: dict[str, Any], receive: Any, send: Any
-) -> None:
-    """``POST /v1/ingest/{city}/push`` on raw ASGI: read the body (refusing one far
-    past the limit unread), hand it to the ingest, answer JSON."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+def _answer_response(answer: Answer) -> Response:
+    if isinstance(answer.body, str):
+        return Response(
+            answer.body,
+            status_code=answer.status,
+            headers=dict(answer.headers),
+            media_type="text/plain",
+        )
+    return Response(
+        orjson.dumps(answer.body),
+        status_code=answer.status,
+        headers=dict(answer.headers),
+        media_type="application/json",
+    )
+
+
+async def _platform_request(request: Request) -> PlatformRequest:
+    return PlatformRequest(
+        method=request.method,
+        query=dict(request.query_params),
+        headers=dict(request.headers),
+        body=await request.body(),
+        peer=request.client.host if request.client else None,
+    )
+
+
+async def _read_body(scope: dict[str, Any], receive: Any, send: Any) -> bytes | None:
+    """The request's body, or None when the client left or the body is far past the
+    limit (then refused unread)."""
     chunks, size, more = [], 0, True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > READ_AT_MOST:
@@ -186,17 +228,56 @@ async def _push(
                 {"error": "oversize", "detail": f"a body may have {MAX_BODY_BYTES} bytes"},
                 {"connection": "close"},
             )
-            return
+            return None
         chunks.append(chunk)
         more = message.get("more_body", False)
-    answer = await ingest.handle(city, headers, b"".join(chunks))
+    return b"".join(chunks)
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _push(
+    ingest: PushIngest, city: str, scope: dict[str, Any], receive: Any, send: Any
+) -> None:
+    """``POST /v1/ingest/{city}/push`` on raw ASGI: read the body (refusing one far
+    past the limit unread), hand it to the ingest, answer JSON."""
+    body = await _read_body(scope, receive, send)
+    if body is None:
+        return
+    answer = await ingest.handle(city, _headers(scope), body)
     await _answer(send, answer.status, answer.body, answer.headers)
 
 
-async def _answer(send: Any, status: int, body: dict[str, Any], headers: Mapping[str, str]) -> None:
-    data = orjson.dumps(body)
+async def _platform(
+    platforms: PlatformIngest, match: re.Match[str], scope: dict[str, Any], receive: Any, send: Any
+) -> None:
+    """A platform's push (or its URL check) on raw ASGI."""
+    body = await _read_body(scope, receive, send)
+    if body is None:
+        return
+    client = scope.get("client")
+    request = PlatformRequest(
+        method=scope["method"],
+        query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
+        headers=_headers(scope),
+        body=body,
+        peer=client[0] if client else None,
+    )
+    answer = await platforms.handle(match[1], match[2], match[3], request)
+    await _answer(send, answer.status, answer.body, answer.headers)
+
+
+async def _answer(
+    send: Any, status: int, body: dict[str, Any] | str, headers: Mapping[str, str]
+) -> None:
+    if isinstance(body, str):
+        data, kind = body.encode(), b"text/plain; charset=utf-8"
+    else:
+        data, kind = orjson.dumps(body), b"application/json"
     raw = [
-        (b"content-type", b"application/json"),
+        (b"content-type", kind),
         (b"content-length", str(len(data)).encode()),
         *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
     ]

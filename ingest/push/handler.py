@@ -171,7 +171,7 @@ class PushIngest:
         received_at = datetime.fromtimestamp(self.clock(), UTC)
         topic = f"push/{source.city}/{source.name}"
         if len(body) > MAX_BODY_BYTES:
-            await self._dead_letter(
+            await self.dead_letter(
                 source, topic, body, received_at, "oversize", f"{len(body)} bytes in one body"
             )
             raise Refused(
@@ -183,7 +183,7 @@ class PushIngest:
         try:
             reports = _reports(parse_json(body))
         except PayloadError as exc:
-            await self._dead_letter(source, topic, body, received_at, exc.reason, str(exc))
+            await self.dead_letter(source, topic, body, received_at, exc.reason, str(exc))
             raise Refused(400, exc.reason, str(exc)) from None
         records: list[Outgoing] = []
         errors: list[dict[str, Any]] = []
@@ -210,7 +210,7 @@ class PushIngest:
                 f"retry in {retry} s",
                 {"Retry-After": str(retry)},
             )
-        await self._produce(records)
+        await self.produce(records)
         READINGS.labels(source.name).inc(readings)
         return Answer(
             200,
@@ -248,7 +248,7 @@ class PushIngest:
             report = {"city": source.city, **({"unit": unit} if unit else {}), **report}
         return self.decoder.readings_of(device, report, received_at)
 
-    async def _dead_letter(
+    async def dead_letter(
         self,
         source: PushSource,
         topic: str,
@@ -260,9 +260,9 @@ class PushIngest:
         DEADLETTERS.labels(source.name, reason).inc()
         letter = DeadLetter.of(topic, body[:KEEP_BYTES], received_at, reason, detail)
         letter = letter.model_copy(update={"size": len(body)})
-        await self._produce([Outgoing(topics.DEADLETTER.name, topic.encode(), letter.to_json())])
+        await self.produce([Outgoing(topics.DEADLETTER.name, topic.encode(), letter.to_json())])
 
-    async def _produce(self, records: list[Outgoing]) -> None:
+    async def produce(self, records: list[Outgoing]) -> None:
         if not records:
             return
         if self.producer is None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lifeline.detect.base import INF, NAN, History, Out, Step, evidence_score, rank_of
+from lifeline.detect.base import INF, NAN, History, Out, Step, evidence_score, packed, rank_of
 from lifeline.detect.kernels import F64
 from lifeline.vocabulary import Severity
 
@@ -49,6 +49,7 @@ WEEKEND = 5  # Saturday, Sunday: weekday index 5 and 6 (Monday 0)
 # -- the parts' states ----------------------------------------------------------------------
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LevelState:
     """The level of the series once its daily profile is taken out.
@@ -75,6 +76,7 @@ class LevelState:
         return replace(self, value=self.value + (u - self.value) / fresh, fresh=fresh)
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SpreadState:
     """The spread: ``var`` a robust EWMA of squared errors against the expected value;
@@ -100,6 +102,7 @@ class SpreadState:
         return self
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ShiftTest:
     """A two-sided CUSUM of the standardised error ``z`` (a change of level): ``pos``
@@ -134,6 +137,7 @@ class ShiftTest:
 _NO_SHIFT = ShiftTest()
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WidenTest:
     """A CUSUM of the squared standardised error (a wider spread): ``stat`` grows by
@@ -162,6 +166,7 @@ class WidenTest:
 _NO_WIDEN = WidenTest()
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ProfileState:
     """The daily profile: half-hour slots for weekdays then for weekends, as deviations
@@ -173,6 +178,7 @@ class ProfileState:
     days: float = 0.0
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StuckState:
     """Equal readings in a row (``repeats``), how often a reading usually equals the
@@ -189,6 +195,7 @@ class StuckState:
     rests: tuple[tuple[float, int], ...] = ()
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ValuesState:
     """The first two distinct values a series has shown, and whether it has shown a
@@ -209,6 +216,7 @@ class ValuesState:
         return ValuesState(first=self.first, second=self.second, many=True)
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ToleranceState:
     """How often the series has surprised: the alarms it opened, each decaying with
@@ -223,6 +231,7 @@ class ToleranceState:
     changes: tuple[tuple[float, float], ...] = ()
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EpisodeState:
     """The open episode (``code``: :data:`CALM`, :data:`UP`, :data:`DOWN` or

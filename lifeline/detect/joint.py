@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from lifeline.detect.base import NAN, History, evidence_score, rank_of
+from lifeline.detect.base import NAN, History, evidence_score, packed, rank_of
 from lifeline.vocabulary import Severity
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
@@ -95,6 +95,7 @@ def _vector(reading: Sequence[float] | F64) -> Vector:
     return tuple(map(float, reading))
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class Moments:
     """Per metric: readings learnt (``n``), EWMA ``mean`` and ``var``, the smallest
@@ -144,6 +145,7 @@ class Moments:
         return tuple(map(truediv, map(sub, x, self.mean), self.scale))
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class Subspace:
     """The covariance of standardised readings (``cov``), and the principal subspace
@@ -198,6 +200,7 @@ class Subspace:
         return _dot(residual, residual), t2, residual
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Surprise:
     """The mean and mean absolute deviation of ``Q``'s cube root over calm readings
@@ -222,6 +225,7 @@ class Surprise:
         return Surprise(n=n, mean=mean, mad=self.mad + gain * (abs(lq - mean) - self.mad))
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JointEpisode:
     """The open episode: whether one is open, its onset score, readings since it
@@ -240,6 +244,7 @@ class JointEpisode:
 _CALM = JointEpisode()
 
 
+@packed
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class JointState:
     """A device's joint model: its parts, the readings judged or learnt (``count``),
@@ -255,6 +260,7 @@ class JointState:
     interval: float = NAN
 
 
+@packed
 @dataclass(frozen=True, slots=True)
 class JointStep:
     """One reading's result: score (0.5 and above raises), severity rank, the SPE

@@ -72,10 +72,10 @@ def push(
 ) -> Iterator[Push]:
     city, other_city = random_city(), random_city()
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        source, key = create_source(conn, city, "ctwing")
-        _slow, slow_key = create_source(conn, city, "slow", rate_per_s=5)
-        _vendor, _vendor_key = create_source(conn, city, "acme", vendor="acme-lora")
-        _other, other_key = create_source(conn, other_city, "ctwing")
+        source, key, *_ = create_source(conn, city, "ctwing")
+        _slow, slow_key, *_ = create_source(conn, city, "slow", rate_per_s=5)
+        _vendor, _vendor_key, *_ = create_source(conn, city, "acme", vendor="acme-lora")
+        _other, other_key, *_ = create_source(conn, other_city, "ctwing")
         devices = [
             _device(city, "nb-1", "ctwing"),
             _device(city, "nb-2", "ctwing"),
@@ -256,7 +256,7 @@ def test_a_vendor_source_reports_in_its_own_shape(push: Push) -> None:
 
 def test_a_revoked_source_is_refused_within_seconds(push: Push) -> None:
     with psycopg.connect(push.dsn, autocommit=True) as conn:
-        _source, key = create_source(conn, push.city, "short-lived")
+        _source, key, *_ = create_source(conn, push.city, "short-lived")
         deadline = time.monotonic() + 15
         body = b"{}"
         while push.post(body, {"authorization": f"Bearer {key}"}).status_code == 401:

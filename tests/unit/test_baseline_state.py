@@ -11,8 +11,12 @@ profile, a spike, and a drift down just opened and one reading on).
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
+import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,3 +99,32 @@ def test_a_composed_state_round_trips_through_pickle() -> None:
         state, _ = det.step(state, t, x)
     again = pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301
     assert repr(again) == repr(state)  # NaN fields compare by their text
+
+
+class _DataclassLayout(pickle.Pickler):
+    """Pickles slotted states as :mod:`dataclasses` does by itself: a list of the field
+    values in field order (the layout of states checkpointed before they were packed)."""
+
+    def reducer_override(self, obj: object) -> Any:
+        cls = type(obj)
+        if dataclasses.is_dataclass(obj) and hasattr(cls, "__slots__"):
+            values = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+            return copyreg.__newobj__, (cls,), values  # type: ignore[attr-defined]
+        return NotImplemented
+
+
+def test_a_state_pickled_in_the_dataclass_layout_loads_and_carries_on() -> None:
+    ts, values = _series()
+    det = SeriesDetector(defaults_for("generic", "value"))
+    state = det.init()
+    for t, x in zip(ts[:3000], values[:3000], strict=True):
+        state, _ = det.step(state, t, x)
+    buf = io.BytesIO()
+    _DataclassLayout(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+    old = buf.getvalue()
+    loaded = pickle.loads(old)  # noqa: S301  # built above
+    assert repr(loaded) == repr(state)
+    for t, x in zip(ts[3000:3100], values[3000:3100], strict=True):
+        state, out = det.step(state, t, x)
+        loaded, again = det.step(loaded, t, x)
+        assert again[1:] == out[1:]

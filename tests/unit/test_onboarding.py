@@ -35,6 +35,8 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
         "vendor",
         "transport",
         "source",
+        "platform_id",
+        "imei",
     ]
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
@@ -117,6 +119,44 @@ def test_push_columns_are_checked_with_the_citys_sources(tmp_path: Path) -> None
     assert "row 3 (c): transport: 'coap' is not mqtt or http" in text
     assert "row 4 (d): source: only http devices have a push source" in text
     assert "transport: cameras report over MQTT" in text
+
+
+def test_platform_ids_and_imeis_are_kept_and_checked(tmp_path: Path) -> None:
+    base = {
+        "kind": "gas_well",
+        "lon": 118.77,
+        "lat": 32.03,
+        "owner_dept": "gas",
+        "transport": "http",
+        "source": "ctwing",
+    }
+    good = [
+        {**base, "device_id": "nb-1", "platform_id": "40edca19b0124480", "imei": "862592051651472"},
+        {**base, "device_id": "nb-2", "imei": "490154203237518"},
+    ]
+    result = plan(write_csv(tmp_path / "d.csv", good), "320100", sources={"ctwing"})
+    by_id = {d.device_id: d for d in result.devices}
+    assert (by_id["nb-1"].platform_id, by_id["nb-1"].imei) == (
+        "40edca19b0124480",
+        "862592051651472",
+    )
+    assert (by_id["nb-2"].platform_id, by_id["nb-2"].imei) == (None, "490154203237518")
+    bad = [
+        *good,
+        {**base, "device_id": "nb-3", "imei": "490154203237519"},
+        {**base, "device_id": "nb-4", "imei": "86259205165147"},
+        {**base, "device_id": "nb-5", "imei": "862592051651472"},
+        {**base, "device_id": "nb-6", "platform_id": "40edca19b0124480"},
+        {**base, "device_id": "nb-7", "platform_id": "has space"},
+        {**base, "device_id": "gw-8", "transport": "mqtt", "source": "", "platform_id": "x1"},
+    ]
+    text, _ = refused(tmp_path, bad, sources={"ctwing"})
+    assert "row 3 (nb-3): imei: '490154203237519' is not a 15-digit IMEI" in text
+    assert "row 4 (nb-4): imei: '86259205165147' is not a 15-digit IMEI" in text
+    assert "row 5 (nb-5): imei: 862592051651472 is also on row 1" in text
+    assert "row 6 (nb-6): platform_id: 40edca19b0124480 of source ctwing is also on row 1" in text
+    assert "row 7 (nb-7): platform_id: use 1-64 letters" in text
+    assert "row 8 (gw-8): platform_id: only devices pushed by a platform" in text
 
 
 def test_every_problem_is_reported_with_row_and_field(tmp_path: Path) -> None:

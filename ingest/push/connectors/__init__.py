@@ -1,0 +1,12 @@
+"""The carrier and video platforms' own push formats, one connector each
+(:class:`~ingest.push.connectors.base.Connector`), served under
+``/v1/ingest/{city}/{platform}/{source}``."""
+
+from __future__ import annotations
+
+from ingest.push.connectors.base import Connector
+from ingest.push.connectors.ctwing import CTWing
+
+CONNECTORS: dict[str, Connector] = {c.platform: c for c in (CTWing(),)}
+
+__all__ = ["CONNECTORS", "Connector"]

@@ -1,0 +1,13 @@
+"""The platforms that push a city's data over HTTPS, each in its own format: our own
+envelope (``cityops``, signed or keyed), the carrier IoT platforms (CTWing, OneNET
+Studio and its older data push, Huawei IoTDA) and the video platforms (Hikvision iSecure
+Center, a camera's ISAPI)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Platform = Literal["cityops", "ctwing", "onenet", "onenet-legacy", "iotda", "hik-isc", "isapi"]
+PLATFORMS: tuple[str, ...] = get_args(Platform)
+#: Platforms whose pushes carry no signature: their sources are known by a URL token.
+UNSIGNED: frozenset[str] = frozenset({"ctwing", "iotda", "hik-isc", "isapi"})
