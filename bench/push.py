@@ -3,12 +3,16 @@ pushes them.
 
 `cityops push serve --workers N` (HTTPS with the stack's certificate) on a scratch
 database with ``devices`` http devices of one source; ``clients`` load processes, each
-with ``connections`` keep-alive connections, sign every request (HMAC-SHA256) as a
-carrier platform would. Two phases of ``seconds`` each: batches of ``batch`` reports a
-request, then single reports. A request is timed from its send to its answer; a phase's
-rate is what was answered 200 over its duration. ``lost``: readings answered 200 that
-the readings topic does not hold (counted from the phase's start offsets, the bench's
-city only).
+with ``connections`` keep-alive connections, push as the platform would. Two phases of
+``seconds`` each: batches of ``batch`` reports a request, then single reports. A request
+is timed from its send to its answer; a phase's rate is what was answered 200 over its
+duration. ``lost``: readings answered 200 that the readings topic does not hold (counted
+from the phase's start offsets, the bench's city only).
+
+``platform``: ``cityops`` signs every request (HMAC-SHA256) in our own envelope;
+``ctwing`` sends CTWing's subscription push to its connector (with the source's URL
+token): ``dataReport`` messages one a request, as CTWing sends them, and
+``dataReportTupUnion`` messages of ``batch`` reports.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ SOURCE = "bench-carrier"
 CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 
+#: what each platform's phases are called: (batches, one message a request)
+PHASES = {"cityops": ("batched", "single"), "ctwing": ("union", "single")}
+
+
 def run(
     seconds: float = 10.0,
     clients: int = 2,
@@ -56,7 +64,10 @@ def run(
     batch: int = 50,
     devices: int = 1000,
     workers: int = 2,
+    platform: str = "cityops",
 ) -> dict[str, Any]:
+    if platform not in PHASES:
+        raise ValueError(f"bench push speaks {', '.join(PHASES)}, not {platform!r}")
     settings = get_settings()
     ca = settings.tls_dir / "ca.crt"
     if not ca.exists():
@@ -64,7 +75,10 @@ def run(
     with scratch_database(settings, "cityops_bench_push") as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn, settings.timescale)
-            source, _key, *_ = create_source(conn, CITY, SOURCE, rate_per_s=1e9)
+            source, _key, token = create_source(
+                conn, CITY, SOURCE, rate_per_s=1e9, platform=platform
+            )
+            secret = token if token is not None else source.hmac_secret
             names = [f"nb-{i:05d}" for i in range(devices)]
             upsert_devices(
                 conn,
@@ -90,14 +104,15 @@ def run(
         url = f"https://localhost:{port}"
         try:
             _wait_ready(url, str(ca), proc, log)
-            bar = tqdm(total=2, desc="bench push")
+            bar = tqdm(total=2, desc=f"bench push {platform}")
             phases = {}
-            for label, size in (("batched", batch), ("single", 1)):
+            for label, size in zip(PHASES[platform], (batch, 1), strict=True):
                 phases[label] = _phase(
                     settings,
                     url,
                     str(ca),
-                    source.hmac_secret,
+                    platform,
+                    secret,
                     names,
                     size,
                     seconds,
@@ -114,12 +129,14 @@ def run(
                 proc.kill()
                 proc.wait()
             log.close()
-    batched, single = phases["batched"], phases["single"]
+    batched, single = (phases[label] for label in PHASES[platform])
     return {
+        "platform": platform,
         "readings_per_s": batched["readings_per_s"],
         "requests_per_s": single["requests_per_s"],
-        "batched": batched,
-        "single": single,
+        "p50_ms": single["p50_ms"],
+        "p99_ms": single["p99_ms"],
+        **phases,
         "batch": batch,
         "clients": clients,
         "connections": connections * clients,
@@ -136,7 +153,13 @@ def _device(name: str) -> Device:
         owner_dept="bench",
         transport="http",
         source=SOURCE,
+        platform_id=_platform_id(name),
     )
+
+
+def _platform_id(name: str) -> str:
+    """The id a platform knows a bench device by (not its name in the city)."""
+    return "ct" + hashlib.sha1(name.encode()).hexdigest()[:24]  # noqa: S324  # an id, not a secret
 
 
 def _wait_ready(url: str, ca: str, proc: subprocess.Popen[bytes], log: Any) -> None:
@@ -151,6 +174,7 @@ def _phase(
     settings: Settings,
     url: str,
     ca: str,
+    platform: str,
     secret: str,
     names: list[str],
     batch: int,
@@ -164,7 +188,18 @@ def _phase(
     procs = [
         ctx.Process(
             target=_client,
-            args=(results, url, ca, secret, names[k::clients], batch, seconds, connections, go),
+            args=(
+                results,
+                url,
+                ca,
+                platform,
+                secret,
+                names[k::clients],
+                batch,
+                seconds,
+                connections,
+                go,
+            ),
         )
         for k in range(clients)
     ]
@@ -206,6 +241,7 @@ def _client(results: Queue[Any], *load: Any) -> None:
 async def _push(
     url: str,
     ca: str,
+    platform: str,
     secret: str,
     names: list[str],
     batch: int,
@@ -214,7 +250,8 @@ async def _push(
     go: Event,
 ) -> dict[str, Any]:
     """One carrier platform's pusher: ``connections`` requests in flight on keep-alive
-    connections, each a signed body of ``batch`` reports, until ``seconds`` are up.
+    connections, each a body of ``batch`` reports (signed with ``secret``, or to the URL
+    with the token ``secret``), until ``seconds`` are up.
 
     Lean HTTP/1.1 over TLS: each connection writes a request, reads its answer's head
     and body, and writes the next; a load generator should not cost more than the
@@ -233,7 +270,38 @@ async def _push(
         f"Content-Type: application/json\r\nX-CityOps-Source: {SOURCE}\r\n"
     ).encode()
 
+    ctwing_head = (
+        f"POST /v1/ingest/{CITY}/ctwing/{SOURCE}?token={secret} HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/json\r\n"
+    ).encode()
+    ids = [_platform_id(n).encode() for n in names]
+    base_ms = int(base.timestamp() * 1000)
+
+    def ctwing() -> bytes:
+        parts = []
+        for _ in range(batch):
+            n = counter[0]
+            counter[0] += 1
+            parts.append(
+                b'{"serviceId":"gas","serviceData":{"ch4":%d.5,"CSQ":17},"timestamp":%d}'
+                % (n % 20, base_ms + n)
+            )
+        device = ids[counter[0] % len(ids)]
+        if batch == 1:
+            kind, payload = b"dataReport", parts[0]
+        else:
+            kind, payload = b"dataReportTupUnion", b"[" + b",".join(parts) + b"]"
+        data = (
+            b'{"upPacketSN":-1,"upDataSN":-1,"topic":"v1/up/ad","timestamp":%d,'
+            b'"tenantId":"2000033629","serviceId":"","protocol":"lwm2m","productId":"15114816",'
+            b'"messageType":"%s","deviceType":"","deviceId":"%s","assocAssetId":"",'
+            b'"IMSI":"undefined","IMEI":"","payload":%s}'
+        ) % (base_ms + counter[0], kind, device, payload)
+        return b"%sContent-Length: %d\r\n\r\n%s" % (ctwing_head, len(data), data)
+
     def request() -> bytes:
+        if platform == "ctwing":
+            return ctwing()
         parts = []
         for _ in range(batch):
             n = counter[0]

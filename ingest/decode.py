@@ -128,9 +128,16 @@ class Decoder:
     def _readings(self, device: Device, payload: bytes, received_at: datetime) -> list[Outgoing]:
         return self.readings_of(device, parse_json(payload), received_at)
 
-    def readings_of(self, device: Device, data: Any, received_at: datetime) -> list[Outgoing]:
+    def readings_of(
+        self,
+        device: Device,
+        data: Any,
+        received_at: datetime,
+        known_as: tuple[str, ...] = (),
+    ) -> list[Outgoing]:
         """The readings records of ``device``'s parsed report ``data`` (its vendor mapping
-        or the platform's shapes), checked like every message."""
+        or the platform's shapes), checked like every message. ``known_as``: the ids a
+        platform named the device by, which the report may name it by too."""
         if device.vendor:
             mapping = self.vendors.get(device.vendor)
             if mapping is None:
@@ -146,6 +153,7 @@ class Decoder:
             device.device_id,
             device.platform_id,
             device.imei,
+            *known_as,
         ):
             raise PayloadError(
                 "topic_mismatch",

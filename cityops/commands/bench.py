@@ -28,6 +28,12 @@ from cityops.errors import CityOpsError
     "what replication costs.",
 )
 @click.option(
+    "--platform",
+    type=click.Choice(["cityops", "ctwing"]),
+    default=None,
+    help="push: push as this platform does, to its connector (default: our own envelope).",
+)
+@click.option(
     "--real",
     is_flag=True,
     help="detect: judge detection on public labelled data sets (shared/datasets, or "
@@ -71,6 +77,7 @@ def bench_cmd(
     name: str,
     runs: int | None,
     kafka_brokers: int | None,
+    platform: str | None,
     real: bool,
     short: bool,
     csv_path: Path | None,
@@ -117,4 +124,8 @@ def bench_cmd(
         if name != "e2e":
             raise CityOpsError("--kafka-brokers is an option of `cityops bench e2e` only")
         options["kafka_brokers"] = kafka_brokers
+    if platform is not None:
+        if name != "push":
+            raise CityOpsError("--platform is an option of `cityops bench push` only")
+        options["platform"] = platform
     click.echo(bench.dumps(bench.run(name, **options)))

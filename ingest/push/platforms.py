@@ -48,7 +48,7 @@ MESSAGES = Counter(
 DEDUP_WINDOW_S = 3 * 3600.0
 #: Messages remembered at most (the oldest are forgotten first; the store keeps a
 #: reading once by its key all the same).
-DEDUP_MAX = 500_000
+DEDUP_MAX = 200_000
 
 
 class Recent:
@@ -260,7 +260,7 @@ class PlatformIngest:
     ) -> list[Outgoing]:
         decoder = self.push.decoder
         if device.vendor:
-            return decoder.readings_of(device, dict(message.raw), received_at)
+            return decoder.readings_of(device, dict(message.raw), received_at, message.refs)
         values = {k: v for k, v in message.values.items() if k in device.metrics}
         if not values:
             given = ", ".join(sorted(map(str, message.values))[:12]) or "none"

@@ -77,6 +77,27 @@ def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings) 
     assert result["requests_per_s"] == result["single"]["requests_per_s"]
 
 
+def test_push_as_ctwing_one_message_a_request_and_unions_loses_nothing(
+    live_stack: Settings,
+) -> None:
+    result = json.loads(
+        bench.dumps(
+            bench.run("push", seconds=2.0, clients=1, connections=4, devices=50, platform="ctwing")
+        )
+    )
+    assert result["name"] == "push"
+    assert result["platform"] == "ctwing"
+    assert result["lost"] == 0
+    for label, size in (("union", 50), ("single", 1)):
+        phase = result[label]
+        assert set(phase["statuses"]) == {"200"}, phase["statuses"]
+        assert phase["requests"] > 0
+        assert phase["readings_per_s"] == pytest.approx(phase["requests_per_s"] * size, rel=0.02)
+    assert result["readings_per_s"] == result["union"]["readings_per_s"]
+    assert result["requests_per_s"] == result["single"]["requests_per_s"]
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
 def test_device_list_of_a_city_counts_finds_and_times_every_query(live_stack: Settings) -> None:
     result = json.loads(bench.dumps(bench.run("devices", devices=4000, repeats=3)))
     assert result["name"] == "devices"

@@ -96,8 +96,9 @@ def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str, store_p
                 "SELECT view_name, materialized_only"
                 " FROM timescaledb_information.continuous_aggregates ORDER BY 1"
             ).fetchall()
-    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert {"devices_id_prefix", "devices_asset_prefix"} <= indexes
+    assert {"devices_platform_id", "devices_imei", "devices_imei_prefix"} <= indexes
     assert {m.variant for m in first} <= {"common", store_path}
     assert path == store_path
     assert again == []
@@ -577,3 +578,27 @@ def test_db_rollups_command_refreshes_on_demand(fresh_db: str, store_path: str) 
             "SELECT sum(count) FROM readings_1m WHERE device_id = %s", (device,)
         ).fetchone()
     assert rows == (9,)
+
+
+def test_an_imei_or_platform_id_belongs_to_one_device_of_a_city(db_dsn: str) -> None:
+    from lifeline.devices import gas_well
+    from store.devices import load_devices, upsert_devices
+    from store.errors import Conflict
+
+    city = f"33{secrets.randbelow(10_000):04d}"
+    first = gas_well(
+        city, "nb-a", transport="http", source="ct", platform_id="p-1", imei="490154203237518"
+    )
+    creds = {"nb-a": (f"{city}.nb-a", ""), "nb-b": (f"{city}.nb-b", "")}
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        upsert_devices(conn, [first], creds)
+        [stored] = load_devices(conn, [city])
+        assert (stored.platform_id, stored.imei) == ("p-1", "490154203237518")
+        same_imei = gas_well(city, "nb-b", transport="http", source="ct", imei="490154203237518")
+        same_id = gas_well(city, "nb-b", transport="http", source="ct", platform_id="p-1")
+        for clash in (same_imei, same_id):
+            with pytest.raises(Conflict):
+                upsert_devices(conn, [clash], creds)
+        other_source = gas_well(city, "nb-b", transport="http", source="iot", platform_id="p-1")
+        upsert_devices(conn, [other_source], creds)
+        assert {d.device_id for d in load_devices(conn, [city])} == {"nb-a", "nb-b"}
