@@ -51,6 +51,8 @@ SERVICES = (
             "--follow",
             "--truth",
             "{demo}/truth.jsonl",
+            "--push-tokens",
+            "{demo}/push-tokens-320100.json",
         ),
     ),
 )
@@ -141,7 +143,8 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     from simulators.demo_city import (
         DEMO_CITY,
         demo_devices,
-        ensure_push_source,
+        ensure_push_sources,
+        platform_ids,
         transport_of,
         write_demo_city,
     )
@@ -149,12 +152,13 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
 
     folder = settings.stack_dir / "demo"
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
-        ensure_push_source(conn, DEMO_CITY)
+        ensure_push_sources(conn, DEMO_CITY, folder / f"push-tokens-{DEMO_CITY}.json")
         known = existing_ids(conn, DEMO_CITY)
         pushed = {
-            r[0]
+            r[0]: (r[1], r[2] or "")
             for r in conn.execute(
-                "SELECT device_id FROM devices WHERE city = %s AND transport = 'http'",
+                "SELECT device_id, source, platform_id FROM devices"
+                " WHERE city = %s AND transport = 'http'",
                 (DEMO_CITY,),
             ).fetchall()
         }
@@ -168,12 +172,17 @@ def _demo_city(settings: Settings, log: Callable[[str], None]) -> str:
     rows = demo_devices(build_city(county="320102", blocks=3), DEMO_CITY)
     wanted = {row[0] for row in rows}
     over_mqtt = {row[0] for row in rows if transport_of(row[1])[0] == "mqtt"}
+    by_push = {
+        row[0]: (transport_of(row[1])[1], platform_ids(row[0], row[1])[0])
+        for row in rows
+        if row[0] not in over_mqtt
+    }
     # Stored devices whose accounts the broker lacks (a new broker), or that report
     # another way than the demo city says (an earlier version), are onboarded anew.
     with broker_admin(settings) as admin:
         on_broker = admin.usernames(f"{DEMO_CITY}.")
     accounts_missing = not {device_username(DEMO_CITY, d) for d in over_mqtt} <= on_broker
-    accounts_missing |= pushed != wanted - over_mqtt
+    accounts_missing |= pushed != by_push
     if not accounts_missing and known and mapped and wanted <= set(known):
         return f"city      {DEMO_CITY} has {len(known)} devices onboarded"
     log(f"building and onboarding the demo city {DEMO_CITY}")

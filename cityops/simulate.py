@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cityops.errors import CityOpsError
 from cityops.settings import Settings
-from simulators.carrier import CarrierPlatform
+from simulators.carrier import CarrierPlatform, CTWingPlatform, PushStats
 from simulators.live import SimDevice, Simulation, plan, unit_of
 from simulators.names import SCENARIOS
 from simulators.publisher import Publishers, read_credentials
@@ -59,6 +59,7 @@ def simulate(
     show_progress: bool = True,
     stop: threading.Event | None = None,
     on_tick: Callable[[datetime], None] | None = None,
+    push_tokens: Path | None = None,
 ) -> SimResult:
     if speed <= 0:
         raise CityOpsError("--speed must be above 0 (e.g. 60 for a simulated minute a second)")
@@ -73,10 +74,15 @@ def simulate(
                 d.grid_code,
                 d.asset_id,
                 d.source if d.transport == "http" else None,
+                d.platform_id,
+                d.imei,
             )
             for d in load_devices(conn, [city])
         ]
-        secrets = {s.name: s.hmac_secret for s in load_sources(conn, [city])}
+        sources = load_sources(conn, [city])
+    secrets = {s.name: s.hmac_secret for s in sources if s.platform == "cityops"}
+    ctwing = {s.name for s in sources if s.platform == "ctwing"}
+    tokens: dict[str, str] = json.loads(push_tokens.read_text()) if push_tokens else {}
     if not devices:
         raise CityOpsError(f"city {city} has no devices; onboard it first (cityops onboard)")
     rng = np.random.default_rng(seed)
@@ -97,13 +103,24 @@ def simulate(
     pubs.connect(over_mqtt, show_progress)
     carrier = None
     if len(over_mqtt) < len(devices):
-        carrier = CarrierPlatform(
-            settings.push_url,
-            city,
-            secrets,
-            ca_file=settings.tls_dir / "ca.crt",
-            seed=seed,
-            idle=lambda seconds: pubs.idle(seconds, stop),
+        carrier = Carriers(
+            CarrierPlatform(
+                settings.push_url,
+                city,
+                secrets,
+                ca_file=settings.tls_dir / "ca.crt",
+                seed=seed,
+                idle=lambda seconds: pubs.idle(seconds, stop),
+            ),
+            CTWingPlatform(
+                settings.push_url,
+                city,
+                tokens,
+                ca_file=settings.tls_dir / "ca.crt",
+                seed=seed,
+                idle=lambda seconds: pubs.idle(seconds, stop),
+            ),
+            ctwing,
         )
     ticks = 0
     try:
@@ -158,10 +175,55 @@ def simulate(
     )
 
 
+class Carriers:
+    """The platforms that push a simulated city's http devices: CTWing's sources (by
+    name) in CTWing's own format, every other source in our signed envelope."""
+
+    def __init__(self, own: CarrierPlatform, ctwing: CTWingPlatform, ctwing_sources: set[str]):
+        self.own, self.ctwing, self.ctwing_sources = own, ctwing, ctwing_sources
+
+    def push(self, dev: SimDevice, ts: datetime, payload: dict[str, Any]) -> bool:
+        """Push one report of ``dev``; False when it goes in a batch (:meth:`push_batch`)."""
+        if dev.source not in self.ctwing_sources:
+            return False
+        if dev.platform_id is None:
+            raise CityOpsError(
+                f"device {dev.device_id} reports through CTWing source {dev.source!r} but "
+                "has no platform_id; onboard it with its CTWing device id"
+            )
+        self.ctwing.report(
+            dev.source, dev.platform_id, dev.imei, int(ts.timestamp() * 1000), payload["values"]
+        )
+        return True
+
+    def push_batch(self, source: str, reports: list[dict[str, Any]]) -> None:
+        self.own.push(source, reports)
+
+    def flush(self) -> None:
+        self.own.flush()
+
+    def close(self) -> None:
+        self.own.close()
+        self.ctwing.close()
+
+    @property
+    def stats(self) -> PushStats:
+        a, b = self.own.stats, self.ctwing.stats
+        return PushStats(
+            requests=a.requests + b.requests,
+            reports=a.reports + b.reports,
+            repeated=a.repeated + b.repeated,
+            retries=a.retries + b.retries,
+            answered_before=a.answered_before + b.answered_before,
+            dead_lettered=a.dead_lettered + b.dead_lettered,
+            errors=[*a.errors, *b.errors],
+        )
+
+
 def _publish_tick(
     sim: Simulation,
     pubs: Publishers,
-    carrier: CarrierPlatform | None,
+    carrier: Carriers | None,
     city: str,
     t: datetime,
     interval: timedelta,
@@ -177,14 +239,15 @@ def _publish_tick(
         }
         if dev.source is not None:
             # Its carrier platform pushes it, naming the device in the report.
-            pushed.setdefault(dev.source, []).append({"device_id": dev.device_id, **payload})
+            if carrier is None or not carrier.push(dev, t, payload):
+                pushed.setdefault(dev.source, []).append({"device_id": dev.device_id, **payload})
             continue
         info = pubs.publish(dev.device_id, json.dumps(payload).encode())
         if info is not None:
             infos.append(info)
     if carrier is not None:
         for source, reports in pushed.items():
-            carrier.push(source, reports)
+            carrier.push_batch(source, reports)
     for camera, event, priority, confidence, event_at in sim.camera_events_at(t, interval):
         cam = next(d for d in sim.devices if d.device_id == camera)
         body = {

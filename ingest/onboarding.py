@@ -24,7 +24,7 @@ from geo.chinese import in_china, to_wgs84
 from geo.placement import Placer
 from ingest.broker_accounts import device_username, password_hash
 from lifeline.codes import is_city_code
-from lifeline.devices import IMEI_PATTERN, PLATFORM_ID_PATTERN, Device
+from lifeline.devices import IMEI_PATTERN, PLATFORM_ID_PATTERN, Device, luhn_valid
 from lifeline.kinds import KIND_ASSET_CLASSES, KIND_METRICS, KIND_NAMES, METRIC_UNITS, OPEN_KINDS
 from lifeline.units import UnitError, converter
 
@@ -322,23 +322,6 @@ def plan(
                 secrets.token_urlsafe(18),
             )
     return result
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn check an IMEI's last digit makes over the other fourteen."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def with_check_digit(body: str) -> str:
-    """``body`` (14 digits) with the Luhn check digit that makes it an IMEI."""
-    for d in "0123456789":
-        if luhn_valid(body + d):
-            return body + d
-    raise ValueError(body)
 
 
 def hashed(

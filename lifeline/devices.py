@@ -55,3 +55,20 @@ def gas_well(city: str, device_id: str, **fields: object) -> Device:
         "lat": 32.04,
     }
     return Device.model_validate({**base, **fields, "city": city, "device_id": device_id})
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn check an IMEI's last digit makes over the other fourteen."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def with_check_digit(body: str) -> str:
+    """``body`` (14 digits) with the Luhn check digit that makes it an IMEI."""
+    for d in "0123456789":
+        if luhn_valid(body + d):
+            return body + d
+    raise ValueError(body)

@@ -1,6 +1,7 @@
-"""A carrier IoT platform as the simulator plays it: the reports of the devices it
-serves go to the city's push endpoint (``cityops push serve``) in signed batches over
-one keep-alive HTTPS connection, as the carriers' "subscription push" does.
+"""Carrier IoT platforms as the simulator plays them. :class:`CarrierPlatform` pushes in
+our own envelope: the reports of the devices it serves go to the city's push endpoint
+(``cityops push serve``) in signed batches over one keep-alive HTTPS connection.
+:class:`CTWingPlatform` speaks CTWing's own subscription push to its connector.
 
 What a real platform does, it does too: every attempt is signed when it is sent; a
 request answered 429 or 503 is sent again after its ``Retry-After``; a request whose
@@ -145,6 +146,119 @@ class CarrierPlatform:
         raise CityOpsError(
             f"the push endpoint {self._url} did not take {len(reports)} report(s) of source "
             f"{source!r} in {ATTEMPTS} attempts; is `cityops push serve` running?"
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class CTWingPlatform:
+    """China Telecom's CTWing as the simulator plays it: each report of a device is one
+    ``dataReport`` message, one a request, to the source's connector URL (with its
+    token); a message whose answer did not come, or came 429 or 5xx, is sent again, at
+    most three times more, as CTWing does; and now and then a message whose answer the
+    platform did not see is sent again, so the connector's duplicate check is exercised
+    all the time."""
+
+    def __init__(
+        self,
+        url: str,
+        city: str,
+        tokens: dict[str, str],
+        *,
+        ca_file: Path | None = None,
+        repeat_rate: float = 0.02,
+        seed: int = 7,
+        idle: Callable[[float], object] = time.sleep,
+        timeout_s: float = 15.0,
+    ) -> None:
+        verify: ssl.SSLContext | bool = True
+        if url.startswith("https") and ca_file is not None and ca_file.exists():
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        self.city = city
+        self.tokens = tokens
+        self.repeat_rate = repeat_rate
+        self.stats = PushStats()
+        self._url = url
+        self._rng = np.random.default_rng(seed)
+        self._idle = idle
+        self._packets: dict[str, int] = {}
+        self._client = httpx.Client(
+            base_url=url,
+            verify=verify,
+            timeout=timeout_s,
+            headers={"content-type": "application/json"},
+        )
+
+    def report(
+        self, source: str, platform_id: str, imei: str | None, ts_ms: int, values: dict[str, Any]
+    ) -> None:
+        """Push one report of the device CTWing knows as ``platform_id``."""
+        token = self.tokens.get(source)
+        if token is None:
+            raise CityOpsError(
+                f"no URL token for CTWing source {source!r}: pass the file `cityops demo` "
+                "wrote (push-tokens-CITY.json) with --push-tokens, or create the source "
+                "again and note its URL"
+            )
+        packet = self._packets.get(platform_id, 0) + 1
+        self._packets[platform_id] = packet
+        body = orjson.dumps(
+            {
+                "upPacketSN": packet,
+                "upDataSN": -1,
+                "topic": "v1/up/ad",
+                "timestamp": ts_ms,
+                "tenantId": "2000000000",
+                "serviceId": "",
+                "protocol": "lwm2m",
+                "productId": "15000000",
+                "messageType": "dataReport",
+                "deviceType": "",
+                "deviceId": platform_id,
+                "assocAssetId": "",
+                "IMSI": "undefined",
+                "IMEI": imei or "",
+                "payload": {"serviceId": "report", "serviceData": values},
+            }
+        )
+        path = f"/v1/ingest/{self.city}/ctwing/{source}"
+        self._send(path, token, source, body)
+        self.stats.reports += 1
+        if self._rng.random() < self.repeat_rate:
+            self._send(path, token, source, body)
+            self.stats.repeated += 1
+
+    def _send(self, path: str, token: str, source: str, body: bytes) -> None:
+        for attempt in range(4):  # the first send and CTWing's three retries
+            try:
+                answer = self._client.post(path, params={"token": token}, content=body)
+            except httpx.TransportError as exc:
+                log.warning(
+                    "CTWing push unreachable",
+                    extra={"url": self._url, "error": str(exc), "attempt": attempt + 1},
+                )
+                self.stats.retries += 1
+                self._idle(min(2.0 ** (attempt + 1), 10.0))
+                continue
+            self.stats.requests += 1
+            if answer.status_code == 200:
+                result = answer.json()
+                self.stats.dead_lettered += int(result.get("dead_lettered", 0))
+                if result.get("errors") and len(self.stats.errors) < 20:
+                    self.stats.errors.extend(result["errors"][:5])
+                return
+            if answer.status_code in (429, 503):
+                self.stats.retries += 1
+                self._idle(float(answer.headers.get("retry-after", "1") or 1))
+                continue
+            raise CityOpsError(
+                f"the push endpoint refused CTWing source {source!r}: {answer.status_code} "
+                f"{answer.text[:300]}"
+            )
+        raise CityOpsError(
+            f"the push endpoint {self._url} did not take a CTWing message of source "
+            f"{source!r} in 4 attempts; is `cityops push serve` running?"
         )
 
     def close(self) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,15 +14,22 @@ import psycopg
 import shapely
 
 from geo.layers import write_layer
+from lifeline.devices import with_check_digit
 from simulators.city import OWNER as NETWORK_OWNER
 from simulators.city import CityLayers, build_city
-from store.push_sources import create_source, source_names
+from store.push_sources import create_source, revoke_source, source_names
 
 DEMO_CITY = "320100"
-#: The carrier IoT platform that pushes the readings of the demo city's battery NB-IoT
-#: sensors (gas wells and manhole covers) over HTTPS; every other sensor speaks MQTT.
+#: The carrier IoT platforms that push the readings of the demo city's battery NB-IoT
+#: sensors over HTTPS: its gas wells through CTWing (in CTWing's own format), its manhole
+#: covers through a carrier pushing our own signed envelope; every other sensor speaks
+#: MQTT.
 PUSH_SOURCE = "nb-carrier"
-PUSHED_KINDS = frozenset({"gas_well", "manhole_cover"})
+CTWING_SOURCE = "ctwing"
+VIA = {"gas_well": CTWING_SOURCE, "manhole_cover": PUSH_SOURCE}
+PUSHED_KINDS = frozenset(VIA)
+#: The platform of each of the demo city's push sources.
+PLATFORM_OF = {PUSH_SOURCE: "cityops", CTWING_SOURCE: "ctwing"}
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,22 @@ def write_demo_city(
     with files.devices.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
-            ["device_id", "kind", "lon", "lat", "asset_id", "owner_dept", "transport", "source"]
+            [
+                "device_id",
+                "kind",
+                "lon",
+                "lat",
+                "asset_id",
+                "owner_dept",
+                "transport",
+                "source",
+                "platform_id",
+                "imei",
+            ]
         )
-        writer.writerows((*row, *transport_of(row[1])) for row in rows)
+        writer.writerows(
+            (*row, *transport_of(row[1]), *platform_ids(row[0], row[1])) for row in rows
+        )
     return DemoFiles(
         files.grid, files.pipes, files.assets, files.pois, files.valves, files.devices, len(rows)
     )
@@ -77,15 +100,47 @@ def write_demo_city(
 
 def transport_of(kind: str) -> tuple[str, str]:
     """How a demo device of ``kind`` reports: (transport, push source or '')."""
-    return ("http", PUSH_SOURCE) if kind in PUSHED_KINDS else ("mqtt", "")
+    return ("http", VIA[kind]) if kind in VIA else ("mqtt", "")
 
 
-def ensure_push_source(conn: psycopg.Connection[Any], code: str = DEMO_CITY) -> bool:
-    """Create the demo city's push source unless it has one; True when created."""
-    if PUSH_SOURCE in source_names(conn, code):
-        return False
-    create_source(conn, code, PUSH_SOURCE)
-    return True
+def platform_ids(device_id: str, kind: str) -> tuple[str, str]:
+    """The ids a demo device's platform knows it by: (platform id, IMEI), or ('', '')
+    for a device no platform names (CTWing: a 32-hex device id and the NB-IoT module's
+    IMEI)."""
+    if VIA.get(kind) != CTWING_SOURCE:
+        return "", ""
+    digest = hashlib.sha256(f"{DEMO_CITY}/{device_id}".encode()).hexdigest()
+    return digest[:32], with_check_digit("86" + str(int(digest[32:], 16))[-12:])
+
+
+def ensure_push_sources(
+    conn: psycopg.Connection[Any], code: str = DEMO_CITY, tokens: Path | None = None
+) -> list[str]:
+    """Create the demo city's push sources it lacks; the URL token of a source of an
+    unsigned platform goes into ``tokens`` (JSON, source → token, mode 0600), for the
+    simulator to push with. A source whose token is not in the file is created anew.
+    The names of the sources created."""
+    active = source_names(conn, code)
+    known: dict[str, str] = {}
+    if tokens is not None and tokens.exists():
+        known = json.loads(tokens.read_text())
+    made = []
+    for name, platform in PLATFORM_OF.items():
+        unsigned = platform != "cityops"
+        if name in active and (not unsigned or name in known):
+            continue
+        if name in active:
+            revoke_source(conn, code, name)
+        created = create_source(conn, code, name, platform=platform)
+        if created.url_token is not None:
+            known[name] = created.url_token
+        made.append(name)
+    if tokens is not None and made:
+        tokens.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(known, fh)
+    return made
 
 
 #: device id, kind, lon, lat, asset id, owner department

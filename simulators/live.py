@@ -32,6 +32,9 @@ class SimDevice:
     asset_id: str | None = None
     #: The push source (carrier platform) that reports it over HTTPS; None: over MQTT.
     source: str | None = None
+    #: The ids its platform knows it by (CTWing: its device id and IMEI).
+    platform_id: str | None = None
+    imei: str | None = None
 
     @property
     def is_camera(self) -> bool:

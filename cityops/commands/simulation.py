@@ -50,6 +50,14 @@ from simulators.names import SCENARIOS as SIM_SCENARIOS
     default=False,
     help="Go on in real time after the window, injecting a scenario now and then.",
 )
+@env_option(
+    "CITYOPS_SIM_PUSH_TOKENS",
+    "--push-tokens",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON of push source → URL token, for sources of platforms that push without a "
+    "signature (CTWing); `cityops demo` writes push-tokens-CITY.json.",
+)
 def simulate_cmd(
     city: str,
     credentials: Path,
@@ -60,11 +68,12 @@ def simulate_cmd(
     truth_out: Path | None,
     seed: int,
     follow: bool,
+    push_tokens: Path | None,
 ) -> None:
     """Play an onboarded city's devices, with scenarios: readings and camera events over
     MQTT, each device as itself; the readings of http devices pushed over HTTPS by their
-    source, as a carrier platform does (signed, retried, now and then repeated) to
-    CITYOPS_PUSH_URL."""
+    source, as its platform does (our signed envelope in batches, or CTWing's one message
+    a request; retried, now and then repeated) to CITYOPS_PUSH_URL."""
     from datetime import timedelta
 
     from cityops.simulate import simulate
@@ -81,6 +90,7 @@ def simulate_cmd(
         truth_out=truth_out,
         seed=seed,
         follow=follow,
+        push_tokens=push_tokens,
     )
     click.echo(
         json.dumps(

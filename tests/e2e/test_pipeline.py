@@ -29,7 +29,7 @@ from cityops.onboard import onboard, placer_from_files
 from cityops.settings import Settings
 from cityops.stack.common import free_port
 from cockpit_api.app import ApiConfig
-from simulators.demo_city import PUSH_SOURCE, PUSHED_KINDS, ensure_push_source, write_demo_city
+from simulators.demo_city import VIA, ensure_push_sources, write_demo_city
 from simulators.score import score
 from tests.integration.api_support import Server, key, serve
 
@@ -49,6 +49,7 @@ class Pilot:
     settings: Settings
     folder: Path
     credentials: Path
+    push_tokens: Path
     push_url: str = ""
 
 
@@ -59,7 +60,7 @@ def pilot(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFa
     settings = live_stack.model_copy(update={"db_dsn": SecretStr(db_dsn), "cities": (code,)})
     files = write_demo_city(folder, code=code)
     with psycopg.connect(db_dsn, autocommit=True) as conn:
-        ensure_push_source(conn, code)
+        ensure_push_sources(conn, code, folder / "push-tokens.json")
     onboard(
         settings,
         files.devices,
@@ -76,7 +77,7 @@ def pilot(live_stack: Settings, db_dsn: str, tmp_path_factory: pytest.TempPathFa
         files.layers(),
         lambda _m: None,
     )
-    return Pilot(code, settings, folder, folder / "credentials.csv")
+    return Pilot(code, settings, folder, folder / "credentials.csv", folder / "push-tokens.json")
 
 
 class Service:
@@ -213,6 +214,8 @@ async def test_every_scenario_becomes_exactly_one_incident(
                 SCENARIOS,
                 "--truth",
                 str(truth_file),
+                "--push-tokens",
+                str(pilot.push_tokens),
                 env=env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -252,17 +255,21 @@ async def test_every_scenario_becomes_exactly_one_incident(
     assert final["severity_mismatches"] == [], final
     assert final["precision"] == 1.0
     assert final["recall"] == 1.0
-    # Both ways in carried scenarios: the gas leak's wells report through the carrier.
+    # Every way in carried scenarios: the gas leak's wells report through CTWing, the
+    # manhole covers through a carrier pushing our envelope, the pipes over MQTT.
     with psycopg.connect(pilot.settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT device_id, kind, transport, source FROM devices WHERE city = %s",
             (pilot.code,),
         ).fetchall()
     how = {d: (t, src) for d, kind, t, src in rows}
-    assert {how[d] for d, kind, _t, _s in rows if kind in PUSHED_KINDS} == {("http", PUSH_SOURCE)}
+    for kind, source in VIA.items():
+        assert {how[d] for d, k, _t, _s in rows if k == kind} == {("http", source)}
     gas = next(t for t in truth if t["scenario"] == "gas_leak")
+    cover = next(t for t in truth if t["scenario"] == "manhole_cover")
     pipe = next(t for t in truth if t["scenario"] == "pipe_burst")
-    assert {how[d] for d in gas["devices"]} == {("http", PUSH_SOURCE)}
+    assert {how[d] for d in gas["devices"]} == {("http", VIA["gas_well"])}
+    assert {how[d] for d in cover["devices"]} == {("http", VIA["manhole_cover"])}
     assert {how[d][0] for d in pipe["devices"]} == {"mqtt"}
     incident_ids = {i["incident_id"] for i in page["items"]}
     assert incident_ids <= {e["incident_id"] for e in pushed}, "not every incident was pushed"

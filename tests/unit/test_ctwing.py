@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.errors import PayloadError
-from ingest.onboarding import luhn_valid, with_check_digit
 from ingest.push.connectors.ctwing import CTWing
 from ingest.push.platforms import Recent
+from lifeline.devices import luhn_valid, with_check_digit
 
 T_MS = 1_765_000_000_123
 T = datetime.fromtimestamp(T_MS / 1000, UTC)
