@@ -12,7 +12,9 @@ from the phase's start offsets, the bench's city only).
 ``platform``: ``cityops`` signs every request (HMAC-SHA256) in our own envelope;
 ``ctwing`` sends CTWing's subscription push to its connector (with the source's URL
 token): ``dataReport`` messages one a request, as CTWing sends them, and
-``dataReportTupUnion`` messages of ``batch`` reports.
+``dataReportTupUnion`` messages of ``batch`` reports; ``iotda`` sends IoTDA's
+``device.property`` notifications, one service a request and then ``batch`` services
+(each at its own time) a notification.
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 
 #: what each platform's phases are called: (batches, one message a request)
-PHASES = {"cityops": ("batched", "single"), "ctwing": ("union", "single")}
+PHASES = {
+    "cityops": ("batched", "single"),
+    "ctwing": ("union", "single"),
+    "iotda": ("services", "single"),
+}
 
 
 def run(
@@ -299,9 +305,36 @@ async def _push(
         ) % (base_ms + counter[0], kind, device, payload)
         return b"%sContent-Length: %d\r\n\r\n%s" % (ctwing_head, len(data), data)
 
+    iotda_head = ctwing_head.replace(b"/ctwing/", b"/iotda/")
+
+    slots = [0] * len(ids)
+    # The batched phase an hour earlier than the single one: no moment of a device twice.
+    start = base - timedelta(hours=1) if batch > 1 else base
+
+    def iotda() -> bytes:
+        # IoTDA's times are whole seconds: each device's readings a second apart.
+        k = counter[0] % len(ids)
+        counter[0] += 1
+        parts = []
+        for _ in range(batch):
+            slots[k] += 1
+            at = (start + timedelta(seconds=slots[k])).strftime("%Y%m%dT%H%M%SZ").encode()
+            parts.append(
+                b'{"service_id":"Gas","properties":{"ch4":%d.5,"signal":-80},"event_time":"%s"}'
+                % (slots[k] % 20, at)
+            )
+        data = (
+            b'{"resource":"device.property","event":"report","event_time":"%s",'
+            b'"notify_data":{"header":{"device_id":"%s","node_id":"n","product_id":"p"},'
+            b'"body":{"services":[%s]}}}'
+        ) % (at, ids[k], b",".join(parts))
+        return b"%sContent-Length: %d\r\n\r\n%s" % (iotda_head, len(data), data)
+
     def request() -> bytes:
         if platform == "ctwing":
             return ctwing()
+        if platform == "iotda":
+            return iotda()
         parts = []
         for _ in range(batch):
             n = counter[0]

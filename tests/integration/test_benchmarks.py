@@ -77,23 +77,24 @@ def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings) 
     assert result["requests_per_s"] == result["single"]["requests_per_s"]
 
 
-def test_push_as_ctwing_one_message_a_request_and_unions_loses_nothing(
-    live_stack: Settings,
+@pytest.mark.parametrize(("platform", "batched"), [("ctwing", "union"), ("iotda", "services")])
+def test_push_as_a_platform_one_message_a_request_and_batches_loses_nothing(
+    live_stack: Settings, platform: str, batched: str
 ) -> None:
     result = json.loads(
         bench.dumps(
-            bench.run("push", seconds=2.0, clients=1, connections=4, devices=50, platform="ctwing")
+            bench.run("push", seconds=2.0, clients=1, connections=4, devices=50, platform=platform)
         )
     )
     assert result["name"] == "push"
-    assert result["platform"] == "ctwing"
+    assert result["platform"] == platform
     assert result["lost"] == 0
-    for label, size in (("union", 50), ("single", 1)):
+    for label, size in ((batched, 50), ("single", 1)):
         phase = result[label]
         assert set(phase["statuses"]) == {"200"}, phase["statuses"]
         assert phase["requests"] > 0
         assert phase["readings_per_s"] == pytest.approx(phase["requests_per_s"] * size, rel=0.02)
-    assert result["readings_per_s"] == result["union"]["readings_per_s"]
+    assert result["readings_per_s"] == result[batched]["readings_per_s"]
     assert result["requests_per_s"] == result["single"]["requests_per_s"]
     assert 0 < result["p50_ms"] <= result["p99_ms"]
 

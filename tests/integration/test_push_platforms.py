@@ -1,7 +1,8 @@
-"""`cityops push serve` speaking CTWing's own subscription push on the real Kafka and
-PostgreSQL: its messages find their devices by CTWing id or IMEI, readings and status
-changes are in Kafka before the 200, a retried message is produced once, and what is
-wrong is dead-lettered with its reason or refused without a 5xx."""
+"""`cityops push serve` speaking CTWing's own subscription push and Huawei IoTDA's data
+forwarding on the real Kafka and PostgreSQL: their messages find their devices by the
+platform's id or IMEI, readings and status changes are in Kafka before the 200, a
+retried message is produced once, and what is wrong is dead-lettered with its reason or
+refused without a 5xx."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ pytestmark = pytest.mark.integration
 PROFILE_ID = "40edca19b0124480864366de4621de99"
 FRAME_IMEI = "862592051651472"
 OTHER_IMEI = "490154203237518"
+IOTDA_ID = "6aa570ac155456566827c784_hw-node-1"
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Platform:
     ca: ssl.SSLContext
     token: str
     fenced_token: str
+    iotda_token: str
 
     def post(
         self, body: object, source: str = "ctwing", token: str | None = None
@@ -75,6 +78,7 @@ def platform(
             conn, city, "fenced", platform="ctwing", networks=parse_networks(["203.0.113.0/24"])
         )
         create_source(conn, city, "own", platform="cityops")
+        iotda = create_source(conn, city, "huawei", platform="iotda")
         devices = [
             gas_well(city, "nb-1", transport="http", source="ctwing", platform_id=PROFILE_ID),
             gas_well(
@@ -93,10 +97,12 @@ def platform(
                 platform_id="other-1",
                 imei=OTHER_IMEI,
             ),
+            gas_well(city, "hw-1", transport="http", source="huawei", platform_id=IOTDA_ID),
         ]
         upsert_devices(conn, devices, {d.device_id: (f"{city}.{d.device_id}", "") for d in devices})
     assert made.url_token is not None
     assert fenced.url_token is not None
+    assert iotda.url_token is not None
     logs: Path = tmp_path_factory.mktemp("push-platforms")
     port = free_port()
     env = {
@@ -114,7 +120,7 @@ def platform(
     url = f"https://localhost:{port}"
     try:
         wait_ready(url, proc, (logs / "push.log").read_text, ca)
-        yield Platform(url, city, ca, made.url_token, fenced.url_token)
+        yield Platform(url, city, ca, made.url_token, fenced.url_token, iotda.url_token)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -318,3 +324,63 @@ def test_a_wrong_token_another_network_or_platform_is_refused(platform: Platform
     assert (fenced.status_code, fenced.json()["error"]) == (403, "network_refused")
     assert (other.status_code, other.json()["error"]) == (404, "unknown_source")
     assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_platform")
+
+
+def test_an_iotda_property_report_and_status_update(platform: Platform) -> None:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    header = {"device_id": IOTDA_ID, "node_id": "hw-node-1", "product_id": "6aa570ac"}
+    report = {
+        "resource": "device.property",
+        "event": "report",
+        "event_time": at.strftime("%Y%m%dT%H%M%SZ"),
+        "notify_data": {
+            "header": header,
+            "body": {
+                "services": [
+                    {
+                        "service_id": "Gas",
+                        "properties": {"ch4": 7.25, "signal": -80},
+                        "event_time": at.strftime("%Y%m%dT%H%M%SZ"),
+                    }
+                ]
+            },
+        },
+    }
+    url = f"{platform.url}/v1/ingest/{platform.city}/iotda/huawei"
+
+    def post(body: object) -> httpx.Response:
+        return httpx.post(
+            url,
+            params={"token": platform.iotda_token},
+            content=json.dumps(body).encode(),
+            verify=platform.ca,
+            timeout=30,
+        )
+
+    answers: list[httpx.Response] = []
+    got = _during(
+        topics.READINGS.name,
+        lambda: answers.extend([post(report), post(report)]),
+        _readings_of(platform.city),
+        1,
+    )
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [a.json()["duplicates"] for a in answers] == [0, 1]
+    [reading] = [codec.decode(v)[0] for v in got]
+    assert (reading.device_id, reading.value, reading.ts) == ("hw-1", 7.25, at)
+    offline = {
+        "resource": "device.status",
+        "event": "update",
+        "event_time": at.strftime("%Y%m%dT%H%M%SZ"),
+        "notify_data": {"header": header, "body": {"status": "OFFLINE"}},
+    }
+    statuses = _during(
+        topics.STATUS.name,
+        lambda: post(offline),
+        lambda v: DeviceStatus.from_json(v).city == platform.city,
+        1,
+    )
+    status = DeviceStatus.from_json(statuses[0])
+    assert (status.device_id, status.status) == ("hw-1", "offline")
+    wrong = httpx.post(url, params={"token": platform.token}, content=b"{}", verify=platform.ca)
+    assert (wrong.status_code, wrong.json()["error"]) == (401, "bad_token")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from ingest.push.connectors.base import Connector
 from ingest.push.connectors.ctwing import CTWing
+from ingest.push.connectors.iotda import IoTDA
 
-CONNECTORS: dict[str, Connector] = {c.platform: c for c in (CTWing(),)}
+CONNECTORS: dict[str, Connector] = {c.platform: c for c in (CTWing(), IoTDA())}
 
 __all__ = ["CONNECTORS", "Connector"]
