@@ -1,0 +1,103 @@
+"""Whatever a platform's request holds, its connector either reads it or says why
+(a ``PayloadError`` with a reason): no input makes the push service answer 5xx."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.errors import PayloadError
+from ingest.push.connectors import CONNECTORS
+from ingest.push.connectors.base import Connector, Parsed
+
+LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+JSON = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+#: the fields each platform's messages have, so generated bodies reach deep into the parsers
+FIELDS = st.sampled_from(
+    [
+        "messageType",
+        "deviceId",
+        "IMEI",
+        "timestamp",
+        "payload",
+        "serviceData",
+        "APPdata",
+        "eventType",
+        "eventContent",
+        "upPacketSN",
+        "result",
+        "resource",
+        "event",
+        "event_time",
+        "notify_data",
+        "header",
+        "body",
+        "services",
+        "properties",
+        "status",
+        "device_id",
+        "node_id",
+    ]
+)
+VALUES = st.sampled_from(
+    [
+        "dataReport",
+        "dataReportTupUnion",
+        "eventReport",
+        "deviceOnlineOfflineReport",
+        "commandResponse",
+        "device.property",
+        "device.status",
+        "device.message",
+        "device.command",
+        "report",
+        "update",
+        "ONLINE",
+        "20261207T080000Z",
+        1765000000000,
+    ]
+)
+MESSAGE = st.recursive(
+    LEAVES | VALUES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(FIELDS, inner, max_size=6),
+    max_leaves=30,
+)
+
+
+def _read(connector: Connector, raw: bytes) -> Parsed | str:
+    """What the connector made of ``raw``, or the reason it gave for refusing it (any
+    other exception fails the test)."""
+    try:
+        return connector.parse(raw)
+    except PayloadError as exc:
+        return exc.reason
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=MESSAGE | JSON)
+def test_every_connector_reads_or_refuses_any_json(body: object) -> None:
+    raw = json.dumps(body).encode()
+    for connector in CONNECTORS.values():
+        got = _read(connector, raw)
+        if isinstance(got, str):
+            assert got, connector.platform
+            continue
+        for message in got.messages:
+            assert message.refs
+            assert all(isinstance(r, str) and r for r in message.refs)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(max_size=64))
+def test_every_connector_refuses_bytes_that_are_not_json(raw: bytes) -> None:
+    for connector in CONNECTORS.values():
+        got = _read(connector, raw)
+        assert isinstance(got, str) or got.messages or got.bad
