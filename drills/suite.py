@@ -998,7 +998,9 @@ def _hostile_bodies() -> list[tuple[str, bytes]]:
 def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, dict[str, str]]:
     """``cityops push serve`` of the drill city under attack: wrong, stale and replayed
     signatures, another city's source and devices, an MQTT device, hostile and oversize
-    bodies. Returns the probes made and the secrets no log may show."""
+    bodies; on the CTWing connector, missing, wrong and another city's URL tokens, a
+    network the source does not take pushes from, retried and hostile messages. Returns
+    the probes made and the secrets no log may show."""
     import ssl
 
     import httpx
@@ -1008,14 +1010,35 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
     from lifeline.devices import gas_well
     from lifeline.signature import sign
     from store.devices import upsert_devices
-    from store.push_sources import create_source
+    from store.push_sources import create_source, parse_networks
 
     probes = 0
     with psycopg.connect(pipe.dsn, autocommit=True) as conn:
         mine, my_key, *_ = create_source(conn, pipe.city, "drill-nb")
         theirs, their_key, *_ = create_source(conn, other, "drill-nb")
+        my_ct = create_source(conn, pipe.city, "drill-ct", platform="ctwing")
+        their_ct = create_source(conn, other, "drill-ct", platform="ctwing")
+        fenced = create_source(
+            conn,
+            pipe.city,
+            "drill-fenced",
+            platform="ctwing",
+            networks=parse_networks(["203.0.113.0/24"]),
+        )
         pushed = [
             gas_well(city, f"ps-{i:03d}", owner_dept="drill", transport="http", source="drill-nb")
+            for city in (pipe.city, other)
+            for i in range(3)
+        ]
+        pushed += [
+            gas_well(
+                city,
+                f"pc-{i:03d}",
+                owner_dept="drill",
+                transport="http",
+                source="drill-ct",
+                platform_id=f"ct{i:030d}",
+            )
             for city in (pipe.city, other)
             for i in range(3)
         ]
@@ -1136,6 +1159,73 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
                 body,
                 {"Authorization": f"Bearer {my_key}"},
             )
+        # The CTWing connector: known by the token in its URL, from its networks only.
+        ct_path = f"/v1/ingest/{pipe.city}/ctwing/drill-ct"
+        ct_messages = [
+            {
+                "messageType": "dataReport",
+                "deviceId": f"ct{i:030d}",
+                "IMEI": "",
+                "upPacketSN": j,
+                "timestamp": int((at + timedelta(seconds=j)).timestamp() * 1000),
+                "payload": {"serviceId": "gas", "serviceData": {"ch4": 1.5}},
+            }
+            for i in range(3)
+            for j in range(5)
+        ]
+        one = json.dumps(ct_messages[0]).encode()
+        token = my_ct.url_token or ""
+        expect("CTWing without a token", {401}, one, {}, ct_path)
+        expect("CTWing with a wrong token", {401}, one, {}, f"{ct_path}?token=x{token[1:]}")
+        expect(
+            "CTWing with another city's token",
+            {401},
+            one,
+            {},
+            f"{ct_path}?token={their_ct.url_token}",
+        )
+        expect(
+            "CTWing with my token on another city's path",
+            {401},
+            one,
+            {},
+            f"/v1/ingest/{other}/ctwing/drill-ct?token={token}",
+        )
+        expect(
+            "CTWing from a network its source does not take",
+            {403},
+            one,
+            {},
+            f"/v1/ingest/{pipe.city}/ctwing/drill-fenced?token={fenced.url_token}",
+        )
+        expect(
+            "CTWing on the route of our own envelope's source",
+            {404},
+            one,
+            {},
+            f"/v1/ingest/{pipe.city}/ctwing/drill-nb?token={token}",
+        )
+        for _ in range(3):  # CTWing's retries: each message kept once
+            for m in ct_messages:
+                expect(
+                    "a CTWing message",
+                    {200},
+                    json.dumps(m).encode(),
+                    {},
+                    f"{ct_path}?token={token}",
+                )
+        stranger = {**ct_messages[0], "deviceId": "not-onboarded"}
+        expect(
+            "a CTWing message of an unknown device",
+            {200},
+            json.dumps(stranger).encode(),
+            {},
+            f"{ct_path}?token={token}",
+        )
+        for what, body in _hostile_bodies():
+            expect(
+                f"CTWing hostile body ({what})", {200, 413}, body, {}, f"{ct_path}?token={token}"
+            )
         probes += 1
         if c.get("/ready").status_code != 200:
             findings.append("push: not ready after the hostile bodies")
@@ -1152,6 +1242,18 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
         findings.append(
             f"push: {stored} readings stored ({distinct} distinct) of {len(reports)} sent thrice"
         )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stored, distinct = pipe.stored("pc-")
+        if stored >= len(ct_messages):
+            break
+        time.sleep(1)
+    probes += 1
+    if (stored, distinct) != (len(ct_messages), len(ct_messages)):
+        findings.append(
+            f"push, CTWing: {stored} readings stored ({distinct} distinct) of "
+            f"{len(ct_messages)} sent thrice"
+        )
     with psycopg.connect(pipe.dsn, autocommit=True) as conn:
         foreign = conn.execute(
             "SELECT count(*) FROM readings WHERE city <> %s AND device_id LIKE 'ps-%%'",
@@ -1164,7 +1266,16 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
                 (f"push/{pipe.city}/drill-nb",),
             ).fetchall()
         }
-    probes += 2
+        ct_letters = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT reason FROM deadletters WHERE mqtt_topic = %s",
+                (f"push/{pipe.city}/drill-ct",),
+            ).fetchall()
+        }
+    probes += 3
+    if not {"unknown_device", "bad_json"} <= ct_letters:
+        findings.append(f"push, CTWing: dead letters {sorted(ct_letters)} lack unknown_device")
     if foreign and foreign[0]:
         findings.append(f"push: {foreign[0]} readings stored for another city's devices")
     wanted = {"unknown_device", "not_this_source", "out_of_range", "bad_json", "oversize"}
@@ -1176,6 +1287,7 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
     return probes, {
         "push ingest key": my_key.split(".", 1)[1],
         "push HMAC secret": mine.hmac_secret,
+        "CTWing URL token": token,
     }
 
 

@@ -14,7 +14,7 @@ import hmac
 import ipaddress
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, NamedTuple
 
 import psycopg
@@ -114,34 +114,6 @@ def create_source(
     hmac_secret = secrets.token_urlsafe(32)
     url_token = secrets.token_urlsafe(32) if platform in UNSIGNED else None
     token_hash = _hash(url_token) if url_token else None
-    with conn.transaction():
-        conn.execute(
-            "DELETE FROM push_sources WHERE city = %s AND name = %s AND revoked_at IS NOT NULL",
-            (city, name),
-        )
-        try:
-            conn.execute(
-                "INSERT INTO push_sources (city, name, key_id, key_hash, hmac_secret, vendor,"
-                " rate_per_s, platform, url_token_hash, networks)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::cidr[])",
-                (
-                    city,
-                    name,
-                    key_id,
-                    _hash(key_secret),
-                    hmac_secret,
-                    vendor,
-                    rate_per_s,
-                    platform,
-                    token_hash,
-                    [str(n) for n in networks],
-                ),
-            )
-        except psycopg.errors.UniqueViolation as exc:
-            raise ValueError(
-                f"city {city} already has a source named {name!r}; revoke it first or "
-                "choose another name"
-            ) from exc
     source = PushSource(
         city,
         name,
@@ -154,6 +126,23 @@ def create_source(
         token_hash,
         networks,
     )
+    with conn.transaction():
+        conn.execute(
+            "DELETE FROM push_sources WHERE city = %s AND name = %s AND revoked_at IS NOT NULL",
+            (city, name),
+        )
+        try:
+            conn.execute(
+                "INSERT INTO push_sources (city, name, key_id, key_hash, hmac_secret, vendor,"
+                " rate_per_s, platform, url_token_hash, networks)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::cidr[])",
+                (*astuple(source)[:-1], [str(n) for n in networks]),
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            raise ValueError(
+                f"city {city} already has a source named {name!r}; revoke it first or "
+                "choose another name"
+            ) from exc
     return Created(source, f"{KEY_PREFIX}{key_id}.{key_secret}", url_token)
 
 

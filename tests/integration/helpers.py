@@ -3,14 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import ssl
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from cityops.processes import wait_ready
 from cityops.settings import Settings
+from cityops.stack.common import free_port
 from lifeline import codec, topics
 from simulators.publisher import DevicePublisher
+
+
+@contextlib.contextmanager
+def push_service(
+    db_dsn: str, settings: Settings, cities: list[str], logs: Path
+) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """``cityops push serve`` over HTTPS for ``cities``: its URL and a context that
+    trusts the stack's certificate, while the block runs."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CITYOPS_DB_DSN": db_dsn,
+        "CITYOPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "CITYOPS_CITIES": ",".join(cities),
+    }
+    argv = [sys.executable, "-m", "cityops.cli", "push", "serve", "--host", "127.0.0.1"]
+    with (logs / "push.log").open("ab") as fh:
+        proc = subprocess.Popen(
+            [*argv, "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
+    ca = ssl.create_default_context(cafile=str(settings.tls_dir / "ca.crt"))
+    url = f"https://localhost:{port}"
+    try:
+        wait_ready(url, proc, (logs / "push.log").read_text, ca)
+        yield url, ca
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def mqtt_publish(

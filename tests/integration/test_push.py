@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,16 +17,14 @@ import httpx
 import psycopg
 import pytest
 
-from cityops.processes import wait_ready
 from cityops.settings import Settings
-from cityops.stack.common import free_port
 from lifeline import codec, topics
 from lifeline.devices import Device, gas_well
 from lifeline.signature import sign
 from store.devices import upsert_devices
 from store.push_sources import create_source, revoke_source
 from tests.integration.api_support import random_city
-from tests.integration.helpers import TailConsumer
+from tests.integration.helpers import TailConsumer, push_service
 
 pytestmark = pytest.mark.integration
 
@@ -88,26 +83,8 @@ def push(
         upsert_devices(conn, [d for d in devices if d.city == city], creds)
         upsert_devices(conn, [d for d in devices if d.city == other_city], creds)
     logs: Path = tmp_path_factory.mktemp("push")
-    port = free_port()
-    env = {
-        **os.environ,
-        "CITYOPS_DB_DSN": db_dsn,
-        "CITYOPS_KAFKA_BOOTSTRAP": live_stack.kafka_bootstrap,
-        "CITYOPS_CITIES": f"{city},{other_city}",
-    }
-    argv = [sys.executable, "-m", "cityops.cli", "push", "serve", "--host", "127.0.0.1"]
-    with (logs / "push.log").open("ab") as fh:
-        proc = subprocess.Popen(
-            [*argv, "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    ca = ssl.create_default_context(cafile=str(live_stack.tls_dir / "ca.crt"))
-    url = f"https://localhost:{port}"
-    try:
-        wait_ready(url, proc, (logs / "push.log").read_text, ca)
+    with push_service(db_dsn, live_stack, [city, other_city], logs) as (url, ca):
         yield Push(url, city, other_city, ca, db_dsn, key, source.hmac_secret, slow_key, other_key)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def _report(device: str, minutes_ago: int, value: float) -> dict[str, object]:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import ssl
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,9 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from cityops.processes import wait_ready
 from cityops.settings import Settings, get_settings
-from cityops.stack.common import free_port
 from ingest.deadletter import DeadLetter
 from lifeline import codec, topics
 from lifeline.devices import gas_well
@@ -34,7 +29,7 @@ from lifeline.records import DeviceStatus
 from store.devices import upsert_devices
 from store.push_sources import create_source, parse_networks
 from tests.integration.api_support import random_city
-from tests.integration.helpers import TailConsumer
+from tests.integration.helpers import TailConsumer, push_service
 
 pytestmark = pytest.mark.integration
 
@@ -104,26 +99,8 @@ def platform(
     assert fenced.url_token is not None
     assert iotda.url_token is not None
     logs: Path = tmp_path_factory.mktemp("push-platforms")
-    port = free_port()
-    env = {
-        **os.environ,
-        "CITYOPS_DB_DSN": db_dsn,
-        "CITYOPS_KAFKA_BOOTSTRAP": live_stack.kafka_bootstrap,
-        "CITYOPS_CITIES": city,
-    }
-    argv = [sys.executable, "-m", "cityops.cli", "push", "serve", "--host", "127.0.0.1"]
-    with (logs / "push.log").open("ab") as fh:
-        proc = subprocess.Popen(
-            [*argv, "--port", str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    ca = ssl.create_default_context(cafile=str(live_stack.tls_dir / "ca.crt"))
-    url = f"https://localhost:{port}"
-    try:
-        wait_ready(url, proc, (logs / "push.log").read_text, ca)
+    with push_service(db_dsn, live_stack, [city], logs) as (url, ca):
         yield Platform(url, city, ca, made.url_token, fenced.url_token, iotda.url_token)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def _ms(minutes_ago: float) -> int:
