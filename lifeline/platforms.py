@@ -11,3 +11,5 @@ Platform = Literal["cityops", "ctwing", "onenet", "onenet-legacy", "iotda", "hik
 PLATFORMS: tuple[str, ...] = get_args(Platform)
 #: Platforms whose pushes carry no signature: their sources are known by a URL token.
 UNSIGNED: frozenset[str] = frozenset({"ctwing", "iotda", "hik-isc", "isapi"})
+#: Platforms that sign with a token of their own (MD5 over token, nonce and message).
+TOKEN_SIGNED: frozenset[str] = frozenset({"onenet", "onenet-legacy"})

@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+import string
 from dataclasses import astuple, dataclass, field
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from lifeline.codes import is_city_code
-from lifeline.platforms import PLATFORMS, UNSIGNED
+from lifeline.platforms import PLATFORMS, TOKEN_SIGNED, UNSIGNED
 
 KEY_PREFIX = "cpk_"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -42,6 +43,10 @@ class PushSource:
     platform: str = "cityops"
     url_token_hash: str | None = None
     networks: tuple[Network, ...] = field(default_factory=tuple)
+    #: the token a platform signs its pushes with (OneNET), and its AES key when it
+    #: encrypts them
+    platform_secret: str | None = None
+    aes_key: str | None = None
 
     def key_matches(self, secret: str) -> bool:
         return hmac.compare_digest(self.key_hash, _hash(secret))
@@ -76,6 +81,15 @@ class Created(NamedTuple):
     url_token: str | None = None
 
 
+#: characters of a platform token (OneNET takes letters and digits)
+_TOKEN_CHARS = string.ascii_letters + string.digits
+
+
+def platform_token() -> str:
+    """A token for a platform that signs with one: 32 random letters and digits."""
+    return "".join(secrets.choice(_TOKEN_CHARS) for _ in range(32))
+
+
 def parse_networks(texts: list[str] | tuple[str, ...]) -> tuple[Network, ...]:
     """Networks in CIDR form (a bare address is a network of one); ``ValueError`` names
     the first bad one."""
@@ -96,6 +110,7 @@ def create_source(
     rate_per_s: float = DEFAULT_RATE,
     platform: str = "cityops",
     networks: tuple[Network, ...] = (),
+    aes_key: str | None = None,
 ) -> Created:
     """A new source of ``city``; returns it with its ingest key (``cpk_<id>.<secret>``)
     and, for an unsigned platform, its URL token, which are shown once. A revoked
@@ -114,6 +129,8 @@ def create_source(
     hmac_secret = secrets.token_urlsafe(32)
     url_token = secrets.token_urlsafe(32) if platform in UNSIGNED else None
     token_hash = _hash(url_token) if url_token else None
+    if aes_key is not None and platform not in TOKEN_SIGNED:
+        raise ValueError(f"an AES key is for OneNET's encrypted pushes, not {platform}")
     source = PushSource(
         city,
         name,
@@ -125,6 +142,8 @@ def create_source(
         platform,
         token_hash,
         networks,
+        platform_token() if platform in TOKEN_SIGNED else None,
+        aes_key,
     )
     with conn.transaction():
         conn.execute(
@@ -134,9 +153,9 @@ def create_source(
         try:
             conn.execute(
                 "INSERT INTO push_sources (city, name, key_id, key_hash, hmac_secret, vendor,"
-                " rate_per_s, platform, url_token_hash, networks)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::cidr[])",
-                (*astuple(source)[:-1], [str(n) for n in networks]),
+                " rate_per_s, platform, url_token_hash, networks, platform_secret, aes_key)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::cidr[], %s, %s)",
+                (*astuple(source)[:-3], [str(n) for n in networks], *astuple(source)[-2:]),
             )
         except psycopg.errors.UniqueViolation as exc:
             raise ValueError(
@@ -152,7 +171,8 @@ def load_sources(
     """Every source not revoked (of ``cities`` when given)."""
     query = (
         "SELECT city, name, key_id, key_hash, hmac_secret, vendor, rate_per_s, platform,"
-        " url_token_hash, networks::text[] FROM push_sources WHERE revoked_at IS NULL"
+        " url_token_hash, networks::text[], platform_secret, aes_key FROM push_sources"
+        " WHERE revoked_at IS NULL"
     )
     params: tuple[Any, ...] = ()
     if cities is not None:
@@ -170,6 +190,8 @@ def load_sources(
             platform=r[7],
             url_token_hash=r[8],
             networks=parse_networks(r[9] or ()),
+            platform_secret=r[10],
+            aes_key=r[11],
         )
         for r in conn.execute(query, params).fetchall()
     ]

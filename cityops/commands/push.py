@@ -112,6 +112,11 @@ def push_source() -> None:
     help="A network (CIDR) the platform pushes from; repeat for several. Requests from "
     "elsewhere are refused (default: from anywhere, with the URL's token).",
 )
+@click.option(
+    "--aes-key",
+    default=None,
+    help="OneNET: the AES key its console shows for encrypted pushes (omit for plain).",
+)
 @env_option(
     "CITYOPS_PUSH_URL",
     "--url",
@@ -126,6 +131,7 @@ def push_source_create(
     vendor: str | None,
     rate: float,
     networks: tuple[str, ...],
+    aes_key: str | None,
     url: str,
     as_json: bool,
 ) -> None:
@@ -145,11 +151,20 @@ def push_source_create(
         nets = parse_networks(networks)
     except ValueError as exc:
         raise CityOpsError(f"{exc}; give --network as 203.0.113.0/24 or an address") from exc
+    if aes_key is not None:
+        from ingest.push.connectors.onenet import aes_key_bytes
+
+        try:
+            aes_key_bytes(aes_key)
+        except ValueError as exc:
+            raise CityOpsError(f"--aes-key: {exc}; copy it from OneNET's console") from exc
     settings = load_settings()
     with psycopg.connect(settings.db_dsn.get_secret_value(), autocommit=True) as conn:
         migrate(conn, settings.timescale)
         try:
-            source, key, token = create_source(conn, city, name, vendor, rate, platform, nets)
+            source, key, token = create_source(
+                conn, city, name, vendor, rate, platform, nets, aes_key
+            )
         except ValueError as exc:
             raise CityOpsError(str(exc)) from exc
     endpoint = url.rstrip("/") + (
@@ -169,6 +184,7 @@ def push_source_create(
                     "hmac_secret": source.hmac_secret,
                     "url": endpoint,
                     "url_token": token,
+                    "platform_token": source.platform_secret,
                     "networks": [str(n) for n in source.networks],
                     "vendor": source.vendor,
                     "rate_per_s": source.rate_per_s,
@@ -184,11 +200,13 @@ def push_source_create(
         echo_err("Shown once: give both to the source's operator over a secure channel.")
         return
     click.echo(f"push URL:    {endpoint}")
+    if source.platform_secret:
+        click.echo(f"token:       {source.platform_secret}")
     if nets:
         click.echo(f"networks:    {', '.join(str(n) for n in nets)}")
     echo_err(
-        "Shown once: paste the URL (its token is the source's secret) into the platform's "
-        "console, as its HTTP push / subscription address."
+        "Shown once: paste the URL (and the token) into the platform's console, as its "
+        "HTTP push / subscription address; they are the source's secrets."
     )
 
 

@@ -131,7 +131,7 @@ class PlatformIngest:
             )
             raise Refused(413, "oversize", f"a body may have {MAX_BODY_BYTES} bytes")
         try:
-            parsed = connector.parse(body)
+            parsed = connector.parse(body, source)
         except PayloadError as exc:
             # Dead-lettered and answered 200: the same body would fail again, and a
             # platform counts failures against the whole subscription.

@@ -9,8 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.errors import PayloadError
+from ingest.push.answers import Refused
 from ingest.push.connectors import CONNECTORS
-from ingest.push.connectors.base import Connector, Parsed
+from ingest.push.connectors.base import Connector, Parsed, Request
+from store.push_sources import PushSource
 
 LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
 JSON = st.recursive(
@@ -101,3 +103,27 @@ def test_every_connector_refuses_bytes_that_are_not_json(raw: bytes) -> None:
     for connector in CONNECTORS.values():
         got = _read(connector, raw)
         assert isinstance(got, str) or got.messages or got.bad
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=MESSAGE | JSON, raw=st.binary(max_size=32))
+def test_every_connector_lets_a_request_in_or_refuses_it(body: object, raw: bytes) -> None:
+    for connector in CONNECTORS.values():
+        source = PushSource(
+            "320100", "s", "k", "h", "x", None, 1.0, connector.platform, "t", (), "tok", None
+        )
+        for data in (json.dumps(body).encode(), raw):
+            for method in ("POST", "GET"):
+                request = Request(method, {"token": "t", "msg": "m"}, {}, data, "127.0.0.1")
+                assert 200 <= _status(connector, source, request) < 500
+
+
+def _status(connector: Connector, source: PushSource, request: Request) -> int:
+    """What the request gets as far as verification goes (200: let in)."""
+    try:
+        connector.verify(source, request)
+        if request.method == "GET":
+            connector.handshake(source, request)
+    except Refused as exc:
+        return exc.status
+    return 200

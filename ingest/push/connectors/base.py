@@ -119,7 +119,9 @@ class Connector:
         platform never sends one."""
         return None
 
-    def parse(self, body: bytes) -> Parsed:
+    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
+        """The request's messages; ``source`` for what its platform shares with it (an
+        AES key). ``PayloadError`` when the body cannot be read at all."""
         raise NotImplementedError
 
     def answer(self, outcome: Outcome) -> Answer:

@@ -27,6 +27,7 @@ from ingest.adapters import parse_time
 from ingest.decode import parse_json
 from ingest.errors import PayloadError
 from ingest.push.connectors.base import Connector, Message, Parsed, present
+from store.push_sources import PushSource
 
 EVENT_TYPES = {1: "info", 2: "warning", 3: "fault"}
 
@@ -36,7 +37,7 @@ class CTWing(Connector):
     title = "CTWing (AEP)"
     device_ref = "CTWing deviceId"
 
-    def parse(self, body: bytes) -> Parsed:
+    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
         data = parse_json(body)
         if not isinstance(data, dict):
             raise PayloadError("bad_shape", "a CTWing push is a JSON object")

@@ -27,6 +27,7 @@ from ingest.adapters import parse_time
 from ingest.decode import parse_json
 from ingest.errors import PayloadError
 from ingest.push.connectors.base import Connector, Message, Parsed, present
+from store.push_sources import PushSource
 
 OFFLINE = frozenset({"OFFLINE", "ABNORMAL", "INACTIVE", "FROZEN"})
 
@@ -36,7 +37,7 @@ class IoTDA(Connector):
     title = "Huawei IoTDA"
     device_ref = "IoTDA device_id"
 
-    def parse(self, body: bytes) -> Parsed:
+    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
         data = parse_json(body)
         if not isinstance(data, dict):
             raise PayloadError("bad_shape", "an IoTDA notification is a JSON object")

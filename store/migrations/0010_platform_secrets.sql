@@ -1,0 +1,6 @@
+-- Platforms that sign their pushes with a secret of their own: OneNET's token (set in its
+-- console, generated here) and, in its encrypted mode, the AES key its console generated.
+-- Both are kept, like the HMAC secrets, since every push is verified (and decrypted) with
+-- them.
+ALTER TABLE push_sources ADD COLUMN IF NOT EXISTS platform_secret text;
+ALTER TABLE push_sources ADD COLUMN IF NOT EXISTS aes_key text;
