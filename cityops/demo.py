@@ -117,8 +117,8 @@ def _cockpit_access(settings: Settings) -> list[str]:
     port = os.environ.get("CITYOPS_API_PORT", "8400")
     return [
         f"cockpit   http://{host}:{port}/  (OpenAPI: http://{host}:{port}/docs)",
-        f"push      {settings.push_url}/v1/ingest/{DEMO_CITY}/push  (source nb-carrier: "
-        "manhole covers) and .../ctwing/ctwing (CTWing: gas wells; `cityops push source list`)",
+        f"push      {settings.push_url}/v1/ingest/{DEMO_CITY}/ctwing/ctwing (CTWing: gas "
+        "wells) and .../onenet/onenet (OneNET: manhole covers; `cityops push source list`)",
         f"key       {token}  (dispatcher of {DEMO_CITY}; kept in {key_file})",
     ]
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cityops.errors import CityOpsError
 from cityops.settings import Settings
-from simulators.carrier import CarrierPlatform, CTWingPlatform, PushStats
+from simulators.carrier import CarrierPlatform, CTWingPlatform, OneNETPlatform, PushStats
 from simulators.live import SimDevice, Simulation, plan, unit_of
 from simulators.names import SCENARIOS
 from simulators.publisher import Publishers, read_credentials
@@ -82,6 +82,7 @@ def simulate(
         sources = load_sources(conn, [city])
     secrets = {s.name: s.hmac_secret for s in sources if s.platform == "cityops"}
     ctwing = {s.name for s in sources if s.platform == "ctwing"}
+    onenet = {s.name: s.platform_secret or "" for s in sources if s.platform == "onenet"}
     tokens: dict[str, str] = json.loads(push_tokens.read_text()) if push_tokens else {}
     if not devices:
         raise CityOpsError(f"city {city} has no devices; onboard it first (cityops onboard)")
@@ -121,6 +122,14 @@ def simulate(
                 idle=lambda seconds: pubs.idle(seconds, stop),
             ),
             ctwing,
+            OneNETPlatform(
+                settings.push_url,
+                city,
+                onenet,
+                ca_file=settings.tls_dir / "ca.crt",
+                seed=seed,
+                idle=lambda seconds: pubs.idle(seconds, stop),
+            ),
         )
     ticks = 0
     try:
@@ -176,22 +185,37 @@ def simulate(
 
 
 class Carriers:
-    """The platforms that push a simulated city's http devices: CTWing's sources (by
-    name) in CTWing's own format, every other source in our signed envelope."""
+    """The platforms that push a simulated city's http devices: CTWing's and OneNET's
+    sources in their own formats, one report a request; every other source in our signed
+    envelope, in batches."""
 
-    def __init__(self, own: CarrierPlatform, ctwing: CTWingPlatform, ctwing_sources: set[str]):
+    def __init__(
+        self,
+        own: CarrierPlatform,
+        ctwing: CTWingPlatform,
+        ctwing_sources: set[str],
+        onenet: OneNETPlatform,
+    ):
         self.own, self.ctwing, self.ctwing_sources = own, ctwing, ctwing_sources
+        self.onenet = onenet
 
     def push(self, dev: SimDevice, ts: datetime, payload: dict[str, Any]) -> bool:
         """Push one report of ``dev``; False when it goes in a batch (:meth:`push_batch`)."""
-        if dev.source not in self.ctwing_sources:
+        platform = (
+            self.ctwing
+            if dev.source in self.ctwing_sources
+            else self.onenet
+            if dev.source in self.onenet.tokens
+            else None
+        )
+        if platform is None or dev.source is None:
             return False
         if dev.platform_id is None:
             raise CityOpsError(
-                f"device {dev.device_id} reports through CTWing source {dev.source!r} but "
-                "has no platform_id; onboard it with its CTWing device id"
+                f"device {dev.device_id} reports through source {dev.source!r} but has no "
+                "platform_id; onboard it with the id its platform knows it by"
             )
-        self.ctwing.report(
+        platform.report(
             dev.source, dev.platform_id, dev.imei, int(ts.timestamp() * 1000), payload["values"]
         )
         return True
@@ -205,18 +229,19 @@ class Carriers:
     def close(self) -> None:
         self.own.close()
         self.ctwing.close()
+        self.onenet.close()
 
     @property
     def stats(self) -> PushStats:
-        a, b = self.own.stats, self.ctwing.stats
+        parts = (self.own.stats, self.ctwing.stats, self.onenet.stats)
         return PushStats(
-            requests=a.requests + b.requests,
-            reports=a.reports + b.reports,
-            repeated=a.repeated + b.repeated,
-            retries=a.retries + b.retries,
-            answered_before=a.answered_before + b.answered_before,
-            dead_lettered=a.dead_lettered + b.dead_lettered,
-            errors=[*a.errors, *b.errors],
+            requests=sum(p.requests for p in parts),
+            reports=sum(p.reports for p in parts),
+            repeated=sum(p.repeated for p in parts),
+            retries=sum(p.retries for p in parts),
+            answered_before=sum(p.answered_before for p in parts),
+            dead_lettered=sum(p.dead_lettered for p in parts),
+            errors=[e for p in parts for e in p.errors],
         )
 
 

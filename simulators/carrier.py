@@ -1,7 +1,8 @@
 """Carrier IoT platforms as the simulator plays them. :class:`CarrierPlatform` pushes in
 our own envelope: the reports of the devices it serves go to the city's push endpoint
 (``cityops push serve``) in signed batches over one keep-alive HTTPS connection.
-:class:`CTWingPlatform` speaks CTWing's own subscription push to its connector.
+:class:`CTWingPlatform` and :class:`OneNETPlatform` speak CTWing's subscription push and
+OneNET Studio's HTTP push to their connectors.
 
 What a real platform does, it does too: every attempt is signed when it is sent; a
 request answered 429 or 503 is sent again after its ``Retry-After``; a request whose
@@ -25,6 +26,7 @@ import numpy as np
 import orjson
 
 from cityops.errors import CityOpsError
+from ingest.push.connectors.onenet import signature_of
 from ingest.push.handler import MAX_REPORTS, SIGNATURE_HEADER, SOURCE_HEADER
 from lifeline.signature import sign
 
@@ -263,3 +265,132 @@ class CTWingPlatform:
 
     def close(self) -> None:
         self._client.close()
+
+
+class OneNETPlatform:
+    """OneNET Studio as the simulator plays it: before a source's first push, the URL
+    check (``GET ?msg=&nonce=&signature=``, answered with ``msg``); then each report of a
+    device is one property notification, one a request, signed with the source's token
+    (Base64(MD5(token + nonce + msg))); a push without a 200 is sent again (OneNET tries
+    up to 16 times), and now and then one whose answer it did not see comes again with
+    the same ``id``."""
+
+    def __init__(
+        self,
+        url: str,
+        city: str,
+        tokens: dict[str, str],
+        *,
+        ca_file: Path | None = None,
+        repeat_rate: float = 0.02,
+        seed: int = 7,
+        idle: Callable[[float], object] = time.sleep,
+        timeout_s: float = 5.0,
+    ) -> None:
+        verify: ssl.SSLContext | bool = True
+        if url.startswith("https") and ca_file is not None and ca_file.exists():
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        self.city = city
+        self.tokens = tokens
+        self.repeat_rate = repeat_rate
+        self.stats = PushStats()
+        self._url = url
+        self._rng = np.random.default_rng(seed)
+        self._idle = idle
+        self._checked: set[str] = set()
+        self._sent = 0
+        self._client = httpx.Client(base_url=url, verify=verify, timeout=timeout_s)
+
+    def report(
+        self, source: str, device_name: str, imei: str | None, ts_ms: int, values: dict[str, Any]
+    ) -> None:
+        token = self.tokens.get(source)
+        if token is None:
+            raise CityOpsError(
+                f"OneNET source {source!r} has no token; create it with "
+                "`cityops push source create --platform onenet`"
+            )
+        path = f"/v1/ingest/{self.city}/onenet/{source}"
+        if source not in self._checked:
+            self._check(path, token, source)
+        self._sent += 1
+        msg = orjson.dumps(
+            {
+                "productId": "cityops-sim",
+                "deviceName": device_name,
+                "messageType": "notify",
+                "notifyType": "property",
+                **({"imei": imei} if imei else {}),
+                "data": {
+                    "id": str(self._sent),
+                    "params": {k: {"value": v, "time": ts_ms} for k, v in values.items()},
+                },
+            }
+        ).decode()
+        nonce = _nonce(self._rng)
+        body = orjson.dumps(
+            {
+                "msg": msg,
+                "nonce": nonce,
+                "signature": signature_of(token, nonce, msg),
+                "time": ts_ms,
+                "id": f"{device_name}-{ts_ms}",
+            }
+        )
+        self._send(path, source, body)
+        self.stats.reports += 1
+        if self._rng.random() < self.repeat_rate:
+            self._send(path, source, body)
+            self.stats.repeated += 1
+
+    def _check(self, path: str, token: str, source: str) -> None:
+        msg, nonce = f"check-{self._rng.integers(1 << 30)}", _nonce(self._rng)
+        params = {"msg": msg, "nonce": nonce, "signature": signature_of(token, nonce, msg)}
+        answer = self._client.get(path, params=params)
+        if answer.status_code != 200 or answer.text != msg:
+            raise CityOpsError(
+                f"OneNET's URL check of source {source!r} failed: {answer.status_code} "
+                f"{answer.text[:200]}"
+            )
+        self._checked.add(source)
+
+    def _send(self, path: str, source: str, body: bytes) -> None:
+        for attempt in range(16):
+            try:
+                answer = self._client.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                )
+            except httpx.TransportError as exc:
+                log.warning(
+                    "OneNET push unreachable",
+                    extra={"url": self._url, "error": str(exc), "attempt": attempt + 1},
+                )
+                self.stats.retries += 1
+                self._idle(min(2.0 ** (attempt + 1), 10.0))
+                continue
+            self.stats.requests += 1
+            if answer.status_code == 200:
+                result = answer.json()
+                self.stats.dead_lettered += int(result.get("dead_lettered", 0))
+                if result.get("errors") and len(self.stats.errors) < 20:
+                    self.stats.errors.extend(result["errors"][:5])
+                return
+            if answer.status_code in (429, 503):
+                self.stats.retries += 1
+                self._idle(float(answer.headers.get("retry-after", "1") or 1))
+                continue
+            raise CityOpsError(
+                f"the push endpoint refused OneNET source {source!r}: {answer.status_code} "
+                f"{answer.text[:300]}"
+            )
+        raise CityOpsError(
+            f"the push endpoint {self._url} did not take a OneNET push of source {source!r} "
+            "in 16 attempts; is `cityops push serve` running?"
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _nonce(rng: np.random.Generator) -> str:
+    return "".join(chr(int(c)) for c in rng.integers(97, 123, 8))

@@ -15,21 +15,21 @@ import shapely
 
 from geo.layers import write_layer
 from lifeline.devices import with_check_digit
+from lifeline.platforms import UNSIGNED
 from simulators.city import OWNER as NETWORK_OWNER
 from simulators.city import CityLayers, build_city
 from store.push_sources import create_source, revoke_source, source_names
 
 DEMO_CITY = "320100"
 #: The carrier IoT platforms that push the readings of the demo city's battery NB-IoT
-#: sensors over HTTPS: its gas wells through CTWing (in CTWing's own format), its manhole
-#: covers through a carrier pushing our own signed envelope; every other sensor speaks
-#: MQTT.
-PUSH_SOURCE = "nb-carrier"
+#: sensors over HTTPS, each in its own format: its gas wells through CTWing, its manhole
+#: covers through OneNET Studio; every other sensor speaks MQTT.
 CTWING_SOURCE = "ctwing"
-VIA = {"gas_well": CTWING_SOURCE, "manhole_cover": PUSH_SOURCE}
+ONENET_SOURCE = "onenet"
+VIA = {"gas_well": CTWING_SOURCE, "manhole_cover": ONENET_SOURCE}
 PUSHED_KINDS = frozenset(VIA)
 #: The platform of each of the demo city's push sources.
-PLATFORM_OF = {PUSH_SOURCE: "cityops", CTWING_SOURCE: "ctwing"}
+PLATFORM_OF = {CTWING_SOURCE: "ctwing", ONENET_SOURCE: "onenet"}
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,14 @@ def transport_of(kind: str) -> tuple[str, str]:
 
 def platform_ids(device_id: str, kind: str) -> tuple[str, str]:
     """The ids a demo device's platform knows it by: (platform id, IMEI), or ('', '')
-    for a device no platform names (CTWing: a 32-hex device id and the NB-IoT module's
-    IMEI)."""
-    if VIA.get(kind) != CTWING_SOURCE:
+    for a device no platform names (CTWing: a 32-hex device id; OneNET: a device name;
+    both with the NB-IoT module's IMEI)."""
+    via = VIA.get(kind)
+    if via is None:
         return "", ""
     digest = hashlib.sha256(f"{DEMO_CITY}/{device_id}".encode()).hexdigest()
-    return digest[:32], with_check_digit("86" + str(int(digest[32:], 16))[-12:])
+    imei = with_check_digit("86" + str(int(digest[32:], 16))[-12:])
+    return (digest[:32] if via == CTWING_SOURCE else f"cover-{digest[:12]}"), imei
 
 
 def ensure_push_sources(
@@ -118,15 +120,16 @@ def ensure_push_sources(
 ) -> list[str]:
     """Create the demo city's push sources it lacks; the URL token of a source of an
     unsigned platform goes into ``tokens`` (JSON, source → token, mode 0600), for the
-    simulator to push with. A source whose token is not in the file is created anew.
-    The names of the sources created."""
+    simulator to push with (OneNET's token is kept by the platform, like an HMAC
+    secret). A source whose token is not in the file is created anew. The names of the
+    sources created."""
     active = source_names(conn, code)
     known: dict[str, str] = {}
     if tokens is not None and tokens.exists():
         known = json.loads(tokens.read_text())
     made = []
     for name, platform in PLATFORM_OF.items():
-        unsigned = platform != "cityops"
+        unsigned = platform in UNSIGNED
         if name in active and (not unsigned or name in known):
             continue
         if name in active:

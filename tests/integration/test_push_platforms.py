@@ -23,6 +23,7 @@ import pytest
 
 from cityops.settings import Settings, get_settings
 from ingest.deadletter import DeadLetter
+from ingest.push.connectors.onenet import signature_of
 from lifeline import codec, topics
 from lifeline.devices import gas_well
 from lifeline.records import DeviceStatus
@@ -47,6 +48,7 @@ class Platform:
     token: str
     fenced_token: str
     iotda_token: str
+    onenet_token: str
 
     def post(
         self, body: object, source: str = "ctwing", token: str | None = None
@@ -74,6 +76,7 @@ def platform(
         )
         create_source(conn, city, "own", platform="cityops")
         iotda = create_source(conn, city, "huawei", platform="iotda")
+        onenet = create_source(conn, city, "cmcc", platform="onenet")
         devices = [
             gas_well(city, "nb-1", transport="http", source="ctwing", platform_id=PROFILE_ID),
             gas_well(
@@ -93,6 +96,7 @@ def platform(
                 imei=OTHER_IMEI,
             ),
             gas_well(city, "hw-1", transport="http", source="huawei", platform_id=IOTDA_ID),
+            gas_well(city, "om-1", transport="http", source="cmcc", platform_id="gas-0001"),
         ]
         upsert_devices(conn, devices, {d.device_id: (f"{city}.{d.device_id}", "") for d in devices})
     assert made.url_token is not None
@@ -100,7 +104,15 @@ def platform(
     assert iotda.url_token is not None
     logs: Path = tmp_path_factory.mktemp("push-platforms")
     with push_service(db_dsn, live_stack, [city], logs) as (url, ca):
-        yield Platform(url, city, ca, made.url_token, fenced.url_token, iotda.url_token)
+        yield Platform(
+            url,
+            city,
+            ca,
+            made.url_token,
+            fenced.url_token,
+            iotda.url_token,
+            onenet.source.platform_secret or "",
+        )
 
 
 def _ms(minutes_ago: float) -> int:
@@ -361,3 +373,48 @@ def test_an_iotda_property_report_and_status_update(platform: Platform) -> None:
     assert (status.device_id, status.status) == ("hw-1", "offline")
     wrong = httpx.post(url, params={"token": platform.token}, content=b"{}", verify=platform.ca)
     assert (wrong.status_code, wrong.json()["error"]) == (401, "bad_token")
+
+
+def test_onenet_checks_the_url_then_its_signed_pushes_are_in_kafka(platform: Platform) -> None:
+    url = f"{platform.url}/v1/ingest/{platform.city}/onenet/cmcc"
+    good = signature_of(platform.onenet_token, "n0nce123", "check-me")
+    check = httpx.get(
+        url, params={"msg": "check-me", "nonce": "n0nce123", "signature": good}, verify=platform.ca
+    )
+    assert (check.status_code, check.text) == (200, "check-me")
+    assert check.headers["content-type"].startswith("text/plain")
+    refused = httpx.get(
+        url, params={"msg": "check-me", "nonce": "n0nce124", "signature": good}, verify=platform.ca
+    )
+    assert refused.status_code == 401
+    at_ms = _ms(6)
+    msg = json.dumps(
+        {
+            "productId": "00001",
+            "deviceName": "gas-0001",
+            "messageType": "notify",
+            "notifyType": "property",
+            "data": {"id": "1", "params": {"ch4": {"value": 5.5, "time": at_ms}}},
+        }
+    )
+    body = json.dumps(
+        {
+            "msg": msg,
+            "nonce": "abcdefgh",
+            "signature": signature_of(platform.onenet_token, "abcdefgh", msg),
+            "time": at_ms,
+            "id": "push-1",
+        }
+    ).encode()
+    answers: list[httpx.Response] = []
+    got = _during(
+        topics.READINGS.name,
+        lambda: answers.append(httpx.post(url, content=body, verify=platform.ca)),
+        _readings_of(platform.city),
+        1,
+    )
+    assert answers[0].status_code == 200, answers[0].text
+    [reading] = [codec.decode(v)[0] for v in got]
+    assert (reading.device_id, reading.value) == ("om-1", 5.5)
+    forged = body.replace(b"5.5", b"9.5")
+    assert httpx.post(url, content=forged, verify=platform.ca).status_code == 401
