@@ -14,7 +14,8 @@ from the phase's start offsets, the bench's city only).
 token): ``dataReport`` messages one a request, as CTWing sends them, and
 ``dataReportTupUnion`` messages of ``batch`` reports; ``iotda`` sends IoTDA's
 ``device.property`` notifications, one service a request and then ``batch`` services
-(each at its own time) a notification.
+(each at its own time) a notification; ``onenet`` OneNET Studio's signed property
+notifications, one a request (OneNET has no batch).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 import numpy as np
+import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
@@ -43,6 +45,7 @@ from tqdm import tqdm
 from bench._support import free_port, scratch_database
 from cityops.processes import wait_ready
 from cityops.settings import Settings, get_settings
+from ingest.push.connectors.onenet import signature_of
 from lifeline import codec
 from lifeline.devices import Device, gas_well
 from lifeline.topics import READINGS
@@ -60,6 +63,8 @@ PHASES = {
     "cityops": ("batched", "single"),
     "ctwing": ("union", "single"),
     "iotda": ("services", "single"),
+    # OneNET Studio pushes one message a request, each signed: there is no batch.
+    "onenet": ("single",),
 }
 
 
@@ -84,7 +89,7 @@ def run(
             source, _key, token = create_source(
                 conn, CITY, SOURCE, rate_per_s=1e9, platform=platform
             )
-            secret = token if token is not None else source.hmac_secret
+            secret = token or source.platform_secret or source.hmac_secret
             names = [f"nb-{i:05d}" for i in range(devices)]
             upsert_devices(
                 conn,
@@ -112,7 +117,8 @@ def run(
             _wait_ready(url, str(ca), proc, log)
             bar = tqdm(total=2, desc=f"bench push {platform}")
             phases = {}
-            for label, size in zip(PHASES[platform], (batch, 1), strict=True):
+            sizes = (batch, 1) if len(PHASES[platform]) == 2 else (1,)
+            for label, size in zip(PHASES[platform], sizes, strict=True):
                 phases[label] = _phase(
                     settings,
                     url,
@@ -135,7 +141,7 @@ def run(
                 proc.kill()
                 proc.wait()
             log.close()
-    batched, single = (phases[label] for label in PHASES[platform])
+    batched, single = phases[PHASES[platform][0]], phases["single"]
     return {
         "platform": platform,
         "readings_per_s": batched["readings_per_s"],
@@ -330,7 +336,34 @@ async def _push(
         ) % (at, ids[k], b",".join(parts))
         return b"%sContent-Length: %d\r\n\r\n%s" % (iotda_head, len(data), data)
 
+    onenet_head = (
+        f"POST /v1/ingest/{CITY}/onenet/{SOURCE} HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/json\r\n"
+    ).encode()
+
+    def onenet() -> bytes:
+        n = counter[0]
+        counter[0] += 1
+        at = base_ms + n
+        msg = orjson.dumps(
+            {
+                "productId": "p1",
+                "deviceName": ids[n % len(ids)].decode(),
+                "messageType": "notify",
+                "notifyType": "property",
+                "data": {"id": str(n), "params": {"ch4": {"value": n % 20 + 0.5, "time": at}}},
+            }
+        ).decode()
+        nonce = f"{n % 100_000_000:08d}"
+        sig = signature_of(secret, nonce, msg)
+        data = orjson.dumps(
+            {"msg": msg, "nonce": nonce, "signature": sig, "time": at, "id": f"b{n}"}
+        )
+        return b"%sContent-Length: %d\r\n\r\n%s" % (onenet_head, len(data), data)
+
     def request() -> bytes:
+        if platform == "onenet":
+            return onenet()
         if platform == "ctwing":
             return ctwing()
         if platform == "iotda":
