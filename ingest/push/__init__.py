@@ -17,8 +17,15 @@ the others go on. Readings are produced as batch records, ``acks=all``: a 2xx an
 means they are in Kafka. Retries are idempotent: the store keeps a reading once by its
 key (device, metric, time).
 
+Carrier and video platforms that cannot send our envelope push in their own formats to
+``/v1/ingest/{city}/{platform}/{source}``: one connector per platform
+(:mod:`~ingest.push.connectors`: verify the request, parse it into messages, answer as
+the platform expects), served by :mod:`~ingest.push.platforms` with the same decoder,
+dead letters, rate limits and producer.
+
 The rooms: :mod:`~ingest.push.handler` (who is calling, what the reports hold),
-:mod:`~ingest.push.limits` (rates, replays), :mod:`~ingest.push.producer` (records of
-concurrent requests produced together), :mod:`~ingest.push.answers` and
+:mod:`~ingest.push.platforms` and :mod:`~ingest.push.connectors` (the platforms' own
+formats), :mod:`~ingest.push.limits` (rates, replays), :mod:`~ingest.push.producer`
+(records of concurrent requests produced together), :mod:`~ingest.push.answers` and
 :mod:`~ingest.push.app` (the ASGI app that ``cityops push serve`` runs).
 """
