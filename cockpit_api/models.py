@@ -277,6 +277,10 @@ class Device(Answer):
     lifeline: str
     metrics: dict[str, str] = Field(description="metric → unit")
     transport: str
+    #: the push source of a pushed device, the id its platform knows it by, its IMEI
+    source: str | None = None
+    platform_id: str | None = None
+    imei: str | None = None
     asset_id: str | None
     owner_dept: str
     lon: float

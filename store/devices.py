@@ -168,7 +168,7 @@ def device_seen(ids: bool = False) -> sql.Composed:
         devices_where += only.format(sql.SQL("d.device_id"))
     return sql.SQL("""
     SELECT d.device_id, d.family, d.kind, d.metrics, d.transport, d.asset_id, d.owner_dept,
-           d.lon, d.lat, d.grid_code,
+           d.lon, d.lat, d.grid_code, d.source, d.platform_id, d.imei,
            s.status AS last_status, s.ts AS status_ts, s.battery_pct, r.last_ts AS last_reading,
            (coalesce(s.status <> 'offline' AND s.ts >= %(since)s, false)
             OR coalesce(r.last_ts >= %(since)s AND (s.ts IS NULL OR s.status <> 'offline'
@@ -210,7 +210,8 @@ DEVICE_SORTS: dict[DeviceSort, sql.Composable] = {
 @dataclass(frozen=True, kw_only=True)
 class DeviceFilter:
     """Which devices of a city a list holds, in what order, and which page of them:
-    ``q`` is the start of a device id or an asset id (any case)."""
+    ``q`` is the start of a device id, an asset id, a platform's id of the device (any
+    case) or its IMEI."""
 
     kind: str | None = None
     online: bool | None = None
@@ -249,7 +250,9 @@ def with_status(
     if f.q:
         where += sql.SQL(
             " AND (lower(device_id) LIKE %(q)s ESCAPE '\\'"
-            " OR lower(asset_id) LIKE %(q)s ESCAPE '\\')"
+            " OR lower(asset_id) LIKE %(q)s ESCAPE '\\'"
+            " OR lower(platform_id) LIKE %(q)s ESCAPE '\\'"
+            " OR imei LIKE %(q)s ESCAPE '\\')"
         )
         escaped = f.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         params["q"] = escaped + "%"

@@ -4,3 +4,7 @@
 -- them.
 ALTER TABLE push_sources ADD COLUMN IF NOT EXISTS platform_secret text;
 ALTER TABLE push_sources ADD COLUMN IF NOT EXISTS aes_key text;
+
+-- The device list finds a device by the start of the id its platform knows it by.
+CREATE INDEX IF NOT EXISTS devices_platform_id_prefix
+    ON devices (city, lower(platform_id) text_pattern_ops);

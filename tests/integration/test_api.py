@@ -645,6 +645,15 @@ def test_device_list_counts_all_pages_and_finds_by_the_start_of_an_id(
                     f"{b}.PG-{i:02d}",
                 ),
             )
+        conn.execute(
+            "UPDATE devices SET imei = '862592051651472' WHERE city = %s AND device_id = 'PG-05'",
+            (b,),
+        )
+        conn.execute(
+            "UPDATE devices SET transport = 'http', source = 'ct', platform_id = 'CTab12'"
+            " WHERE city = %s AND device_id = 'PG-06'",
+            (b,),
+        )
         everything = conn.execute("SELECT count(*) FROM devices WHERE city = %s", (b,)).fetchone()
     url = f"/v1/cities/{b}/devices"
     with client(server, keys["admin_b"]) as c:
@@ -676,6 +685,10 @@ def test_device_list_counts_all_pages_and_finds_by_the_start_of_an_id(
         assert bad.status_code == 422
         assert "sort" in bad.text
         assert c.get(url, params={"q": "nothing-like-it"}).json()["total"] == 0
+        by_imei = c.get(url, params={"q": "8625920"}).json()["items"]
+        assert [(d["device_id"], d["imei"]) for d in by_imei] == [("PG-05", "862592051651472")]
+        by_platform = c.get(url, params={"q": "ctab"}).json()["items"]
+        assert [(d["device_id"], d["platform_id"]) for d in by_platform] == [("PG-06", "CTab12")]
         # A search is a literal prefix: no wildcards.
         assert [c.get(url, params={"q": q}).json()["total"] for q in ("pg_", "%", "PG-%")] == [
             0,
