@@ -103,6 +103,7 @@ def simulate(
     pubs = Publishers(settings.broker(), read_credentials(credentials, city) if over_mqtt else {})
     pubs.connect(over_mqtt, show_progress)
     carrier = None
+    ca_file = settings.tls_dir / "ca.crt"
     if len(over_mqtt) < len(devices):
         carrier = Carriers(
             CarrierPlatform(
@@ -113,23 +114,9 @@ def simulate(
                 seed=seed,
                 idle=lambda seconds: pubs.idle(seconds, stop),
             ),
-            CTWingPlatform(
-                settings.push_url,
-                city,
-                tokens,
-                ca_file=settings.tls_dir / "ca.crt",
-                seed=seed,
-                idle=lambda seconds: pubs.idle(seconds, stop),
-            ),
+            CTWingPlatform(settings.push_url, city, tokens, ca_file=ca_file, seed=seed),
             ctwing,
-            OneNETPlatform(
-                settings.push_url,
-                city,
-                onenet,
-                ca_file=settings.tls_dir / "ca.crt",
-                seed=seed,
-                idle=lambda seconds: pubs.idle(seconds, stop),
-            ),
+            OneNETPlatform(settings.push_url, city, onenet, ca_file=ca_file, seed=seed),
         )
     ticks = 0
     try:
@@ -223,6 +210,11 @@ class Carriers:
     def push_batch(self, source: str, reports: list[dict[str, Any]]) -> None:
         self.own.push(source, reports)
 
+    def deliver(self) -> None:
+        """Send the one-message-a-request platforms' messages of the tick, together."""
+        self.ctwing.deliver()
+        self.onenet.deliver()
+
     def flush(self) -> None:
         self.own.flush()
 
@@ -273,6 +265,7 @@ def _publish_tick(
     if carrier is not None:
         for source, reports in pushed.items():
             carrier.push_batch(source, reports)
+        carrier.deliver()
     for camera, event, priority, confidence, event_at in sim.camera_events_at(t, interval):
         cam = next(d for d in sim.devices if d.device_id == camera)
         body = {

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,13 +156,28 @@ class CarrierPlatform:
         self._client.close()
 
 
-class CTWingPlatform:
-    """China Telecom's CTWing as the simulator plays it: each report of a device is one
-    ``dataReport`` message, one a request, to the source's connector URL (with its
-    token); a message whose answer did not come, or came 429 or 5xx, is sent again, at
-    most three times more, as CTWing does; and now and then a message whose answer the
-    platform did not see is sent again, so the connector's duplicate check is exercised
-    all the time."""
+@dataclass(frozen=True)
+class Job:
+    """One request a platform sends: the path, its query and the body."""
+
+    path: str
+    params: dict[str, str]
+    body: bytes
+
+
+class OneMessageAPlatform:
+    """A platform that pushes one message a request (CTWing, OneNET): the messages of a
+    tick are prepared in order (:meth:`report`), then sent together over a few keep-alive
+    connections (:meth:`deliver`), as the platform's many senders do; a message without a
+    200 is sent again up to ``attempts`` times, and about ``repeat_rate`` of them are
+    sent twice, as when the platform did not see the answer."""
+
+    #: the platform's name, for messages
+    title = ""
+    #: how many times the platform sends a message at most
+    attempts = 4
+    #: requests in flight together
+    senders = 8
 
     def __init__(
         self,
@@ -171,7 +188,6 @@ class CTWingPlatform:
         ca_file: Path | None = None,
         repeat_rate: float = 0.02,
         seed: int = 7,
-        idle: Callable[[float], object] = time.sleep,
         timeout_s: float = 15.0,
     ) -> None:
         verify: ssl.SSLContext | bool = True
@@ -183,21 +199,105 @@ class CTWingPlatform:
         self.stats = PushStats()
         self._url = url
         self._rng = np.random.default_rng(seed)
-        self._idle = idle
-        self._packets: dict[str, int] = {}
+        self._jobs: list[Job] = []
+        self._repeats: list[Job] = []
+        self._lock = threading.Lock()
         self._client = httpx.Client(
             base_url=url,
             verify=verify,
             timeout=timeout_s,
             headers={"content-type": "application/json"},
+            limits=httpx.Limits(max_connections=self.senders),
         )
+
+    def token_of(self, source: str) -> str:
+        token = self.tokens.get(source)
+        if token is None:
+            raise CityOpsError(f"no token for {self.title} source {source!r}")
+        return token
+
+    def queue(self, job: Job) -> None:
+        self._jobs.append(job)
+        self.stats.reports += 1
+        if self._rng.random() < self.repeat_rate:
+            self._repeats.append(job)
+            self.stats.repeated += 1
+
+    def deliver(self) -> None:
+        """Send the messages queued since the last call, then those sent twice; raise
+        ``CityOpsError`` when the endpoint refuses one for good."""
+        for jobs in (self._jobs, self._repeats):
+            if not jobs:
+                continue
+            with ThreadPoolExecutor(self.senders) as pool:
+                for failure in pool.map(self._send, jobs):
+                    if failure is not None:
+                        raise CityOpsError(failure)
+        self._jobs, self._repeats = [], []
+
+    def _send(self, job: Job) -> str | None:
+        for attempt in range(self.attempts):
+            try:
+                answer = self._client.post(job.path, params=job.params, content=job.body)
+            except httpx.TransportError as exc:
+                log.warning(
+                    f"{self.title} push unreachable",
+                    extra={"url": self._url, "error": str(exc), "attempt": attempt + 1},
+                )
+                self._count(retries=1)
+                time.sleep(min(2.0 ** (attempt + 1), 10.0))
+                continue
+            if answer.status_code == 200:
+                result = answer.json()
+                self._count(requests=1, dead=int(result.get("dead_lettered", 0)))
+                if result.get("errors"):
+                    self._count(errors=result["errors"][:5])
+                return None
+            self._count(requests=1)
+            if answer.status_code in (429, 503):
+                self._count(retries=1)
+                time.sleep(float(answer.headers.get("retry-after", "1") or 1))
+                continue
+            return (
+                f"the push endpoint refused a {self.title} message to {job.path}: "
+                f"{answer.status_code} {answer.text[:300]}"
+            )
+        return (
+            f"the push endpoint {self._url} did not take a {self.title} message in "
+            f"{self.attempts} attempts; is `cityops push serve` running?"
+        )
+
+    def _count(
+        self, requests: int = 0, retries: int = 0, dead: int = 0, errors: list[Any] | None = None
+    ) -> None:
+        with self._lock:
+            self.stats.requests += requests
+            self.stats.retries += retries
+            self.stats.dead_lettered += dead
+            if errors and len(self.stats.errors) < 20:
+                self.stats.errors.extend(errors)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class CTWingPlatform(OneMessageAPlatform):
+    """China Telecom's CTWing as the simulator plays it: each report of a device is one
+    ``dataReport`` message, one a request, to the source's connector URL (with its
+    token), sent again at most three times more, as CTWing does."""
+
+    title = "CTWing"
+    attempts = 4  # the first send and CTWing's three retries
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._packets: dict[str, int] = {}
 
     def report(
         self, source: str, platform_id: str, imei: str | None, ts_ms: int, values: dict[str, Any]
     ) -> None:
-        """Push one report of the device CTWing knows as ``platform_id``."""
-        token = self.tokens.get(source)
-        if token is None:
+        """Queue one report of the device CTWing knows as ``platform_id``."""
+        if source not in self.tokens:
             raise CityOpsError(
                 f"no URL token for CTWing source {source!r}: pass the file `cityops demo` "
                 "wrote (push-tokens-CITY.json) with --push-tokens, or create the source "
@@ -225,91 +325,27 @@ class CTWingPlatform:
             }
         )
         path = f"/v1/ingest/{self.city}/ctwing/{source}"
-        self._send(path, token, source, body)
-        self.stats.reports += 1
-        if self._rng.random() < self.repeat_rate:
-            self._send(path, token, source, body)
-            self.stats.repeated += 1
-
-    def _send(self, path: str, token: str, source: str, body: bytes) -> None:
-        for attempt in range(4):  # the first send and CTWing's three retries
-            try:
-                answer = self._client.post(path, params={"token": token}, content=body)
-            except httpx.TransportError as exc:
-                log.warning(
-                    "CTWing push unreachable",
-                    extra={"url": self._url, "error": str(exc), "attempt": attempt + 1},
-                )
-                self.stats.retries += 1
-                self._idle(min(2.0 ** (attempt + 1), 10.0))
-                continue
-            self.stats.requests += 1
-            if answer.status_code == 200:
-                result = answer.json()
-                self.stats.dead_lettered += int(result.get("dead_lettered", 0))
-                if result.get("errors") and len(self.stats.errors) < 20:
-                    self.stats.errors.extend(result["errors"][:5])
-                return
-            if answer.status_code in (429, 503):
-                self.stats.retries += 1
-                self._idle(float(answer.headers.get("retry-after", "1") or 1))
-                continue
-            raise CityOpsError(
-                f"the push endpoint refused CTWing source {source!r}: {answer.status_code} "
-                f"{answer.text[:300]}"
-            )
-        raise CityOpsError(
-            f"the push endpoint {self._url} did not take a CTWing message of source "
-            f"{source!r} in 4 attempts; is `cityops push serve` running?"
-        )
-
-    def close(self) -> None:
-        self._client.close()
+        self.queue(Job(path, {"token": self.token_of(source)}, body))
 
 
-class OneNETPlatform:
+class OneNETPlatform(OneMessageAPlatform):
     """OneNET Studio as the simulator plays it: before a source's first push, the URL
     check (``GET ?msg=&nonce=&signature=``, answered with ``msg``); then each report of a
     device is one property notification, one a request, signed with the source's token
-    (Base64(MD5(token + nonce + msg))); a push without a 200 is sent again (OneNET tries
-    up to 16 times), and now and then one whose answer it did not see comes again with
-    the same ``id``."""
+    (Base64(MD5(token + nonce + msg))), sent until a 200 (OneNET tries 16 times)."""
 
-    def __init__(
-        self,
-        url: str,
-        city: str,
-        tokens: dict[str, str],
-        *,
-        ca_file: Path | None = None,
-        repeat_rate: float = 0.02,
-        seed: int = 7,
-        idle: Callable[[float], object] = time.sleep,
-        timeout_s: float = 5.0,
-    ) -> None:
-        verify: ssl.SSLContext | bool = True
-        if url.startswith("https") and ca_file is not None and ca_file.exists():
-            verify = ssl.create_default_context(cafile=str(ca_file))
-        self.city = city
-        self.tokens = tokens
-        self.repeat_rate = repeat_rate
-        self.stats = PushStats()
-        self._url = url
-        self._rng = np.random.default_rng(seed)
-        self._idle = idle
+    title = "OneNET"
+    attempts = 16
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
         self._checked: set[str] = set()
         self._sent = 0
-        self._client = httpx.Client(base_url=url, verify=verify, timeout=timeout_s)
 
     def report(
         self, source: str, device_name: str, imei: str | None, ts_ms: int, values: dict[str, Any]
     ) -> None:
-        token = self.tokens.get(source)
-        if token is None:
-            raise CityOpsError(
-                f"OneNET source {source!r} has no token; create it with "
-                "`cityops push source create --platform onenet`"
-            )
+        token = self.token_of(source)
         path = f"/v1/ingest/{self.city}/onenet/{source}"
         if source not in self._checked:
             self._check(path, token, source)
@@ -337,11 +373,7 @@ class OneNETPlatform:
                 "id": f"{device_name}-{ts_ms}",
             }
         )
-        self._send(path, source, body)
-        self.stats.reports += 1
-        if self._rng.random() < self.repeat_rate:
-            self._send(path, source, body)
-            self.stats.repeated += 1
+        self.queue(Job(path, {}, body))
 
     def _check(self, path: str, token: str, source: str) -> None:
         msg, nonce = f"check-{self._rng.integers(1 << 30)}", _nonce(self._rng)
@@ -353,43 +385,6 @@ class OneNETPlatform:
                 f"{answer.text[:200]}"
             )
         self._checked.add(source)
-
-    def _send(self, path: str, source: str, body: bytes) -> None:
-        for attempt in range(16):
-            try:
-                answer = self._client.post(
-                    path, content=body, headers={"content-type": "application/json"}
-                )
-            except httpx.TransportError as exc:
-                log.warning(
-                    "OneNET push unreachable",
-                    extra={"url": self._url, "error": str(exc), "attempt": attempt + 1},
-                )
-                self.stats.retries += 1
-                self._idle(min(2.0 ** (attempt + 1), 10.0))
-                continue
-            self.stats.requests += 1
-            if answer.status_code == 200:
-                result = answer.json()
-                self.stats.dead_lettered += int(result.get("dead_lettered", 0))
-                if result.get("errors") and len(self.stats.errors) < 20:
-                    self.stats.errors.extend(result["errors"][:5])
-                return
-            if answer.status_code in (429, 503):
-                self.stats.retries += 1
-                self._idle(float(answer.headers.get("retry-after", "1") or 1))
-                continue
-            raise CityOpsError(
-                f"the push endpoint refused OneNET source {source!r}: {answer.status_code} "
-                f"{answer.text[:300]}"
-            )
-        raise CityOpsError(
-            f"the push endpoint {self._url} did not take a OneNET push of source {source!r} "
-            "in 16 attempts; is `cityops push serve` running?"
-        )
-
-    def close(self) -> None:
-        self._client.close()
 
 
 def _nonce(rng: np.random.Generator) -> str:

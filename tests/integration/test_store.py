@@ -96,9 +96,14 @@ def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str, store_p
                 "SELECT view_name, materialized_only"
                 " FROM timescaledb_information.continuous_aggregates ORDER BY 1"
             ).fetchall()
-    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert {"devices_id_prefix", "devices_asset_prefix"} <= indexes
-    assert {"devices_platform_id", "devices_imei", "devices_imei_prefix"} <= indexes
+    assert {
+        "devices_platform_id",
+        "devices_imei",
+        "devices_imei_prefix",
+        "devices_platform_id_prefix",
+    } <= indexes
     assert {m.variant for m in first} <= {"common", store_path}
     assert path == store_path
     assert again == []
