@@ -1006,6 +1006,7 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
     import httpx
 
     from cityops.push import tls_files
+    from ingest.push.connectors.onenet import signature_of
     from ingest.push.handler import SIGNATURE_HEADER, SOURCE_HEADER
     from lifeline.devices import gas_well
     from lifeline.signature import sign
@@ -1025,6 +1026,7 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
             platform="ctwing",
             networks=parse_networks(["203.0.113.0/24"]),
         )
+        cmcc = create_source(conn, pipe.city, "drill-on", platform="onenet").source
         pushed = [
             gas_well(city, f"ps-{i:03d}", owner_dept="drill", transport="http", source="drill-nb")
             for city in (pipe.city, other)
@@ -1226,6 +1228,45 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
             expect(
                 f"CTWing hostile body ({what})", {200, 413}, body, {}, f"{ct_path}?token={token}"
             )
+        # OneNET: its URL check and pushes signed with the source's token, nothing else.
+        on_path = f"/v1/ingest/{pipe.city}/onenet/drill-on"
+        on_token = cmcc.platform_secret or ""
+        probes += 2
+        check = c.get(
+            on_path,
+            params={
+                "msg": "drill",
+                "nonce": "abcdefgh",
+                "signature": signature_of(on_token, "abcdefgh", "drill"),
+            },
+        )
+        if (check.status_code, check.text) != (200, "drill"):
+            findings.append(f"push, OneNET URL check: {check.status_code} {check.text[:100]}")
+        forged = c.get(
+            on_path,
+            params={
+                "msg": "drill",
+                "nonce": "abcdefgh",
+                "signature": signature_of("guess", "abcdefgh", "drill"),
+            },
+        )
+        if forged.status_code != 401:
+            findings.append(f"push, OneNET URL check with a wrong token: {forged.status_code}")
+        on_msg = json.dumps({"deviceName": "x", "messageType": "lifeCycle", "data": {}})
+        unsigned = json.dumps({"msg": on_msg, "nonce": "abcdefgh", "signature": "AAAA"})
+        expect("OneNET with a wrong signature", {401}, unsigned.encode(), {}, on_path)
+        signed_on = json.dumps(
+            {
+                "msg": on_msg,
+                "nonce": "abcdefgh",
+                "signature": signature_of(on_token, "abcdefgh", on_msg),
+            }
+        )
+        expect(
+            "OneNET signed, a bad message (dead-lettered)", {200}, signed_on.encode(), {}, on_path
+        )
+        for what, body in _hostile_bodies():
+            expect(f"OneNET hostile body ({what})", {401, 413}, body, {}, on_path)
         probes += 1
         if c.get("/ready").status_code != 200:
             findings.append("push: not ready after the hostile bodies")
@@ -1288,6 +1329,7 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
         "push ingest key": my_key.split(".", 1)[1],
         "push HMAC secret": mine.hmac_secret,
         "CTWing URL token": token,
+        "OneNET token": cmcc.platform_secret or "",
     }
 
 

@@ -127,3 +127,17 @@ def _status(connector: Connector, source: PushSource, request: Request) -> int:
     except Refused as exc:
         return exc.status
     return 200
+
+
+def test_hostile_bodies_are_refused_or_read_by_every_connector() -> None:
+    from drills.suite import _hostile_bodies
+
+    for connector in CONNECTORS.values():
+        source = PushSource(
+            "320100", "s", "k", "h", "x", None, 1.0, connector.platform, "t", (), "tok", None
+        )
+        for what, body in _hostile_bodies():
+            request = Request("POST", {"token": "t"}, {}, body, "127.0.0.1")
+            assert 200 <= _status(connector, source, request) < 500, (connector.platform, what)
+            got = _read(connector, body)
+            assert isinstance(got, str | Parsed), (connector.platform, what)

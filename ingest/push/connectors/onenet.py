@@ -28,11 +28,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Iterator
 from datetime import datetime
+from json import JSONDecoder
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -155,8 +156,8 @@ class OneNETStudio(_OneNETBase):
 
     def signed_parts(self, body: bytes) -> tuple[str, str, str]:
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
             raise _unauthenticated("not JSON") from None
         if not isinstance(data, dict):
             raise _unauthenticated("not a JSON object")
@@ -172,8 +173,8 @@ class OneNETStudio(_OneNETBase):
         if source is not None and source.aes_key:
             text = decrypt(text, source.aes_key)
         try:
-            msg = json.loads(text)
-        except ValueError:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
             raise PayloadError(
                 "bad_shape",
                 "msg is not JSON text: an encrypted push needs the source's AES key "
@@ -257,17 +258,17 @@ class OneNETLegacy(_OneNETBase):
 
     def signed_parts(self, body: bytes) -> tuple[str, str, str]:
         try:
-            text = body.decode()
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
             raise _unauthenticated("not JSON") from None
+        text = body.decode()
         if not isinstance(data, dict):
             raise _unauthenticated("not a JSON object")
         nonce, given = data.get("nonce"), data.get("msg_signature")
         field = "enc_msg" if "enc_msg" in data else "msg"
         try:
             raw = raw_member(text, field)
-        except ValueError:
+        except (ValueError, RecursionError):
             raw = None
         if not (isinstance(nonce, str) and isinstance(given, str) and raw is not None):
             raise _unauthenticated("msg (or enc_msg), msg_signature and nonce")
@@ -335,7 +336,7 @@ def _legacy(item: Any) -> Message:
 def raw_member(text: str, key: str) -> str | None:
     """The raw text of member ``key`` of the JSON object ``text``, exactly as it stands
     (None if the object has no such member)."""
-    decoder = json.JSONDecoder()
+    decoder = JSONDecoder()
     i = _skip(text, 0)
     if i >= len(text) or text[i] != "{":
         return None
