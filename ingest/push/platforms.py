@@ -91,7 +91,7 @@ class PlatformIngest:
         t0 = time.perf_counter()
         outcome = "accepted"
         try:
-            connector, source = self._caller(city, platform, name)
+            connector, source = self._caller(city, platform, name, request.peer)
             connector.verify(source, request)
             if request.method == "GET":
                 answer = _handshake(connector, source, request)
@@ -104,7 +104,11 @@ class PlatformIngest:
         SECONDS.observe(time.perf_counter() - t0)
         return answer
 
-    def _caller(self, city: str, platform: str, name: str) -> tuple[Connector, PushSource]:
+    def _caller(
+        self, city: str, platform: str, name: str, peer: str | None
+    ) -> tuple[Connector, PushSource]:
+        """The connector and the source a request is for, if it comes from one of the
+        source's networks (any, unless it lists some)."""
         connector = self.connectors.get(platform)
         if connector is None:
             raise Refused(
@@ -118,6 +122,12 @@ class PlatformIngest:
                 404,
                 "unknown_source",
                 f"city {city} has no {connector.title} push source named {name!r}",
+            )
+        if not source.admits(peer):
+            raise Refused(
+                403,
+                "network_refused",
+                f"source {name!r} takes pushes only from its platform's networks, not from {peer}",
             )
         return connector, source
 
