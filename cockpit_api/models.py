@@ -74,6 +74,9 @@ class DeviceCounts(Answer):
     total: int
     online: int
     offline: int
+    unreported: int = Field(
+        0, description="cameras that report events only: their liveness is not known"
+    )
 
 
 class OpenIncidents(Answer):
@@ -168,6 +171,13 @@ class Anomaly(Answer):
     score: float
     evidence: list[dict[str, Any]]
     message: str
+    #: a camera's event: where its pictures are (URLs, or a pushed picture by digest)
+    pictures: list[str] = []
+
+
+class CameraEvents(Answer):
+    device_id: str
+    items: list[Anomaly]
 
 
 class Level(Answer):
@@ -286,7 +296,10 @@ class Device(Answer):
     lon: float
     lat: float
     grid_code: str | None
-    online: bool
+    online: bool | None = Field(
+        description="seen within the online window; null for a camera that reports events "
+        "only (no heartbeat or status ever)"
+    )
     last_status: Literal["online", "offline", "heartbeat"] | None
     status_ts: datetime | None
     battery_pct: float | None

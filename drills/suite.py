@@ -992,6 +992,18 @@ def _hostile_bodies() -> list[tuple[str, bytes]]:
             for bad in INJECTIONS
         ),
         ("lone surrogate", b'{"device_id": "ps-000\\u202e\\ud800", "metric": "ch4"}'),
+        (
+            "XML entity expansion",
+            b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxxxx">'
+            + b"".join(b'<!ENTITY x%d "&x;&x;&x;&x;&x;&x;&x;&x;&x;&x;">' % i for i in range(9))
+            + b"]><EventNotificationAlert>&x8;</EventNotificationAlert>",
+        ),
+        (
+            "XML external entity",
+            b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            b"<EventNotificationAlert><eventType>&x;</eventType></EventNotificationAlert>",
+        ),
+        ("deep XML", b"<a>" * 50_000 + b"</a>" * 50_000),
     ]
 
 

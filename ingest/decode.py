@@ -187,14 +187,14 @@ class Decoder:
                     f"{s.metric} = {value:g} {canonical} is outside the physical range "
                     f"[{low:g}, {high:g}]; check the sensor or its unit",
                 )
-            self._check_time(s.ts, received_at)
+            self.check_time(s.ts, received_at)
             encoded = codec.encode_reading(
                 device.city, device.device_id, s.ts, s.metric, value, canonical, s.quality
             )
             out.append(Outgoing(topics.READINGS.name, key, encoded))
         return out
 
-    def _check_time(self, ts: datetime, received_at: datetime) -> None:
+    def check_time(self, ts: datetime, received_at: datetime) -> None:
         if ts > received_at + self.limits.max_future:
             raise PayloadError(
                 "bad_timestamp",
@@ -228,7 +228,7 @@ class Decoder:
                 f"event names camera {event.camera_id} but was published on the topic of "
                 f"{device.device_id}",
             )
-        self._check_time(event.ts, received_at)
+        self.check_time(event.ts, received_at)
         if event.crs not in {"EPSG:4326", "EPSG:4490"}:
             lon, lat = to_wgs84(event.lon, event.lat, event.crs)
             event = event.model_copy(

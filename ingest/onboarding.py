@@ -199,8 +199,6 @@ def plan(
         source = str(p.get("source") or "").strip() or None
         if transport not in {"mqtt", "http"}:
             errs.append(f"transport: {transport!r} is not mqtt or http")
-        elif transport == "http" and kind == CAMERA:
-            errs.append("transport: cameras report over MQTT")
         elif transport == "http" and source is None:
             errs.append("source: an http device names the push source that reports it")
         elif transport == "http" and sources is not None and source not in sources:
@@ -211,11 +209,24 @@ def plan(
         elif transport == "mqtt" and source is not None:
             errs.append("source: only http devices have a push source")
         platform_id = str(p.get("platform_id") or "").strip() or None
+        index_code = str(p.get("index_code") or "").strip() or None
+        if index_code is not None:
+            if kind != CAMERA:
+                errs.append("index_code: only cameras have a video platform's index code")
+            elif platform_id is not None and platform_id != index_code:
+                errs.append("index_code: differs from platform_id; give one of them")
+            platform_id = index_code
+        if transport == "http" and kind == CAMERA and platform_id is None:
+            errs.append(
+                "index_code: a camera pushed by a video platform needs the id the platform "
+                "names it by (iSecure Center: its index code; ISAPI: its MAC address, or "
+                "MAC/channel behind an NVR) in index_code or platform_id"
+            )
         if platform_id is not None:
             if transport != "http":
                 errs.append("platform_id: only devices pushed by a platform (transport http)")
             elif not _PLATFORM_ID.match(platform_id):
-                errs.append("platform_id: use 1-64 letters, digits, '.', '_', ':' or '-'")
+                errs.append("platform_id: use 1-64 letters, digits, '.', '_', ':', '/' or '-'")
             elif (source, platform_id) in seen_platform:
                 errs.append(
                     f"platform_id: {platform_id} of source {source} is also on row "

@@ -11,7 +11,7 @@ from lifeline.codes import CITY_PATTERN, GRID_PATTERN
 Family = Literal["sensors", "cameras"]
 
 
-PLATFORM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+PLATFORM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 IMEI_PATTERN = r"^[0-9]{15}$"
 
 

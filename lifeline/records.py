@@ -126,6 +126,11 @@ class VideoEvent(Record):
     snapshot_url: str | None = Field(None, max_length=2048)
     clip_url: str | None = Field(None, max_length=2048)
     description: str | None = Field(None, max_length=1000)
+    #: the video platform's own event code (iSecure Center ``eventType``, ISAPI
+    #: ``eventType``), kept for events the city's code table does not map
+    code: str | None = Field(None, max_length=64)
+    #: where the event's pictures are (URLs, or a picture carried in the push, by digest)
+    pictures: tuple[str, ...] = Field((), max_length=8)
 
 
 class Evidence(Record):
@@ -160,6 +165,8 @@ class Anomaly(Record):
     score: float = Field(1.0, ge=0.0, le=1.0)
     evidence: tuple[Evidence, ...] = ()
     message: str = ""
+    #: a camera's event: where its pictures are
+    pictures: tuple[str, ...] = Field((), max_length=8)
 
 
 class Incident(Record):

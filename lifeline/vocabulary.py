@@ -53,6 +53,9 @@ class VideoEventType(StrEnum):
     PILED_MATERIALS = "piled_materials"
     GARBAGE_OVERFLOW = "garbage_overflow"
     MUCK_DUMPING = "muck_dumping"
+    #: a video platform's event whose code the city's code table does not name: kept
+    #: and shown to operators with the platform's code, never dropped
+    UNMAPPED = "unmapped"
 
 
 class IncidentType(StrEnum):

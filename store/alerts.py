@@ -121,7 +121,7 @@ def anomalies_of(
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT anomaly_id, kind, state, device_id, camera_id, asset_id, grid_cell, lon, lat,"
-            " ts, detector, severity, score, evidence, message FROM anomalies"
+            " ts, detector, severity, score, evidence, message, pictures FROM anomalies"
             " WHERE city = %s AND anomaly_id = ANY(%s) ORDER BY ts",
             (city, list(anomaly_ids)),
         ).fetchall()

@@ -158,7 +158,9 @@ def load_credentials(conn: psycopg.Connection[Any], city: str) -> list[Credentia
 # rollup (real-time past its watermark, see store.queries.rollup_rows).
 def device_seen(ids: bool = False) -> sql.Composed:
     """Devices of ``%(city)s`` with their last status, last reading and whether they
-    are online (seen since ``%(since)s``); with ``ids`` only those in ``%(ids)s``, their
+    are online (seen since ``%(since)s``; unknown, NULL, for a camera that has never
+    sent a heartbeat or status: it reports events only, and its silence means nothing);
+    with ``ids`` only those in ``%(ids)s``, their
     readings looked up alone (a page of a large city costs a page, not the city)."""
     only = sql.SQL(" AND {} = ANY(%(ids)s)") if ids else None
     rows_where: sql.Composable = sql.SQL("r.city = %(city)s")
@@ -170,9 +172,10 @@ def device_seen(ids: bool = False) -> sql.Composed:
     SELECT d.device_id, d.family, d.kind, d.metrics, d.transport, d.asset_id, d.owner_dept,
            d.lon, d.lat, d.grid_code, d.source, d.platform_id, d.imei,
            s.status AS last_status, s.ts AS status_ts, s.battery_pct, r.last_ts AS last_reading,
+           CASE WHEN d.family = 'cameras' AND s.ts IS NULL THEN NULL ELSE
            (coalesce(s.status <> 'offline' AND s.ts >= %(since)s, false)
             OR coalesce(r.last_ts >= %(since)s AND (s.ts IS NULL OR s.status <> 'offline'
-                                                   OR r.last_ts > s.ts), false)) AS online
+                                                   OR r.last_ts > s.ts), false)) END AS online
     FROM devices d
     LEFT JOIN device_status s ON s.city = d.city AND s.device_id = d.device_id
     LEFT JOIN (SELECT device_id, max(last_ts) AS last_ts FROM ({rows}) r1
@@ -304,3 +307,16 @@ def with_status(
             else LIFELINE_OF_KIND.get(row["kind"], "devices")
         )
     return rows, total
+
+
+def camera_events(
+    conn: psycopg.Connection[Any], city: str, camera_id: str, limit: int = 50
+) -> list[dict[str, Any]]:
+    """A camera's latest events (as the anomalies they raised), newest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT anomaly_id, kind, state, device_id, camera_id, asset_id, grid_cell, lon,"
+            " lat, ts, detector, severity, score, evidence, message, pictures FROM anomalies"
+            " WHERE city = %s AND camera_id = %s ORDER BY ts DESC, anomaly_id LIMIT %s",
+            (city, camera_id, limit),
+        ).fetchall()

@@ -40,8 +40,9 @@ def upsert_anomalies(conn: psycopg.Connection[Any], anomalies: Sequence[Anomaly]
         cur.executemany(
             """
             INSERT INTO anomalies AS a (anomaly_id, city, kind, state, device_id, camera_id,
-                asset_id, grid_cell, lon, lat, ts, detector, severity, score, evidence, message)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                asset_id, grid_cell, lon, lat, ts, detector, severity, score, evidence, message,
+                pictures)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (anomaly_id) DO UPDATE SET state = EXCLUDED.state,
                 severity = EXCLUDED.severity, score = EXCLUDED.score,
                 evidence = EXCLUDED.evidence, message = EXCLUDED.message, ts = EXCLUDED.ts
@@ -65,6 +66,7 @@ def upsert_anomalies(conn: psycopg.Connection[Any], anomalies: Sequence[Anomaly]
                     a.score,
                     json.dumps([e.model_dump(mode="json") for e in a.evidence]),
                     a.message,
+                    list(a.pictures),
                 )
                 for a in anomalies
             ],

@@ -20,7 +20,8 @@ def overview(
 ) -> dict[str, Any]:
     dev_rows = conn.execute(
         sql.SQL(
-            "SELECT kind, count(*), count(*) FILTER (WHERE online) FROM ({}) x GROUP BY kind"
+            "SELECT kind, count(*), count(*) FILTER (WHERE online),"
+            " count(*) FILTER (WHERE online IS NULL) FROM ({}) x GROUP BY kind"
         ).format(DEVICE_SEEN),
         seen_params(city, now - online_window),
     ).fetchall()
@@ -41,13 +42,14 @@ def overview(
     assert times is not None  # noqa: S101  # an aggregate always returns a row
     total = sum(r[1] for r in dev_rows)
     online = sum(r[2] for r in dev_rows)
+    unreported = sum(r[3] for r in dev_rows)
     by_sev = {s.value: 0 for s in Severity}
     by_type: dict[str, int] = {}
     lifeline: dict[str, dict[str, Any]] = {
         name: {"devices": 0, "online": 0, "open_incidents": 0, "worst_severity": None}
         for name in LIFELINES
     }
-    for kind, n, on in dev_rows:
+    for kind, n, on, _ in dev_rows:
         entry = lifeline[LIFELINE_OF_KIND.get(kind, "devices")]
         entry["devices"] += n
         entry["online"] += on
@@ -70,7 +72,12 @@ def overview(
     return {
         "city": city,
         "at": now,
-        "devices": {"total": total, "online": online, "offline": total - online},
+        "devices": {
+            "total": total,
+            "online": online,
+            "offline": total - online - unreported,
+            "unreported": unreported,
+        },
         "open_incidents": {
             "total": sum(by_sev.values()),
             "by_severity": by_sev,

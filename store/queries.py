@@ -236,8 +236,8 @@ def anomalies(conn: psycopg.Connection[Any], f: EventFilter) -> list[dict[str, A
     return _page(
         conn,
         "SELECT anomaly_id, city, kind, state, device_id, camera_id, asset_id, grid_cell, lon,"
-        " lat, ts, detector, severity, score, evidence, message FROM anomalies WHERE {}"
-        " ORDER BY ts DESC, anomaly_id",
+        " lat, ts, detector, severity, score, evidence, message, pictures FROM anomalies"
+        " WHERE {} ORDER BY ts DESC, anomaly_id",
         where,
         params,
     )

@@ -402,6 +402,7 @@ def video_anomaly(event: VideoEvent, camera: Device) -> Anomaly:
         severity=_PRIORITY[event.priority],
         score=event.confidence,
         message=event.description or event.event_type.value,
+        pictures=event.pictures or ((event.snapshot_url,) if event.snapshot_url else ()),
     )
 
 

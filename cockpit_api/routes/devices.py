@@ -1,4 +1,5 @@
-"""Devices and cameras of a city with their status, and one metric's series."""
+"""Devices and cameras of a city with their status, one metric's series, and a camera's
+latest events."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import Path as PathParam
 
 from cockpit_api import present
 from cockpit_api.deps import City, Conn, Svc, Time
-from cockpit_api.models import DevicePage, Lifeline, Series
+from cockpit_api.models import CameraEvents, DevicePage, Lifeline, Series
 from cockpit_api.services import json_response
 from lifeline.codes import GRID_PATTERN
 from store import devices as store
@@ -107,3 +108,25 @@ def device_series(
             "points": present.points(points),
         }
     )
+
+
+@router.get("/{device_id}/events", response_model=CameraEvents)
+def camera_events(
+    city: City,
+    c: Conn,
+    device_id: Annotated[str, PathParam(min_length=1, max_length=64)],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Response:
+    """A camera's latest video events, newest first, with their pictures (mapped or
+    ``unmapped``: an event whose code the city's table does not name is listed too)."""
+    found = c.execute(
+        "SELECT family FROM devices WHERE city = %s AND device_id = %s", (city, device_id)
+    ).fetchone()
+    if found is None:
+        raise HTTPException(404, detail=f"city {city} has no device {device_id!r}")
+    if found[0] != "cameras":
+        raise HTTPException(
+            422, detail=f"{device_id} is a sensor: its readings are at /devices/{{id}}/series"
+        )
+    rows = store.camera_events(c, city, device_id, limit)
+    return json_response({"device_id": device_id, "items": rows})

@@ -19,7 +19,11 @@ const I18N = {
     normal: "正常", warning: "预警", alarm: "告警", starts: "事件开始", distance: "距离",
     gas: "燃气", water: "供水", drainage: "排水防涝", bridge: "桥梁", heating: "供热",
     tunnel: "综合管廊", public_safety: "公共安全", devicesLL: "其他设备",
-    camera: "视频点位",
+    camera: "视频点位", eventsOnly: "仅事件上报", cameraEvents: "最近视频事件", noEvents: "暂无事件",
+    picture: "图片", unmapped: "未映射事件",
+    road_ponding: "道路积水", manhole_cover_missing: "井盖缺失", smoke_fire: "烟火",
+    crowd_density: "人员聚集", illegal_parking: "违章停车", occupy_road_trading: "占道经营",
+    pedlar: "流动摊贩", piled_materials: "乱堆物料", garbage_overflow: "垃圾满溢", muck_dumping: "渣土倾倒",
     hospital: "医院", school: "学校", kindergarten: "幼儿园", nursing_home: "养老院",
     shelter: "避难场所", metro: "地铁站", market: "商场",
     title: "城市生命线运行驾驶舱", city: "城市", offline: "离线", online: "实时", logout: "退出",
@@ -54,7 +58,12 @@ const I18N = {
     gas: "Gas", water: "Water supply", drainage: "Drainage & flooding", bridge: "Bridges",
     heating: "Heating", tunnel: "Utility tunnels", public_safety: "Public safety",
     devicesLL: "Other devices",
-    camera: "Video point",
+    camera: "Video point", eventsOnly: "events only", cameraEvents: "Latest video events",
+    noEvents: "No events yet", picture: "picture", unmapped: "Unmapped event",
+    road_ponding: "Road ponding", manhole_cover_missing: "Missing manhole cover", smoke_fire: "Smoke or fire",
+    crowd_density: "Crowd", illegal_parking: "Illegal parking", occupy_road_trading: "Road-side trading",
+    pedlar: "Pedlar", piled_materials: "Piled materials", garbage_overflow: "Overflowing garbage",
+    muck_dumping: "Muck dumping",
     hospital: "Hospital", school: "School", kindergarten: "Kindergarten",
     nursing_home: "Nursing home", shelter: "Shelter", metro: "Metro station", market: "Market",
     title: "City Lifeline Operations Cockpit", city: "City", offline: "offline", online: "live",
@@ -510,10 +519,10 @@ async function loadDevices(offset = 0) {
   for (const d of items) {
     const tr = document.createElement("tr");
     tr.dataset.device = d.device_id;
-    tr.className = d.online ? "online" : "offline";
+    tr.className = d.online === null ? "unreported" : d.online ? "online" : "offline";
     if (state.device?.device_id === d.device_id) tr.classList.add("selected");
     const cells = [d.device_id, kindName(d.kind), llName(d.lifeline), d.grid_code || "–",
-                   d.online ? t("onlineOnly") : t("offlineOnly"),
+                   d.online === null ? t("eventsOnly") : d.online ? t("onlineOnly") : t("offlineOnly"),
                    d.last_reading ? new Date(d.last_reading).toLocaleString() : "–"];
     for (const text of cells) tr.append(Object.assign(document.createElement("td"), { textContent: text }));
     tr.onclick = () => openDevice(d);
@@ -531,10 +540,42 @@ function openDevice(d) {
   $("devices").querySelector(`tr[data-device="${CSS.escape(d.device_id)}"]`)?.classList.add("selected");
   $("device-panel").hidden = false;
   $("device-title").textContent = `${d.device_id} · ${kindName(d.kind)} · ${d.grid_code || ""}`;
+  const camera = d.family === "cameras";
+  for (const id of ["d-metric-label", "d-ranges", "device-chart"]) $(id).hidden = camera;
+  $("camera-events").hidden = !camera;
+  if (camera) { loadCameraEvents(); return; }
   const sel = $("d-metric");
   sel.innerHTML = "";
   for (const m of Object.keys(d.metrics || {})) sel.append(new Option(`${metricName(m)} (${d.metrics[m]})`, m));
   loadSeries();
+}
+
+// A camera has no series: its latest events, with their pictures.
+async function loadCameraEvents() {
+  const d = state.device;
+  const { items } = await api(`/v1/cities/${state.city}/devices/${encodeURIComponent(d.device_id)}/events?limit=50`);
+  const body = $("camera-events").querySelector("tbody");
+  body.innerHTML = "";
+  $("camera-events-empty").hidden = items.length > 0;
+  for (const a of items) {
+    const tr = document.createElement("tr");
+    tr.className = `sev-${a.severity}`;
+    const type = a.kind.replace(/^video_/, "");
+    const what = t(type);
+    for (const text of [new Date(a.ts).toLocaleString(), what, t(a.severity), a.message]) {
+      tr.append(Object.assign(document.createElement("td"), { textContent: text }));
+    }
+    const pics = document.createElement("td");
+    (a.pictures || []).forEach((p, i) => {
+      if (/^https?:\/\//.test(p)) {
+        pics.append(Object.assign(document.createElement("a"), { href: p, target: "_blank", rel: "noopener", textContent: `${t("picture")} ${i + 1}` }), " ");
+      } else {
+        pics.append(Object.assign(document.createElement("span"), { title: p, textContent: `${t("picture")} ${i + 1}` }), " ");
+      }
+    });
+    tr.append(pics);
+    body.append(tr);
+  }
 }
 
 async function loadSeries() {
@@ -674,7 +715,7 @@ function drawMap() {
     const devices = g("devices");
     for (const f of state.layers.devices?.features || []) {
       const [x, y] = project(view, f.geometry.coordinates);
-      devices.append(el("circle", { cx: x, cy: y, r: 2, class: "device" + (f.properties.online ? "" : " offline") }));
+      devices.append(el("circle", { cx: x, cy: y, r: 2, class: "device" + (f.properties.online === false ? " offline" : "") }));
     }
   }
   const marks = g("impact");

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingest.adapters import load_vendors
 from ingest.decode import Decoder
+from ingest.event_codes import EventCodes
 from ingest.push.answers import Answer
 from ingest.push.connectors.base import Request as PlatformRequest
 from ingest.push.handler import MAX_BODY_BYTES, PushIngest, Sources
@@ -69,7 +70,8 @@ def create_push_app(config: PushConfig) -> ASGIApp:
     sources = Sources()
     vendors = load_vendors(*([config.vendor_dir] if config.vendor_dir else []))
     ingest = PushIngest(registry, sources, Decoder(registry, vendors), vendors)
-    platforms = PlatformIngest(ingest)
+    extra = [config.vendor_dir] if config.vendor_dir else []
+    platforms = PlatformIngest(ingest, codes=EventCodes.load(*extra))
     cities = list(config.cities)
 
     def reload_sources() -> None:

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from ingest.deadletter import DeadLetter
 from ingest.decode import Outgoing
 from ingest.errors import PayloadError
+from ingest.event_codes import EventCodes
 from ingest.push.answers import Answer, Refused
 from ingest.push.connectors import CONNECTORS
 from ingest.push.connectors.base import Connector, Message, Outcome, Request
@@ -34,7 +35,8 @@ from ingest.push.handler import (
 from lifeline import topics
 from lifeline.devices import Device
 from lifeline.errors import RecordError
-from lifeline.records import DeviceStatus
+from lifeline.records import DeviceStatus, VideoEvent
+from lifeline.vocabulary import VideoEventType
 from store.push_sources import PushSource
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,12 @@ class PlatformIngest:
         push: PushIngest,
         connectors: dict[str, Connector] | None = None,
         clock: Callable[[], float] = time.time,
+        codes: EventCodes | None = None,
     ) -> None:
         self.push = push
         self.connectors = CONNECTORS if connectors is None else connectors
+        #: each city's table of its video platforms' event codes
+        self.codes = codes if codes is not None else EventCodes.load()
         self.clock = clock
         self.recent = Recent()
 
@@ -96,7 +101,9 @@ class PlatformIngest:
             if request.method == "GET":
                 answer = _handshake(connector, source, request)
             else:
-                answer = await self._accept(connector, source, request.body)
+                answer = await self._accept(
+                    connector, source, request.body, request.headers.get("content-type", "")
+                )
         except Refused as exc:
             answer = Answer(exc.status, {"error": exc.reason, "detail": exc.detail}, exc.headers)
             outcome = exc.reason
@@ -131,7 +138,9 @@ class PlatformIngest:
             )
         return connector, source
 
-    async def _accept(self, connector: Connector, source: PushSource, body: bytes) -> Answer:
+    async def _accept(
+        self, connector: Connector, source: PushSource, body: bytes, content_type: str = ""
+    ) -> Answer:
         now = self.clock()
         received_at = datetime.fromtimestamp(now, UTC)
         topic = f"push/{source.city}/{source.name}"
@@ -141,7 +150,7 @@ class PlatformIngest:
             )
             raise Refused(413, "oversize", f"a body may have {MAX_BODY_BYTES} bytes")
         try:
-            parsed = connector.parse(body, source)
+            parsed = connector.parse(body, source, content_type)
         except PayloadError as exc:
             # Dead-lettered and answered 200: the same body would fail again, and a
             # platform counts failures against the whole subscription.
@@ -245,6 +254,8 @@ class PlatformIngest:
             return []
         if message.kind == "status":
             return [self._status(device, message.status or "heartbeat", message, received_at)]
+        if message.kind == "video":
+            return [self._video(connector, device, message, received_at)]
         out: list[Outgoing] = []
         if message.kind == "event":
             log.info(
@@ -282,6 +293,65 @@ class PlatformIngest:
             )
         ts = message.ts or received_at
         return decoder.readings_of(device, {"ts": ts.isoformat(), "values": values}, received_at)
+
+    def _video(
+        self, connector: Connector, device: Device, message: Message, received_at: datetime
+    ) -> Outgoing:
+        """A camera's event as a video event: its type from the city's code table (kept
+        as ``unmapped``, with the platform's code, when the table does not name it)."""
+        if device.family != "cameras":
+            raise PayloadError(
+                "not_a_camera",
+                f"{connector.title} sent a video event for {device.device_id}, which is "
+                f"onboarded as a {device.kind}, not a camera",
+            )
+        values = message.values
+        code = str(values.get("code"))
+        name = values.get("name")
+        known = self.codes.lookup(device.city, connector.platform, code)
+        unmapped = known.event_type is VideoEventType.UNMAPPED
+        if unmapped:
+            MESSAGES.labels(connector.platform, "video", "unmapped").inc()
+            log.warning(
+                "video event code not in the city's table",
+                extra={
+                    "platform": connector.platform,
+                    "city": device.city,
+                    "device_id": device.device_id,
+                    "code": code,
+                    "name": name,
+                },
+            )
+            text = (
+                f"{connector.title} event {code}{f' ({name})' if name else ''}: not in city "
+                f"{device.city}'s event code table"
+            )
+        else:
+            text = f"{known.name or name or known.event_type.value} ({connector.title} {code})"
+        level = values.get("priority")
+        # The level the platform gives the event (configured there) comes first.
+        priority = (level if isinstance(level, int) else None) or known.priority or 3
+        try:
+            event = VideoEvent.from_dict(
+                {
+                    "city": device.city,
+                    "camera_id": device.device_id,
+                    "event_type": known.event_type,
+                    "ts": message.ts or received_at,
+                    "confidence": 1.0,
+                    "lon": device.lon,
+                    "lat": device.lat,
+                    "priority": priority,
+                    "snapshot_url": next(iter(values.get("pictures") or ()), None),
+                    "description": text[:1000],
+                    "code": code,
+                    "pictures": tuple(values.get("pictures") or ()),
+                }
+            )
+        except RecordError as exc:
+            raise PayloadError("invalid_record", str(exc)) from exc
+        self.push.decoder.check_time(event.ts, received_at)
+        return Outgoing(topics.VIDEO.name, device.device_id.encode(), event.to_json())
 
     def _status(
         self,

@@ -47,6 +47,23 @@ FIELDS = st.sampled_from(
         "status",
         "device_id",
         "node_id",
+        "method",
+        "params",
+        "events",
+        "eventId",
+        "srcIndex",
+        "happenTime",
+        "eventDetails",
+        "eventLvl",
+        "data",
+        "imageUrl",
+        "EventNotificationAlert",
+        "macAddress",
+        "ipAddress",
+        "channelID",
+        "dateTime",
+        "eventState",
+        "DurationList",
     ]
 )
 VALUES = st.sampled_from(
@@ -65,6 +82,13 @@ VALUES = st.sampled_from(
         "ONLINE",
         "20261207T080000Z",
         1765000000000,
+        "OnEventNotify",
+        "2026-12-08T08:00:00.000+08:00",
+        "2026-12-08 08:00:00",
+        "heartBeat",
+        "duration",
+        "active",
+        192513,
     ]
 )
 MESSAGE = st.recursive(
@@ -74,13 +98,72 @@ MESSAGE = st.recursive(
 )
 
 
-def _read(connector: Connector, raw: bytes) -> Parsed | str:
+def _read(connector: Connector, raw: bytes, content_type: str = "") -> Parsed | str:
     """What the connector made of ``raw``, or the reason it gave for refusing it (any
     other exception fails the test)."""
     try:
-        return connector.parse(raw)
+        return connector.parse(raw, None, content_type)
     except PayloadError as exc:
         return exc.reason
+
+
+TAGS = st.sampled_from(
+    [
+        "EventNotificationAlert",
+        "macAddress",
+        "ipAddress",
+        "channelID",
+        "dateTime",
+        "eventType",
+        "eventState",
+        "DurationList",
+        "Duration",
+        "relationEvent",
+        "bkgUrl",
+        "x",
+    ]
+)
+XML = st.recursive(
+    st.text(max_size=12) | VALUES.map(str),
+    lambda inner: st.tuples(TAGS, st.lists(inner, max_size=4)).map(
+        lambda t: f"<{t[0]}>" + "".join(t[1]) + f"</{t[0]}>"
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    xml=XML,
+    parts=st.lists(st.binary(max_size=24), max_size=3),
+    boundary=st.text(min_size=0, max_size=8),
+)
+def test_the_isapi_connector_reads_or_refuses_any_xml_and_multipart(
+    xml: str, parts: list[bytes], boundary: str
+) -> None:
+    connector = CONNECTORS["isapi"]
+    for content_type, body in (
+        ("application/xml", xml.encode()),
+        (
+            f"multipart/form-data; boundary={boundary}",
+            b"".join(
+                b"--" + boundary.encode() + b"\r\nContent-Type: image/jpeg\r\n\r\n" + p + b"\r\n"
+                for p in parts
+            )
+            + b"--"
+            + boundary.encode()
+            + b"\r\nContent-Type: application/xml\r\n\r\n"
+            + xml.encode()
+            + b"\r\n--"
+            + boundary.encode()
+            + b"--\r\n",
+        ),
+    ):
+        got = _read(connector, body, content_type)
+        if isinstance(got, str):
+            assert got
+        else:
+            assert all(m.refs and all(m.refs) for m in got.messages)
 
 
 @settings(max_examples=400, deadline=None)

@@ -36,6 +36,7 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> Path:
         "transport",
         "source",
         "platform_id",
+        "index_code",
         "imei",
     ]
     with path.open("w", newline="") as fh:
@@ -118,7 +119,53 @@ def test_push_columns_are_checked_with_the_citys_sources(tmp_path: Path) -> None
     assert "cityops push source create --city 320100 onenet" in text
     assert "row 3 (c): transport: 'coap' is not mqtt or http" in text
     assert "row 4 (d): source: only http devices have a push source" in text
-    assert "transport: cameras report over MQTT" in text
+    assert f"row 5 ({CAMERA}): index_code: a camera pushed by a video platform needs" in text
+
+
+def test_cameras_pushed_by_a_video_platform_are_found_by_their_index_code(
+    tmp_path: Path,
+) -> None:
+    base = {"kind": "camera", "lon": 118.77, "lat": 32.03, "owner_dept": "city management"}
+    rows = [
+        {**base, "device_id": CAMERA, "transport": "http", "source": "isc", "index_code": "a1b2"},
+        {
+            **base,
+            "device_id": CAMERA[:-1] + "9",
+            "transport": "http",
+            "source": "cams",
+            "platform_id": "a6:63:9e:f8:01:09/33",
+        },
+    ]
+    result = plan(write_csv(tmp_path / "d.csv", rows), "320100", sources={"isc", "cams"})
+    pushed = {d.device_id: (d.family, d.source, d.platform_id) for d in result.devices}
+    assert pushed == {
+        CAMERA: ("cameras", "isc", "a1b2"),
+        CAMERA[:-1] + "9": ("cameras", "cams", "a6:63:9e:f8:01:09/33"),
+    }
+    assert result.new_credentials == {}  # pushed: no MQTT account
+    wrong = [
+        {
+            **base,
+            "device_id": CAMERA,
+            "transport": "http",
+            "source": "isc",
+            "index_code": "a",
+            "platform_id": "b",
+        },
+        {
+            "kind": "gas_well",
+            "lon": 118.77,
+            "lat": 32.03,
+            "owner_dept": "gas",
+            "device_id": "w",
+            "transport": "http",
+            "source": "isc",
+            "index_code": "x",
+        },
+    ]
+    text, _ = refused(tmp_path, wrong, sources={"isc"})
+    assert "index_code: differs from platform_id" in text
+    assert "row 2 (w): index_code: only cameras" in text
 
 
 def test_platform_ids_and_imeis_are_kept_and_checked(tmp_path: Path) -> None:

@@ -17,8 +17,10 @@ from store.push_sources import PushSource
 
 #: reading: values of the device's metrics (or a frame its vendor mapping unpacks);
 #: status: online or offline; event: something the device reported of itself;
-#: ack: the platform's receipt of a command (logged, nothing stored).
-Kind = Literal["reading", "status", "event", "ack"]
+#: video: a video-analytics event of a camera (its platform's code, level and pictures);
+#: ack: the platform's receipt of a command, or the end of an event (logged, nothing
+#: stored).
+Kind = Literal["reading", "status", "event", "video", "ack"]
 
 #: ids a platform sends for "no value" (CTWing: ``""``, ``-1``, ``"undefined"``)
 ABSENT = frozenset({"", "-1", "undefined", "null", "none"})
@@ -113,9 +115,12 @@ class Connector:
         platform never sends one."""
         return None
 
-    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
+    def parse(
+        self, body: bytes, source: PushSource | None = None, content_type: str = ""
+    ) -> Parsed:
         """The request's messages; ``source`` for what its platform shares with it (an
-        AES key). ``PayloadError`` when the body cannot be read at all."""
+        AES key), ``content_type`` for a platform that posts several kinds of body.
+        ``PayloadError`` when the body cannot be read at all."""
         raise NotImplementedError
 
     def answer(self, outcome: Outcome) -> Answer:

@@ -37,7 +37,9 @@ class CTWing(Connector):
     title = "CTWing (AEP)"
     device_ref = "CTWing deviceId"
 
-    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
+    def parse(
+        self, body: bytes, source: PushSource | None = None, content_type: str = ""
+    ) -> Parsed:
         data = parse_json(body)
         if not isinstance(data, dict):
             raise PayloadError("bad_shape", "a CTWing push is a JSON object")

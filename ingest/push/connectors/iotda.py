@@ -37,7 +37,9 @@ class IoTDA(Connector):
     title = "Huawei IoTDA"
     device_ref = "IoTDA device_id"
 
-    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
+    def parse(
+        self, body: bytes, source: PushSource | None = None, content_type: str = ""
+    ) -> Parsed:
         data = parse_json(body)
         if not isinstance(data, dict):
             raise PayloadError("bad_shape", "an IoTDA notification is a JSON object")

@@ -159,7 +159,9 @@ class OneNETStudio(_OneNETBase):
             raise _unauthenticated("msg, nonce and signature are strings")
         return nonce, msg, given
 
-    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
+    def parse(
+        self, body: bytes, source: PushSource | None = None, content_type: str = ""
+    ) -> Parsed:
         data = parse_json(body)
         text = data["msg"] if isinstance(data, dict) and isinstance(data.get("msg"), str) else ""
         push_id = present(data.get("id")) if isinstance(data, dict) else None
@@ -269,7 +271,9 @@ class OneNETLegacy(_OneNETBase):
         signed = data[field] if isinstance(data[field], str) else raw
         return nonce, signed, given
 
-    def parse(self, body: bytes, source: PushSource | None = None) -> Parsed:
+    def parse(
+        self, body: bytes, source: PushSource | None = None, content_type: str = ""
+    ) -> Parsed:
         data = parse_json(body)
         if not isinstance(data, dict):
             raise PayloadError("bad_shape", "a OneNET push is a JSON object")
