@@ -66,6 +66,12 @@ def push_serve(host: str, port: int, plain: bool, vendor_dir: Path | None, worke
             "once, put the certificate there (CITYOPS_MQTT_TLS_DIR), or serve --plain "
             "behind a TLS proxy"
         )
+    from ingest.event_codes import EventCodeError, EventCodes
+
+    try:
+        EventCodes.load(*([vendor_dir] if vendor_dir else []))
+    except EventCodeError as exc:
+        raise CityOpsError(f"video event code table: {exc}") from exc
     scheme = "http" if tls is None else "https"
     echo_err(f"push: {scheme}://{host}:{port}/v1/ingest/{{city}}/push ({workers} process(es))")
     if vendor_dir is not None:

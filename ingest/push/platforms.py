@@ -319,7 +319,7 @@ class PlatformIngest:
                     "city": device.city,
                     "device_id": device.device_id,
                     "code": code,
-                    "name": name,
+                    "event_name": name,
                 },
             )
             text = (

@@ -23,16 +23,22 @@ from simulators.publisher import DevicePublisher
 
 @contextlib.contextmanager
 def push_service(
-    db_dsn: str, settings: Settings, cities: list[str], logs: Path
+    db_dsn: str,
+    settings: Settings,
+    cities: list[str],
+    logs: Path,
+    vendor_dir: Path | None = None,
 ) -> Iterator[tuple[str, ssl.SSLContext]]:
-    """``cityops push serve`` over HTTPS for ``cities``: its URL and a context that
-    trusts the stack's certificate, while the block runs."""
+    """``cityops push serve`` over HTTPS for ``cities`` (with the vendor mappings and
+    event code tables of ``vendor_dir`` too): its URL and a context that trusts the
+    stack's certificate, while the block runs."""
     port = free_port()
     env = {
         **os.environ,
         "CITYOPS_DB_DSN": db_dsn,
         "CITYOPS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "CITYOPS_CITIES": ",".join(cities),
+        **({"CITYOPS_VENDOR_DIR": str(vendor_dir)} if vendor_dir else {}),
     }
     argv = [sys.executable, "-m", "cityops.cli", "push", "serve", "--host", "127.0.0.1"]
     with (logs / "push.log").open("ab") as fh:

@@ -96,7 +96,7 @@ def test_migrations_apply_from_empty_and_rerun_as_a_no_op(fresh_db: str, store_p
                 "SELECT view_name, materialized_only"
                 " FROM timescaledb_information.continuous_aggregates ORDER BY 1"
             ).fetchall()
-    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert [m.version for m in first] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert {"devices_id_prefix", "devices_asset_prefix"} <= indexes
     assert {
         "devices_platform_id",
@@ -607,3 +607,86 @@ def test_an_imei_or_platform_id_belongs_to_one_device_of_a_city(db_dsn: str) -> 
         other_source = gas_well(city, "nb-b", transport="http", source="iot", platform_id="p-1")
         upsert_devices(conn, [other_source], creds)
         assert {d.device_id for d in load_devices(conn, [city])} == {"nb-a", "nb-b"}
+
+
+def test_a_camera_that_reports_events_only_is_not_offline_and_lists_its_events(
+    db_dsn: str,
+) -> None:
+    from lifeline.devices import Device
+    from lifeline.records import DeviceStatus
+    from store.devices import DeviceFilter, camera_events, upsert_devices, with_status
+    from store.events import upsert_device_status
+    from store.overview import overview
+
+    city = f"32{secrets.randbelow(10_000):04d}"
+    now = datetime.now(UTC)
+
+    def camera(serial: int) -> Device:
+        return Device.model_validate(
+            {
+                "city": city,
+                "device_id": f"{city}0008132{serial:07d}",
+                "family": "cameras",
+                "kind": "camera",
+                "owner_dept": "city management",
+                "lon": 118.78,
+                "lat": 32.04,
+                "transport": "http",
+                "source": "isc",
+                "platform_id": f"idx-{serial}",
+            }
+        )
+
+    events_only, beating, silent = camera(1), camera(2), camera(3)
+    event = Anomaly(
+        anomaly_id=f"{city}:{events_only.device_id}:smoke_fire:1",
+        city=city,
+        kind="video_smoke_fire",
+        camera_id=events_only.device_id,
+        ts=now - timedelta(hours=3),
+        detector="video",
+        severity=Severity.ORANGE,
+        message="烟雾检测 (Hikvision iSecure Center 192513)",
+        pictures=("http://isc.example/pic/1.jpg",),
+    )
+    unmapped = event.model_copy(
+        update={
+            "anomaly_id": event.anomaly_id + "u",
+            "kind": "video_unmapped",
+            "ts": now - timedelta(hours=2),
+            "pictures": (),
+        }
+    )
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        devices = [events_only, beating, silent]
+        upsert_devices(conn, devices, {d.device_id: (f"{city}.{d.device_id}", "") for d in devices})
+        upsert_device_status(
+            conn,
+            [
+                DeviceStatus(
+                    city=city,
+                    device_id=beating.device_id,
+                    family="cameras",
+                    status="heartbeat",
+                    ts=now - timedelta(seconds=30),
+                ),
+                DeviceStatus(
+                    city=city,
+                    device_id=silent.device_id,
+                    family="cameras",
+                    status="heartbeat",
+                    ts=now - timedelta(hours=5),
+                ),
+            ],
+        )
+        upsert_anomalies(conn, [event, unmapped])
+        rows, _ = with_status(conn, city, now, timedelta(minutes=10), DeviceFilter())
+        seen = overview(conn, city, now, timedelta(minutes=10))["devices"]
+        listed = camera_events(conn, city, events_only.device_id)
+        offline, _ = with_status(conn, city, now, timedelta(minutes=10), DeviceFilter(online=False))
+    online = {r["device_id"]: r["online"] for r in rows}
+    assert online == {events_only.device_id: None, beating.device_id: True, silent.device_id: False}
+    assert (seen["online"], seen["offline"], seen["unreported"]) == (1, 1, 1)
+    assert [r["device_id"] for r in offline] == [silent.device_id]
+    assert [r["kind"] for r in listed] == ["video_unmapped", "video_smoke_fire"]
+    assert listed[1]["pictures"] == ["http://isc.example/pic/1.jpg"]
