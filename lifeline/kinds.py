@@ -333,7 +333,8 @@ _SPECS = (
         ("排水液位", "Drain level"),
         "drainage",
         ("drainage_well", "drainage_pipe", "river"),
-        (MetricSpec(LEVEL, Normal(1.5, 0.15, 0.01), (Baseline(severity=YEL),)),),
+        # A drain's level follows the day's discharge: judged against its daily profile.
+        (MetricSpec(LEVEL, Normal(1.5, 0.15, 0.01), (Baseline(daily=True, severity=YEL),)),),
     ),
     KindSpec(
         "rain_gauge",
@@ -439,7 +440,9 @@ _SPECS = (
             MetricSpec(
                 PRESSURE,
                 Normal(0.6, 0.01, 0.002),
-                (Baseline(severity=YEL), Rate(0.0005, ORG, "fall")),
+                # The network's pressure follows the day's load: judged against its
+                # daily profile; a leak's fall is the rate rule's.
+                (Baseline(daily=True, severity=YEL), Rate(0.0005, ORG, "fall")),
             ),
             MetricSpec(FLOW, Normal(300.0, 30.0, 3.0)),
             # Make-up water over 2 % of the circulating flow: 300 m3/h → 6 m3/h by
