@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 from cityops.errors import CityOpsError
 from cityops.settings import Settings
-from simulators.carrier import CarrierPlatform, CTWingPlatform, OneNETPlatform, PushStats
+from ingest.event_codes import EventCodeError, EventCodes
+from simulators.carrier import (
+    CarrierPlatform,
+    CTWingPlatform,
+    ISecureCenterPlatform,
+    OneNETPlatform,
+    PushStats,
+)
 from simulators.live import SimDevice, Simulation, plan, unit_of
 from simulators.names import SCENARIOS
 from simulators.publisher import Publishers, read_credentials
@@ -60,6 +67,7 @@ def simulate(
     stop: threading.Event | None = None,
     on_tick: Callable[[datetime], None] | None = None,
     push_tokens: Path | None = None,
+    vendor_dir: Path | None = None,
 ) -> SimResult:
     if speed <= 0:
         raise CityOpsError("--speed must be above 0 (e.g. 60 for a simulated minute a second)")
@@ -83,6 +91,7 @@ def simulate(
     secrets = {s.name: s.hmac_secret for s in sources if s.platform == "cityops"}
     ctwing = {s.name for s in sources if s.platform == "ctwing"}
     onenet = {s.name: s.platform_secret or "" for s in sources if s.platform == "onenet"}
+    isc = {s.name for s in sources if s.platform == "hik-isc"}
     tokens: dict[str, str] = json.loads(push_tokens.read_text()) if push_tokens else {}
     if not devices:
         raise CityOpsError(f"city {city} has no devices; onboard it first (cityops onboard)")
@@ -117,6 +126,15 @@ def simulate(
             CTWingPlatform(settings.push_url, city, tokens, ca_file=ca_file, seed=seed),
             ctwing,
             OneNETPlatform(settings.push_url, city, onenet, ca_file=ca_file, seed=seed),
+            ISecureCenterPlatform(
+                settings.push_url,
+                city,
+                {name: tokens[name] for name in isc if name in tokens},
+                ca_file=ca_file,
+                seed=seed,
+                repeat_rate=0.05,
+                codes=_event_codes(vendor_dir),
+            ),
         )
     ticks = 0
     try:
@@ -171,10 +189,17 @@ def simulate(
     )
 
 
+def _event_codes(vendor_dir: Path | None) -> EventCodes:
+    try:
+        return EventCodes.load(*([vendor_dir] if vendor_dir else []))
+    except EventCodeError as exc:
+        raise CityOpsError(f"video event code table: {exc}") from exc
+
+
 class Carriers:
     """The platforms that push a simulated city's http devices: CTWing's and OneNET's
-    sources in their own formats, one report a request; every other source in our signed
-    envelope, in batches."""
+    sources in their own formats, one report a request; iSecure Center's cameras' events,
+    one a request; every other source in our signed envelope, in batches."""
 
     def __init__(
         self,
@@ -182,9 +207,24 @@ class Carriers:
         ctwing: CTWingPlatform,
         ctwing_sources: set[str],
         onenet: OneNETPlatform,
+        isc: ISecureCenterPlatform,
     ):
         self.own, self.ctwing, self.ctwing_sources = own, ctwing, ctwing_sources
-        self.onenet = onenet
+        self.onenet, self.isc = onenet, isc
+
+    def camera_event(self, dev: SimDevice, event: str, priority: int, at: datetime) -> bool:
+        """Push one event of a camera its video platform serves; False for a camera that
+        publishes its events over MQTT."""
+        if dev.source is None:
+            return False
+        if dev.source not in self.isc.tokens or dev.platform_id is None:
+            raise CityOpsError(
+                f"camera {dev.device_id} reports through source {dev.source!r}, which is not "
+                "an iSecure Center source with its URL token (--push-tokens), or the camera "
+                "has no index code"
+            )
+        self.isc.event(dev.source, dev.platform_id, event, priority, at)
+        return True
 
     def push(self, dev: SimDevice, ts: datetime, payload: dict[str, Any]) -> bool:
         """Push one report of ``dev``; False when it goes in a batch (:meth:`push_batch`)."""
@@ -214,6 +254,7 @@ class Carriers:
         """Send the one-message-a-request platforms' messages of the tick, together."""
         self.ctwing.deliver()
         self.onenet.deliver()
+        self.isc.deliver()
 
     def flush(self) -> None:
         self.own.flush()
@@ -222,10 +263,11 @@ class Carriers:
         self.own.close()
         self.ctwing.close()
         self.onenet.close()
+        self.isc.close()
 
     @property
     def stats(self) -> PushStats:
-        parts = (self.own.stats, self.ctwing.stats, self.onenet.stats)
+        parts = (self.own.stats, self.ctwing.stats, self.onenet.stats, self.isc.stats)
         return PushStats(
             requests=sum(p.requests for p in parts),
             reports=sum(p.reports for p in parts),
@@ -265,9 +307,10 @@ def _publish_tick(
     if carrier is not None:
         for source, reports in pushed.items():
             carrier.push_batch(source, reports)
-        carrier.deliver()
     for camera, event, priority, confidence, event_at in sim.camera_events_at(t, interval):
         cam = next(d for d in sim.devices if d.device_id == camera)
+        if carrier is not None and carrier.camera_event(cam, event, priority, event_at):
+            continue
         body = {
             "v": 1,
             "city": city,
@@ -283,6 +326,8 @@ def _publish_tick(
         info = pubs.publish(camera, json.dumps(body).encode())
         if info is not None:
             infos.append(info)
+    if carrier is not None:
+        carrier.deliver()
     unacked = pubs.wait(infos)
     if unacked:
         log.warning("readings not acknowledged by the broker", extra={"count": unacked})

@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from cityops.cli_support import CONTEXT, duration_of, env_option, load_settings, speed_of
+from cityops.cli_support import (
+    CONTEXT,
+    duration_of,
+    env_option,
+    load_settings,
+    speed_of,
+    vendors_option,
+)
 from cityops.errors import CityOpsError
 from simulators.names import SCENARIOS as SIM_SCENARIOS
 
@@ -56,8 +63,9 @@ from simulators.names import SCENARIOS as SIM_SCENARIOS
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="JSON of push source → URL token, for sources of platforms that push without a "
-    "signature (CTWing); `cityops demo` writes push-tokens-CITY.json.",
+    "signature (CTWing, iSecure Center); `cityops demo` writes push-tokens-CITY.json.",
 )
+@vendors_option
 def simulate_cmd(
     city: str,
     credentials: Path,
@@ -69,11 +77,13 @@ def simulate_cmd(
     seed: int,
     follow: bool,
     push_tokens: Path | None,
+    vendor_dir: Path | None,
 ) -> None:
     """Play an onboarded city's devices, with scenarios: readings and camera events over
     MQTT, each device as itself; the readings of http devices pushed over HTTPS by their
-    source, as its platform does (our signed envelope in batches, or CTWing's one message
-    a request; retried, now and then repeated) to CITYOPS_PUSH_URL."""
+    source, as its platform does (our signed envelope in batches, CTWing's and OneNET's
+    one message a request, iSecure Center's camera events by the city's event codes;
+    retried, now and then repeated) to CITYOPS_PUSH_URL."""
     from datetime import timedelta
 
     from cityops.simulate import simulate
@@ -91,6 +101,7 @@ def simulate_cmd(
         seed=seed,
         follow=follow,
         push_tokens=push_tokens,
+        vendor_dir=vendor_dir,
     )
     click.echo(
         json.dumps(
