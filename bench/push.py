@@ -15,7 +15,12 @@ token): ``dataReport`` messages one a request, as CTWing sends them, and
 ``dataReportTupUnion`` messages of ``batch`` reports; ``iotda`` sends IoTDA's
 ``device.property`` notifications, one service a request and then ``batch`` services
 (each at its own time) a notification; ``onenet`` OneNET Studio's signed property
-notifications, one a request (OneNET has no batch).
+notifications, one a request (OneNET has no batch); ``hik-isc`` Hikvision iSecure
+Center's ``OnEventNotify`` of cameras' events (``batch`` events a notification, then one),
+each a video event of the type the city's code table gives its code; ``isapi`` a
+camera's XML ``EventNotificationAlert``, one a request. For the video platforms the
+devices are cameras, ``readings_per_s`` counts video events and ``lost`` those the video
+topic does not hold.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ import hmac
 import multiprocessing
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +55,8 @@ from cityops.settings import Settings, get_settings
 from ingest.push.connectors.onenet import signature_of
 from lifeline import codec
 from lifeline.devices import Device, gas_well
-from lifeline.topics import READINGS
+from lifeline.records import VideoEvent
+from lifeline.topics import READINGS, VIDEO
 from store.devices import upsert_devices
 from store.migrate import migrate
 from store.push_sources import create_source
@@ -65,7 +73,17 @@ PHASES = {
     "iotda": ("services", "single"),
     # OneNET Studio pushes one message a request, each signed: there is no batch.
     "onenet": ("single",),
+    "hik-isc": ("events", "single"),
+    # A camera posts one alert a request.
+    "isapi": ("single",),
 }
+#: the platforms whose messages are cameras' events (counted on the video topic)
+VIDEO_PLATFORMS = frozenset({"hik-isc", "isapi"})
+#: the bench city's event code table: the codes the load sends, mapped
+CODES = (
+    '[hik-isc]\n192513 = { type = "smoke_fire", name = "smoke" }\n'
+    '[isapi]\nsmokeDetection = "smoke_fire"\n'
+)
 
 
 def run(
@@ -90,12 +108,16 @@ def run(
                 conn, CITY, SOURCE, rate_per_s=1e9, platform=platform
             )
             secret = token or source.platform_secret or source.hmac_secret
-            names = [f"nb-{i:05d}" for i in range(devices)]
+            video = platform in VIDEO_PLATFORMS
+            names = [_camera_id(i) if video else f"nb-{i:05d}" for i in range(devices)]
             upsert_devices(
                 conn,
-                [_device(n) for n in names],
+                [_camera(n, platform) if video else _device(n) for n in names],
                 {n: (f"{CITY}.{n}", "") for n in names},
             )
+        vendors = Path(tempfile.mkdtemp(prefix="cityops-bench-codes-"))
+        (vendors / "events").mkdir()
+        (vendors / "events" / f"{CITY}.toml").write_text(CODES, encoding="utf-8")
         port = free_port()
         log = tempfile.TemporaryFile()  # noqa: SIM115  # closed below, after the process
         proc = subprocess.Popen(
@@ -108,6 +130,7 @@ def run(
                 "CITYOPS_DB_DSN": dsn,
                 "CITYOPS_CITIES": CITY,
                 "CITYOPS_LOG_LEVEL": "WARNING",
+                "CITYOPS_VENDOR_DIR": str(vendors),
             },
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -141,6 +164,7 @@ def run(
                 proc.kill()
                 proc.wait()
             log.close()
+            shutil.rmtree(vendors, ignore_errors=True)
     batched, single = phases[PHASES[platform][0]], phases["single"]
     return {
         "platform": platform,
@@ -169,6 +193,34 @@ def _device(name: str) -> Device:
     )
 
 
+def _camera_id(i: int) -> str:
+    """A bench camera's GB/T 28181 id in the bench city."""
+    return f"{CITY}0008132{i:07d}"
+
+
+def _camera(name: str, platform: str) -> Device:
+    return Device.model_validate(
+        {
+            "city": CITY,
+            "device_id": name,
+            "family": "cameras",
+            "kind": "camera",
+            "owner_dept": "bench",
+            "lon": 118.78,
+            "lat": 32.04,
+            "transport": "http",
+            "source": SOURCE,
+            "platform_id": _isapi_id(name) if platform == "isapi" else _platform_id(name),
+        }
+    )
+
+
+def _isapi_id(name: str) -> str:
+    """A bench camera as ISAPI names it: a MAC address and its channel."""
+    digest = hashlib.sha1(name.encode()).hexdigest()  # noqa: S324  # an id, not a secret
+    return "02:" + ":".join(digest[i : i + 2] for i in range(0, 10, 2)) + "/1"
+
+
 def _platform_id(name: str) -> str:
     """The id a platform knows a bench device by (not its name in the city)."""
     return "ct" + hashlib.sha1(name.encode()).hexdigest()[:24]  # noqa: S324  # an id, not a secret
@@ -194,7 +246,8 @@ def _phase(
     clients: int,
     connections: int,
 ) -> dict[str, Any]:
-    start = asyncio.run(_end_offsets(settings))
+    topic = VIDEO.name if platform in VIDEO_PLATFORMS else READINGS.name
+    start = asyncio.run(_end_offsets(settings, topic))
     ctx = multiprocessing.get_context("spawn")
     go, results = ctx.Event(), ctx.Queue()
     procs = [
@@ -226,7 +279,7 @@ def _phase(
     ok = sum(o["ok"] for o in outcomes)
     readings = ok * batch
     latencies = np.concatenate([np.asarray(o["latencies_ms"]) for o in outcomes])
-    found = asyncio.run(_count_city(settings, start))
+    found = asyncio.run(_count_city(settings, start, topic))
     statuses: dict[str, int] = {}
     for o in outcomes:
         for status, n in o["statuses"].items():
@@ -361,7 +414,51 @@ async def _push(
         )
         return b"%sContent-Length: %d\r\n\r\n%s" % (onenet_head, len(data), data)
 
+    isc_head = ctwing_head.replace(b"/ctwing/", b"/hik-isc/")
+    cst = timezone(timedelta(hours=8))
+
+    def isc() -> bytes:
+        events = []
+        for _ in range(batch):
+            n = counter[0]
+            counter[0] += 1
+            at = (start + timedelta(milliseconds=n)).astimezone(cst)
+            events.append(
+                b'{"eventId":"B%d-%d","srcIndex":"%s","srcType":"camera","eventType":192513,'
+                b'"status":0,"eventLvl":2,"timeout":0,"happenTime":"%s",'
+                b'"data":{"smokeDetection":[{"imageUrl":"http://isc.invalid/pic/%d.jpg"}]}}'
+                % (batch, n, ids[n % len(ids)], at.isoformat(timespec="milliseconds").encode(), n)
+            )
+        data = (
+            b'{"method":"OnEventNotify","params":{"ability":"event_vss","sendTime":"%s",'
+            b'"events":[%s]}}'
+        ) % (datetime.now(cst).isoformat(timespec="milliseconds").encode(), b",".join(events))
+        return b"%sContent-Length: %d\r\n\r\n%s" % (isc_head, len(data), data)
+
+    isapi_head = ctwing_head.replace(b"/ctwing/", b"/isapi/").replace(
+        b"application/json", b"application/xml"
+    )
+    macs = [_isapi_id(n).split("/")[0].encode() for n in names]
+
+    def isapi() -> bytes:
+        n = counter[0]
+        counter[0] += 1
+        at = (start + timedelta(seconds=n // len(macs))).astimezone(cst)
+        data = (
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<EventNotificationAlert version="2.0" '
+            b'xmlns="http://www.isapi.org/ver20/XMLSchema"><ipAddress>10.0.0.1</ipAddress>'
+            b"<portNo>80</portNo><protocol>HTTP</protocol><macAddress>%s</macAddress>"
+            b"<channelID>1</channelID><dateTime>%s</dateTime><activePostCount>%d"
+            b"</activePostCount><eventType>smokeDetection</eventType><eventState>active"
+            b"</eventState><eventDescription>smoke</eventDescription></EventNotificationAlert>"
+        ) % (macs[n % len(macs)], at.isoformat(timespec="seconds").encode(), n)
+        return b"%sContent-Length: %d\r\n\r\n%s" % (isapi_head, len(data), data)
+
     def request() -> bytes:
+        if platform == "hik-isc":
+            return isc()
+        if platform == "isapi":
+            return isapi()
         if platform == "onenet":
             return onenet()
         if platform == "ctwing":
@@ -416,23 +513,23 @@ async def _push(
     return {"t0": t0, "t1": t1, "ok": ok, "statuses": statuses, "latencies_ms": latencies}
 
 
-async def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+async def _end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(READINGS.name)
+        parts = consumer.partitions_for_topic(topic)
         if not parts:
             await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(READINGS.name) or set()
-        tps = [TopicPartition(READINGS.name, p) for p in sorted(parts)]
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         return dict(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()
 
 
-async def _count_city(settings: Settings, start: dict[TopicPartition, int]) -> int:
-    """Readings of the bench's city in the readings topic past ``start``."""
-    ends = await _end_offsets(settings)
+async def _count_city(settings: Settings, start: dict[TopicPartition, int], topic: str) -> int:
+    """Readings (or video events) of the bench's city in ``topic`` past ``start``."""
+    ends = await _end_offsets(settings, topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
     )
@@ -449,7 +546,11 @@ async def _count_city(settings: Settings, start: dict[TopicPartition, int]) -> i
                 break
             for tp, records in batches.items():
                 for rec in records:
-                    if rec.value is not None:
+                    if rec.value is None:
+                        continue
+                    if topic == VIDEO.name:
+                        found += VideoEvent.from_json(rec.value).city == CITY
+                    else:
                         found += sum(1 for r in codec.decode(rec.value) if r.city == CITY)
                     if rec.offset + 1 >= ends[tp]:
                         remaining.discard(tp)

@@ -29,7 +29,7 @@ from cityops.errors import CityOpsError
 )
 @click.option(
     "--platform",
-    type=click.Choice(["cityops", "ctwing", "iotda", "onenet"]),
+    type=click.Choice(["cityops", "ctwing", "iotda", "onenet", "hik-isc", "isapi"]),
     default=None,
     help="push: push as this platform does, to its connector (default: our own envelope).",
 )

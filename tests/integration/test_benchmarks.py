@@ -78,7 +78,14 @@ def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings) 
 
 
 @pytest.mark.parametrize(
-    ("platform", "batched"), [("ctwing", "union"), ("iotda", "services"), ("onenet", "single")]
+    ("platform", "batched"),
+    [
+        ("ctwing", "union"),
+        ("iotda", "services"),
+        ("onenet", "single"),
+        ("hik-isc", "events"),
+        ("isapi", "single"),
+    ],
 )
 def test_push_as_a_platform_one_message_a_request_and_batches_loses_nothing(
     live_stack: Settings, platform: str, batched: str
