@@ -415,6 +415,7 @@ async def _push(
         return b"%sContent-Length: %d\r\n\r\n%s" % (onenet_head, len(data), data)
 
     isc_head = ctwing_head.replace(b"/ctwing/", b"/hik-isc/")
+    pid = os.getpid()  # each load process's events have ids of their own, as iSC's are unique
     cst = timezone(timedelta(hours=8))
 
     def isc() -> bytes:
@@ -424,10 +425,17 @@ async def _push(
             counter[0] += 1
             at = (start + timedelta(milliseconds=n)).astimezone(cst)
             events.append(
-                b'{"eventId":"B%d-%d","srcIndex":"%s","srcType":"camera","eventType":192513,'
+                b'{"eventId":"B%d-%d-%d","srcIndex":"%s","srcType":"camera","eventType":192513,'
                 b'"status":0,"eventLvl":2,"timeout":0,"happenTime":"%s",'
                 b'"data":{"smokeDetection":[{"imageUrl":"http://isc.invalid/pic/%d.jpg"}]}}'
-                % (batch, n, ids[n % len(ids)], at.isoformat(timespec="milliseconds").encode(), n)
+                % (
+                    pid,
+                    batch,
+                    n,
+                    ids[n % len(ids)],
+                    at.isoformat(timespec="milliseconds").encode(),
+                    n,
+                )
             )
         data = (
             b'{"method":"OnEventNotify","params":{"ability":"event_vss","sendTime":"%s",'
