@@ -1039,6 +1039,9 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
             networks=parse_networks(["203.0.113.0/24"]),
         )
         cmcc = create_source(conn, pipe.city, "drill-on", platform="onenet").source
+        my_isc = create_source(conn, pipe.city, "drill-isc", platform="hik-isc")
+        their_isc = create_source(conn, other, "drill-isc", platform="hik-isc")
+        my_cams = create_source(conn, pipe.city, "drill-cams", platform="isapi")
         pushed = [
             gas_well(city, f"ps-{i:03d}", owner_dept="drill", transport="http", source="drill-nb")
             for city in (pipe.city, other)
@@ -1280,6 +1283,64 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
         for what, body in _hostile_bodies():
             expect(f"OneNET hostile body ({what})", {401, 413}, body, {}, on_path)
         probes += 1
+        # iSecure Center and ISAPI: known by the token in their URL; no body a 5xx.
+        isc_path = f"/v1/ingest/{pipe.city}/hik-isc/drill-isc"
+        isc_token = my_isc.url_token or ""
+        event = json.dumps(
+            {
+                "method": "OnEventNotify",
+                "params": {
+                    "events": [
+                        {
+                            "eventId": "drill-1",
+                            "srcIndex": "no-such-camera",
+                            "eventType": 192513,
+                            "status": 0,
+                            "happenTime": at.isoformat(),
+                        }
+                    ]
+                },
+            }
+        ).encode()
+        expect("iSecure Center without a token", {401}, event, {}, isc_path)
+        expect(
+            "iSecure Center with another city's token",
+            {401},
+            event,
+            {},
+            f"{isc_path}?token={their_isc.url_token}",
+        )
+        expect(
+            "iSecure Center's token on the ISAPI route",
+            {401},
+            event,
+            {},
+            f"/v1/ingest/{pipe.city}/isapi/drill-cams?token={isc_token}",
+        )
+        expect(
+            "an iSecure Center event of an unknown camera (dead-lettered)",
+            {200},
+            event,
+            {},
+            f"{isc_path}?token={isc_token}",
+        )
+        cams_path = f"/v1/ingest/{pipe.city}/isapi/drill-cams?token={my_cams.url_token}"
+        for what, body in _hostile_bodies():
+            expect(
+                f"iSecure Center hostile body ({what})",
+                {200, 413},
+                body,
+                {},
+                f"{isc_path}?token={isc_token}",
+            )
+            expect(
+                f"ISAPI hostile body ({what})",
+                {200, 413},
+                body,
+                {"content-type": "application/xml"},
+                cams_path,
+            )
+        probes += 1
         if c.get("/ready").status_code != 200:
             findings.append("push: not ready after the hostile bodies")
     # Kept once: 30 readings sent three times, the refused reports in the dead letters.
@@ -1342,6 +1403,8 @@ def _probe_push(pipe: Pipeline, other: str, findings: list[str]) -> tuple[int, d
         "push HMAC secret": mine.hmac_secret,
         "CTWing URL token": token,
         "OneNET token": cmcc.platform_secret or "",
+        "iSecure Center URL token": isc_token,
+        "ISAPI URL token": my_cams.url_token or "",
     }
 
 
