@@ -49,6 +49,8 @@ class Burst:
     device: str
     valves: tuple[str, ...]
     token: str
+    #: a camera of iSecure Center that reports events only, with two of them
+    camera: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +143,29 @@ def burst(db_dsn: str, live_stack: Settings, tmp_path_factory: pytest.TempPathFa
         started_at=started,
         updated_at=anomaly.ts,
     )
+    camera = f"{city}0008132{1:07d}"
+    seen_smoke = Anomaly(
+        anomaly_id=f"{city}:{camera}:smoke_fire:1",
+        city=city,
+        kind="video_smoke_fire",
+        camera_id=camera,
+        grid_cell=cell,
+        ts=started - timedelta(minutes=20),
+        detector="video",
+        severity=Severity.ORANGE,
+        message="烟雾检测 (Hikvision iSecure Center 192513)",
+        pictures=("http://isc.invalid/pic/1.jpg",),
+    )
+    unmapped = seen_smoke.model_copy(
+        update={
+            "anomaly_id": f"{city}:{camera}:unmapped:2",
+            "kind": "video_unmapped",
+            "ts": started - timedelta(minutes=10),
+            "severity": Severity.BLUE,
+            "message": f"Hikvision iSecure Center event 930999: not in city {city}'s table",
+            "pictures": (),
+        }
+    )
     with psycopg.connect(db_dsn, autocommit=True) as conn:
         upsert_devices(
             conn,
@@ -156,15 +181,28 @@ def burst(db_dsn: str, live_stack: Settings, tmp_path_factory: pytest.TempPathFa
                     lat=spot.y,
                     asset_id=segment,
                     grid_code=cell,
-                )
+                ),
+                Device(
+                    city=city,
+                    device_id=camera,
+                    family="cameras",
+                    kind="camera",
+                    owner_dept="city management",
+                    lon=spot.x,
+                    lat=spot.y,
+                    grid_code=cell,
+                    transport="http",
+                    source="isc",
+                    platform_id="4c777ca96a1c4eb997ab89caf34f3044",
+                ),
             ],
-            {device: (f"{city}.{device}", "")},
+            {device: (f"{city}.{device}", ""), camera: (f"{city}.{camera}", "")},
         )
         write_readings(conn, readings)
         rollups.refresh(conn, timedelta(0))
-        upsert_anomalies(conn, [anomaly])
+        upsert_anomalies(conn, [anomaly, seen_smoke, unmapped])
     store_incidents(db_dsn, [inc])
-    return Burst(city, inc.incident_id, device, valves, key(db_dsn, "dispatcher", [city]))
+    return Burst(city, inc.incident_id, device, valves, key(db_dsn, "dispatcher", [city]), camera)
 
 
 class Watch:
@@ -295,6 +333,28 @@ async def test_the_cockpit_views_in_a_real_browser(
             await page.wait_for_selector("#d-ranges [data-range='168'].on")
             await page.screenshot(path=str(shots / "device.png"))
 
+            # A camera that reports events only: not offline, and its view lists its
+            # latest events (an unmapped one too) with their pictures, not a chart.
+            await page.fill("#f-q", "")
+            await page.select_option("#f-lifeline", "public_safety")
+            camera_row = page.locator(f'#devices tr[data-device="{burst.camera}"]')
+            await camera_row.wait_for()
+            assert "仅事件上报" in await camera_row.inner_text()
+            assert "离线" not in await camera_row.inner_text()
+            await camera_row.click()
+            events = page.locator("#camera-events tbody tr")
+            await page.wait_for_function(
+                "() => document.querySelectorAll('#camera-events tbody tr').length === 2"
+            )
+            assert await page.is_hidden("#device-chart")
+            newest, older = await events.all_inner_texts()
+            assert "未映射事件" in newest
+            assert "930999" in newest
+            assert "烟火" in older
+            link = page.locator("#camera-events tbody tr:nth-child(2) a")
+            assert await link.get_attribute("href") == "http://isc.invalid/pic/1.jpg"
+            await page.screenshot(path=str(shots / "camera.png"))
+
             # The lifelines and the 24-hour timeline of incidents.
             await page.click("#tabs [data-view=lifelines]")
             card = page.locator('#lifelines .lifeline[data-lifeline="water"]')
@@ -352,6 +412,7 @@ async def test_the_cockpit_views_in_a_real_browser(
         "overview.png",
         "incident.png",
         "device.png",
+        "camera.png",
         "lifelines.png",
         "english.png",
         "wall.png",
