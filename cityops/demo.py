@@ -118,8 +118,9 @@ def _cockpit_access(settings: Settings) -> list[str]:
     return [
         f"cockpit   http://{host}:{port}/  (OpenAPI: http://{host}:{port}/docs)",
         f"push      {settings.push_url}/v1/ingest/{DEMO_CITY}/ctwing/ctwing (CTWing: gas "
-        "wells), .../onenet/onenet (OneNET: manhole covers) and .../hik-isc/isc (iSecure "
-        "Center: the cameras' events; `cityops push source list`)",
+        "wells), .../onenet/onenet (OneNET: manhole covers), .../iotda/huawei (IoTDA: "
+        "drain levels) and .../hik-isc/isc (iSecure Center: the cameras' events; "
+        "`cityops push source list`)",
         f"key       {token}  (dispatcher of {DEMO_CITY}; kept in {key_file})",
     ]
 

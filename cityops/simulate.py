@@ -28,6 +28,7 @@ from ingest.event_codes import EventCodeError, EventCodes
 from simulators.carrier import (
     CarrierPlatform,
     CTWingPlatform,
+    IoTDAPlatform,
     ISecureCenterPlatform,
     OneNETPlatform,
     PushStats,
@@ -92,6 +93,7 @@ def simulate(
     ctwing = {s.name for s in sources if s.platform == "ctwing"}
     onenet = {s.name: s.platform_secret or "" for s in sources if s.platform == "onenet"}
     isc = {s.name for s in sources if s.platform == "hik-isc"}
+    iotda = {s.name for s in sources if s.platform == "iotda"}
     tokens: dict[str, str] = json.loads(push_tokens.read_text()) if push_tokens else {}
     if not devices:
         raise CityOpsError(f"city {city} has no devices; onboard it first (cityops onboard)")
@@ -126,6 +128,13 @@ def simulate(
             CTWingPlatform(settings.push_url, city, tokens, ca_file=ca_file, seed=seed),
             ctwing,
             OneNETPlatform(settings.push_url, city, onenet, ca_file=ca_file, seed=seed),
+            IoTDAPlatform(
+                settings.push_url,
+                city,
+                {name: tokens[name] for name in iotda if name in tokens},
+                ca_file=ca_file,
+                seed=seed,
+            ),
             ISecureCenterPlatform(
                 settings.push_url,
                 city,
@@ -178,6 +187,7 @@ def simulate(
                 "repeated": pushed.repeated,
                 "retries": pushed.retries,
                 "dead_lettered": pushed.dead_lettered,
+                "dropped": pushed.dropped,
             },
         )
     return SimResult(
@@ -197,9 +207,9 @@ def _event_codes(vendor_dir: Path | None) -> EventCodes:
 
 
 class Carriers:
-    """The platforms that push a simulated city's http devices: CTWing's and OneNET's
-    sources in their own formats, one report a request; iSecure Center's cameras' events,
-    one a request; every other source in our signed envelope, in batches."""
+    """The platforms that push a simulated city's http devices: CTWing's, OneNET's and
+    IoTDA's sources in their own formats, one report a request; iSecure Center's cameras'
+    events, one a request; every other source in our signed envelope, in batches."""
 
     def __init__(
         self,
@@ -207,10 +217,11 @@ class Carriers:
         ctwing: CTWingPlatform,
         ctwing_sources: set[str],
         onenet: OneNETPlatform,
+        iotda: IoTDAPlatform,
         isc: ISecureCenterPlatform,
     ):
         self.own, self.ctwing, self.ctwing_sources = own, ctwing, ctwing_sources
-        self.onenet, self.isc = onenet, isc
+        self.onenet, self.iotda, self.isc = onenet, iotda, isc
 
     def camera_event(self, dev: SimDevice, event: str, priority: int, at: datetime) -> bool:
         """Push one event of a camera its video platform serves; False for a camera that
@@ -228,11 +239,13 @@ class Carriers:
 
     def push(self, dev: SimDevice, ts: datetime, payload: dict[str, Any]) -> bool:
         """Push one report of ``dev``; False when it goes in a batch (:meth:`push_batch`)."""
-        platform = (
+        platform: CTWingPlatform | OneNETPlatform | IoTDAPlatform | None = (
             self.ctwing
             if dev.source in self.ctwing_sources
             else self.onenet
             if dev.source in self.onenet.tokens
+            else self.iotda
+            if dev.source in self.iotda.tokens
             else None
         )
         if platform is None or dev.source is None:
@@ -254,6 +267,7 @@ class Carriers:
         """Send the one-message-a-request platforms' messages of the tick, together."""
         self.ctwing.deliver()
         self.onenet.deliver()
+        self.iotda.deliver()
         self.isc.deliver()
 
     def flush(self) -> None:
@@ -263,11 +277,18 @@ class Carriers:
         self.own.close()
         self.ctwing.close()
         self.onenet.close()
+        self.iotda.close()
         self.isc.close()
 
     @property
     def stats(self) -> PushStats:
-        parts = (self.own.stats, self.ctwing.stats, self.onenet.stats, self.isc.stats)
+        parts = (
+            self.own.stats,
+            self.ctwing.stats,
+            self.onenet.stats,
+            self.iotda.stats,
+            self.isc.stats,
+        )
         return PushStats(
             requests=sum(p.requests for p in parts),
             reports=sum(p.reports for p in parts),
@@ -275,6 +296,7 @@ class Carriers:
             retries=sum(p.retries for p in parts),
             answered_before=sum(p.answered_before for p in parts),
             dead_lettered=sum(p.dead_lettered for p in parts),
+            dropped=sum(p.dropped for p in parts),
             errors=[e for p in parts for e in p.errors],
         )
 

@@ -23,15 +23,26 @@ from store.push_sources import create_source, revoke_source, source_names
 DEMO_CITY = "320100"
 #: The platforms that push the demo city's data over HTTPS, each in its own format: the
 #: carrier IoT platforms its battery NB-IoT sensors report to (gas wells through CTWing,
-#: manhole covers through OneNET Studio) and the video platform its cameras' analysis
-#: runs on (iSecure Center); every other sensor speaks MQTT.
+#: manhole covers through OneNET Studio, drain levels through Huawei IoTDA) and the video
+#: platform its cameras' analysis runs on (iSecure Center); every other sensor speaks MQTT.
 CTWING_SOURCE = "ctwing"
 ONENET_SOURCE = "onenet"
+IOTDA_SOURCE = "huawei"
 ISC_SOURCE = "isc"
-VIA = {"gas_well": CTWING_SOURCE, "manhole_cover": ONENET_SOURCE, "camera": ISC_SOURCE}
+VIA = {
+    "gas_well": CTWING_SOURCE,
+    "manhole_cover": ONENET_SOURCE,
+    "drain_level": IOTDA_SOURCE,
+    "camera": ISC_SOURCE,
+}
 PUSHED_KINDS = frozenset(VIA)
 #: The platform of each of the demo city's push sources.
-PLATFORM_OF = {CTWING_SOURCE: "ctwing", ONENET_SOURCE: "onenet", ISC_SOURCE: "hik-isc"}
+PLATFORM_OF = {
+    CTWING_SOURCE: "ctwing",
+    ONENET_SOURCE: "onenet",
+    IOTDA_SOURCE: "iotda",
+    ISC_SOURCE: "hik-isc",
+}
 
 
 @dataclass(frozen=True)
@@ -108,13 +119,17 @@ def transport_of(kind: str) -> tuple[str, str]:
 def platform_ids(device_id: str, kind: str) -> tuple[str, str]:
     """The ids a demo device's platform knows it by: (platform id, IMEI), or ('', '')
     for a device no platform names (CTWing: a 32-hex device id; OneNET: a device name;
-    both with the NB-IoT module's IMEI; iSecure Center: a camera's 32-hex index code)."""
+    both with the NB-IoT module's IMEI; IoTDA: product id + ``_`` + the module's IMEI;
+    iSecure Center: a camera's 32-hex index code)."""
     via = VIA.get(kind)
     if via is None:
         return "", ""
     digest = hashlib.sha256(f"{DEMO_CITY}/{device_id}".encode()).hexdigest()
     if via == ISC_SOURCE:
         return digest[:32], ""
+    if via == IOTDA_SOURCE:
+        imei = with_check_digit("86" + str(int(digest[32:], 16))[-12:])
+        return f"{digest[:24]}_{imei}", imei
     imei = with_check_digit("86" + str(int(digest[32:], 16))[-12:])
     return (digest[:32] if via == CTWING_SOURCE else f"cover-{digest[:12]}"), imei
 
