@@ -54,7 +54,7 @@ from cityops.processes import wait_ready
 from cityops.settings import Settings, get_settings
 from ingest.push.connectors.onenet import signature_of
 from lifeline import codec
-from lifeline.devices import Device, gas_well
+from lifeline.devices import Device, camera, gas_well
 from lifeline.records import VideoEvent
 from lifeline.topics import READINGS, VIDEO
 from store.devices import upsert_devices
@@ -199,19 +199,13 @@ def _camera_id(i: int) -> str:
 
 
 def _camera(name: str, platform: str) -> Device:
-    return Device.model_validate(
-        {
-            "city": CITY,
-            "device_id": name,
-            "family": "cameras",
-            "kind": "camera",
-            "owner_dept": "bench",
-            "lon": 118.78,
-            "lat": 32.04,
-            "transport": "http",
-            "source": SOURCE,
-            "platform_id": _isapi_id(name) if platform == "isapi" else _platform_id(name),
-        }
+    return camera(
+        CITY,
+        int(name[-7:]),
+        owner_dept="bench",
+        transport="http",
+        source=SOURCE,
+        platform_id=_isapi_id(name) if platform == "isapi" else _platform_id(name),
     )
 
 

@@ -43,6 +43,21 @@ class Device(BaseModel):
     imei: str | None = Field(None, pattern=IMEI_PATTERN)
 
 
+def camera(city: str, serial: int, **fields: object) -> Device:
+    """A video point of ``city`` (its GB/T 28181 id: the city's centre code, city
+    management, IP camera, ``serial``), as tests and benchmarks onboard them; ``fields``
+    override the rest (place, transport, source, platform id)."""
+    base: dict[str, object] = {
+        "family": "cameras",
+        "kind": "camera",
+        "owner_dept": "city management",
+        "lon": 118.78,
+        "lat": 32.04,
+    }
+    device_id = f"{city}0008132{serial:07d}"
+    return Device.model_validate({**base, **fields, "city": city, "device_id": device_id})
+
+
 def gas_well(city: str, device_id: str, **fields: object) -> Device:
     """A gas-well methane monitor (``ch4`` in %LEL) of ``city``, as drills, benchmarks and
     tests onboard them; ``fields`` override the rest (place, owner, transport, source)."""

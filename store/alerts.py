@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from lifeline.alerts import escalation_due, next_status
 from lifeline.vocabulary import Severity
-from store.events import append_feed
+from store.events import ANOMALY_COLUMNS, append_feed
 
 ALERT_SQL = """
     SELECT i.incident_id, i.revision, i.city, i.type, i.severity, i.status AS incident_status,
@@ -120,9 +120,9 @@ def anomalies_of(
 ) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT anomaly_id, kind, state, device_id, camera_id, asset_id, grid_cell, lon, lat,"
-            " ts, detector, severity, score, evidence, message, pictures FROM anomalies"
-            " WHERE city = %s AND anomaly_id = ANY(%s) ORDER BY ts",
+            sql.SQL(
+                "SELECT {} FROM anomalies WHERE city = %s AND anomaly_id = ANY(%s) ORDER BY ts"
+            ).format(ANOMALY_COLUMNS),
             (city, list(anomaly_ids)),
         ).fetchall()
 

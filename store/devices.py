@@ -17,6 +17,7 @@ from lifeline.devices import Device
 from lifeline.kinds import LIFELINE_OF_KIND
 from store import queries
 from store.errors import Conflict
+from store.events import ANOMALY_COLUMNS
 
 #: NOTIFY channel raised whenever devices change, so ingest reloads its registry.
 DEVICES_CHANNEL = "cityops_devices"
@@ -315,8 +316,9 @@ def camera_events(
     """A camera's latest events (as the anomalies they raised), newest first."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT anomaly_id, kind, state, device_id, camera_id, asset_id, grid_cell, lon,"
-            " lat, ts, detector, severity, score, evidence, message, pictures FROM anomalies"
-            " WHERE city = %s AND camera_id = %s ORDER BY ts DESC, anomaly_id LIMIT %s",
+            sql.SQL(
+                "SELECT {} FROM anomalies WHERE city = %s AND camera_id = %s"
+                " ORDER BY ts DESC, anomaly_id LIMIT %s"
+            ).format(ANOMALY_COLUMNS),
             (city, camera_id, limit),
         ).fetchall()

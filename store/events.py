@@ -8,9 +8,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from lifeline.records import Anomaly, DeviceStatus, Incident
 
+#: an anomaly as the cockpit shows it
+ANOMALY_COLUMNS = sql.SQL(
+    "anomaly_id, kind, state, device_id, camera_id, asset_id, grid_cell, lon, lat, ts,"
+    " detector, severity, score, evidence, message, pictures"
+)
 #: Advisory lock taken by every writer of ``incident_feed``, so feed ids follow commit order.
 FEED_LOCK = 0x0C17_F33D
 #: Channel notified (on commit) whenever the feed grows.

@@ -15,7 +15,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cityops.processes import wait_ready
-from cityops.settings import Settings
+from cityops.settings import Settings, get_settings
 from cityops.stack.common import free_port
 from lifeline import codec, topics
 from simulators.publisher import DevicePublisher
@@ -163,3 +163,18 @@ def run_in_thread(fn: Callable[[], None]) -> threading.Thread:
     t = threading.Thread(target=fn, daemon=True)
     t.start()
     return t
+
+
+def during(
+    topic: str, send: Callable[[], object], want: Callable[[bytes], bool], count: int
+) -> list[bytes]:
+    """The first ``count`` records of ``topic`` that ``want`` takes, of those that come
+    while (and 20 s after) ``send`` runs."""
+
+    async def run() -> list[bytes]:
+        async with TailConsumer(get_settings(), topic) as tail:
+            await asyncio.to_thread(send)
+            found = await tail.collect(lambda v, _k: want(v), count, within=20)
+        return [v for _k, v in found]
+
+    return asyncio.run(run())

@@ -6,7 +6,6 @@ refused without a 5xx."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import ssl
@@ -21,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from cityops.settings import Settings, get_settings
+from cityops.settings import Settings
 from ingest.deadletter import DeadLetter
 from ingest.push.connectors.onenet import signature_of
 from lifeline import codec, topics
@@ -30,7 +29,7 @@ from lifeline.records import DeviceStatus
 from store.devices import upsert_devices
 from store.push_sources import create_source, parse_networks
 from tests.integration.api_support import random_city
-from tests.integration.helpers import TailConsumer, push_service
+from tests.integration.helpers import during, push_service
 
 pytestmark = pytest.mark.integration
 
@@ -144,18 +143,6 @@ def _frame(ch4_dlel: int) -> str:
     return base64.b64encode(struct.pack(">BBHhHH", 1, 0, ch4_dlel, 2150, 3600, 7)).decode()
 
 
-def _during(
-    topic: str, send: Callable[[], object], want: Callable[[bytes], bool], count: int
-) -> list[bytes]:
-    async def run() -> list[bytes]:
-        async with TailConsumer(get_settings(), topic) as tail:
-            await asyncio.to_thread(send)
-            found = await tail.collect(lambda v, _k: want(v), count, within=20)
-        return [v for _k, v in found]
-
-    return asyncio.run(run())
-
-
 def _readings_of(city: str) -> Callable[[bytes], bool]:
     return lambda v: codec.decode(v)[0].city == city
 
@@ -168,7 +155,7 @@ def test_a_profile_report_is_in_kafka_before_the_answer(platform: Platform) -> N
         payload={"serviceId": "gas", "serviceData": {"ch4": 12.5, "CSQ": 17}},
     )
     answers: list[httpx.Response] = []
-    got = _during(
+    got = during(
         topics.READINGS.name,
         lambda: answers.append(platform.post(body)),
         _readings_of(platform.city),
@@ -188,7 +175,7 @@ def test_a_transparent_frame_is_unpacked_by_the_devices_vendor_found_by_imei(
         "dataReport", deviceId="a1b2c3", IMEI=FRAME_IMEI, payload={"APPdata": _frame(253)}
     )
     answers: list[httpx.Response] = []
-    got = _during(
+    got = during(
         topics.READINGS.name,
         lambda: answers.append(platform.post(body)),
         _readings_of(platform.city),
@@ -211,7 +198,7 @@ def test_a_message_sent_three_times_is_produced_once(platform: Platform) -> None
         answers.extend(platform.post(repeated) for _ in range(3))
         answers.append(platform.post(marker))
 
-    got = _during(topics.READINGS.name, send, _readings_of(platform.city), 2)
+    got = during(topics.READINGS.name, send, _readings_of(platform.city), 2)
     assert [a.status_code for a in answers] == [200, 200, 200, 200]
     assert [a.json()["duplicates"] for a in answers] == [0, 1, 1, 0]
     time.sleep(1.0)
@@ -227,12 +214,10 @@ def test_a_union_gives_each_part_and_online_offline_become_status(platform: Plat
             {"serviceId": "gas", "serviceData": {"ch4": 2.5}, "timestamp": _ms(7)},
         ],
     )
-    got = _during(
-        topics.READINGS.name, lambda: platform.post(union), _readings_of(platform.city), 2
-    )
+    got = during(topics.READINGS.name, lambda: platform.post(union), _readings_of(platform.city), 2)
     assert sorted(codec.decode(v)[0].value for v in got) == [1.5, 2.5]
     offline = _message("deviceOnlineOfflineReport", eventType=0, iccid="undefined")
-    statuses = _during(
+    statuses = during(
         topics.STATUS.name,
         lambda: platform.post(offline),
         lambda v: DeviceStatus.from_json(v).city == platform.city,
@@ -252,7 +237,7 @@ def test_an_event_gives_its_readings_and_battery_and_a_receipt_stores_nothing(
         eventContent={"ch4": 31.0, "battery_value": 12},
     )
     answers: list[httpx.Response] = []
-    got = _during(
+    got = during(
         topics.STATUS.name,
         lambda: answers.append(platform.post(event)),
         lambda v: DeviceStatus.from_json(v).city == platform.city,
@@ -282,7 +267,7 @@ def test_unknown_devices_and_bad_bodies_are_dead_lettered_with_their_reason(
     ]
     answers: list[httpx.Response] = []
     topic = f"push/{platform.city}/ctwing"
-    got = _during(
+    got = during(
         topics.DEADLETTER.name,
         lambda: answers.extend(platform.post(b) for b in bodies),
         lambda v: DeadLetter.from_json(v).mqtt_topic == topic,
@@ -347,7 +332,7 @@ def test_an_iotda_property_report_and_status_update(platform: Platform) -> None:
         )
 
     answers: list[httpx.Response] = []
-    got = _during(
+    got = during(
         topics.READINGS.name,
         lambda: answers.extend([post(report), post(report)]),
         _readings_of(platform.city),
@@ -363,7 +348,7 @@ def test_an_iotda_property_report_and_status_update(platform: Platform) -> None:
         "event_time": at.strftime("%Y%m%dT%H%M%SZ"),
         "notify_data": {"header": header, "body": {"status": "OFFLINE"}},
     }
-    statuses = _during(
+    statuses = during(
         topics.STATUS.name,
         lambda: post(offline),
         lambda v: DeviceStatus.from_json(v).city == platform.city,
@@ -407,7 +392,7 @@ def test_onenet_checks_the_url_then_its_signed_pushes_are_in_kafka(platform: Pla
         }
     ).encode()
     answers: list[httpx.Response] = []
-    got = _during(
+    got = during(
         topics.READINGS.name,
         lambda: answers.append(httpx.post(url, content=body, verify=platform.ca)),
         _readings_of(platform.city),

@@ -7,7 +7,6 @@ is dead-lettered with its reason."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from collections.abc import Callable, Iterator
@@ -19,16 +18,16 @@ import httpx
 import psycopg
 import pytest
 
-from cityops.settings import Settings, get_settings
+from cityops.settings import Settings
 from ingest.deadletter import DeadLetter
 from lifeline import topics
-from lifeline.devices import Device, gas_well
+from lifeline.devices import Device, camera, gas_well
 from lifeline.records import DeviceStatus, VideoEvent
 from lifeline.vocabulary import VideoEventType
 from store.devices import upsert_devices
 from store.push_sources import create_source
 from tests.integration.api_support import random_city
-from tests.integration.helpers import TailConsumer, push_service
+from tests.integration.helpers import during, push_service
 
 pytestmark = pytest.mark.integration
 
@@ -61,20 +60,7 @@ class Video:
 
 
 def _camera(city: str, serial: int, source: str, platform_id: str) -> Device:
-    return Device.model_validate(
-        {
-            "city": city,
-            "device_id": f"{city}0008132{serial:07d}",
-            "family": "cameras",
-            "kind": "camera",
-            "owner_dept": "city management",
-            "lon": 118.78,
-            "lat": 32.04,
-            "transport": "http",
-            "source": source,
-            "platform_id": platform_id,
-        }
-    )
+    return camera(city, serial, transport="http", source=source, platform_id=platform_id)
 
 
 @pytest.fixture(scope="module")
@@ -103,18 +89,6 @@ def video(
     logs: Path = tmp_path_factory.mktemp("push-video")
     with push_service(db_dsn, live_stack, [city], logs, vendor_dir=vendors) as (url, ca):
         yield Video(url, city, ca, {"isc": isc.url_token, "cams": cams.url_token})
-
-
-def _during(
-    topic: str, send: Callable[[], object], want: Callable[[bytes], bool], count: int
-) -> list[bytes]:
-    async def run() -> list[bytes]:
-        async with TailConsumer(get_settings(), topic) as tail:
-            await asyncio.to_thread(send)
-            found = await tail.collect(lambda v, _k: want(v), count, within=20)
-        return [v for _k, v in found]
-
-    return asyncio.run(run())
 
 
 def _notify(*events: dict[str, object]) -> bytes:
@@ -155,7 +129,7 @@ def test_an_event_is_a_video_event_of_its_camera_once_however_often_it_is_sent(
         answers.extend(video.post("hik-isc", "isc", body) for _ in range(3))
         answers.append(video.post("hik-isc", "isc", _notify(_event("E-2", 930999))))
 
-    got = _during(topics.VIDEO.name, send, _videos_of(video.city), 2)
+    got = during(topics.VIDEO.name, send, _videos_of(video.city), 2)
     assert [a.status_code for a in answers] == [200, 200, 200, 200]
     assert [a.json()["duplicates"] for a in answers] == [0, 1, 1, 0]
     smoke, other = sorted((VideoEvent.from_json(v) for v in got), key=lambda e: e.code or "")
@@ -176,7 +150,7 @@ def test_an_event_is_a_video_event_of_its_camera_once_however_often_it_is_sent(
 def test_an_unknown_camera_and_a_sensor_are_dead_lettered_with_the_reason(video: Video) -> None:
     body = _notify(_event("E-3", 192513, src="no-such-camera"), _event("E-4", 192513, "sensor-1"))
     answers: list[httpx.Response] = []
-    got = _during(
+    got = during(
         topics.DEADLETTER.name,
         lambda: answers.append(video.post("hik-isc", "isc", body)),
         lambda v: DeadLetter.from_json(v).mqtt_topic == f"push/{video.city}/isc",
@@ -212,7 +186,7 @@ def test_an_isapi_alert_with_its_picture_and_a_heartbeat(video: Video) -> None:
         b'filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n' + jpeg + b"\r\n--boundary--\r\n"
     )
     answers: list[httpx.Response] = []
-    got = _during(
+    got = during(
         topics.VIDEO.name,
         lambda: answers.append(
             video.post("isapi", "cams", body, "multipart/form-data; boundary=boundary")
@@ -229,7 +203,7 @@ def test_an_isapi_alert_with_its_picture_and_a_heartbeat(video: Video) -> None:
     )
     [picture] = event.pictures
     assert picture.startswith("isapi-picture:smokeDetectionImage;image/jpeg;516B;sha256=")
-    beats = _during(
+    beats = during(
         topics.STATUS.name,
         lambda: video.post("isapi", "cams", _alert("heartBeat"), "application/xml"),
         lambda v: DeviceStatus.from_json(v).city == video.city,

@@ -612,7 +612,7 @@ def test_an_imei_or_platform_id_belongs_to_one_device_of_a_city(db_dsn: str) -> 
 def test_a_camera_that_reports_events_only_is_not_offline_and_lists_its_events(
     db_dsn: str,
 ) -> None:
-    from lifeline.devices import Device
+    from lifeline.devices import Device, camera
     from lifeline.records import DeviceStatus
     from store.devices import DeviceFilter, camera_events, upsert_devices, with_status
     from store.events import upsert_device_status
@@ -621,23 +621,10 @@ def test_a_camera_that_reports_events_only_is_not_offline_and_lists_its_events(
     city = f"32{secrets.randbelow(10_000):04d}"
     now = datetime.now(UTC)
 
-    def camera(serial: int) -> Device:
-        return Device.model_validate(
-            {
-                "city": city,
-                "device_id": f"{city}0008132{serial:07d}",
-                "family": "cameras",
-                "kind": "camera",
-                "owner_dept": "city management",
-                "lon": 118.78,
-                "lat": 32.04,
-                "transport": "http",
-                "source": "isc",
-                "platform_id": f"idx-{serial}",
-            }
-        )
+    def pushed(serial: int) -> Device:
+        return camera(city, serial, transport="http", source="isc", platform_id=f"idx-{serial}")
 
-    events_only, beating, silent = camera(1), camera(2), camera(3)
+    events_only, beating, silent = pushed(1), pushed(2), pushed(3)
     event = Anomaly(
         anomaly_id=f"{city}:{events_only.device_id}:smoke_fire:1",
         city=city,
