@@ -94,6 +94,7 @@ def run(
     devices: int = 1000,
     workers: int = 2,
     platform: str = "cityops",
+    tls: bool = True,
 ) -> dict[str, Any]:
     if platform not in PHASES:
         raise ValueError(f"bench push speaks {', '.join(PHASES)}, not {platform!r}")
@@ -124,6 +125,7 @@ def run(
             [
                 *(sys.executable, "-m", "cityops.cli", "push", "serve"),
                 *("--port", str(port), "--workers", str(workers)),
+                *(() if tls else ("--plain",)),
             ],
             env={
                 **os.environ,
@@ -135,7 +137,7 @@ def run(
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-        url = f"https://localhost:{port}"
+        url = f"{'https' if tls else 'http'}://localhost:{port}"
         try:
             _wait_ready(url, str(ca), proc, log)
             bar = tqdm(total=2, desc=f"bench push {platform}")
@@ -177,6 +179,7 @@ def run(
         "clients": clients,
         "connections": connections * clients,
         "workers": workers,
+        "tls": tls,
         "seconds": seconds,
         "lost": batched["lost"] + single["lost"],
     }
@@ -315,8 +318,9 @@ async def _push(
     Lean HTTP/1.1 over TLS: each connection writes a request, reads its answer's head
     and body, and writes the next; a load generator should not cost more than the
     endpoint it measures (a carrier platform pushes from its own machines)."""
-    context = ssl.create_default_context(cafile=ca)
-    host, port = url.removeprefix("https://").rsplit(":", 1)
+    tls = url.startswith("https://")
+    context = ssl.create_default_context(cafile=ca) if tls else None
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     ok = 0
@@ -488,7 +492,9 @@ async def _push(
         )
 
     streams = [
-        await asyncio.open_connection(host, int(port), ssl=context, server_hostname=host)
+        await asyncio.open_connection(
+            host, int(port), ssl=context, server_hostname=host if tls else None
+        )
         for _ in range(connections)
     ]
     await asyncio.to_thread(go.wait)

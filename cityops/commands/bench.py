@@ -34,6 +34,18 @@ from cityops.errors import CityOpsError
     help="push: push as this platform does, to its connector (default: our own envelope).",
 )
 @click.option(
+    "--plain",
+    is_flag=True,
+    help="push: serve and push plain HTTP, as behind a TLS-terminating proxy (default: "
+    "HTTPS end to end).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="push: `push serve` processes (default 2).",
+)
+@click.option(
     "--real",
     is_flag=True,
     help="detect: judge detection on public labelled data sets (shared/datasets, or "
@@ -78,6 +90,8 @@ def bench_cmd(
     runs: int | None,
     kafka_brokers: int | None,
     platform: str | None,
+    plain: bool,
+    workers: int | None,
     real: bool,
     short: bool,
     csv_path: Path | None,
@@ -128,4 +142,10 @@ def bench_cmd(
         if name != "push":
             raise CityOpsError("--platform is an option of `cityops bench push` only")
         options["platform"] = platform
+    if plain or workers is not None:
+        if name != "push":
+            raise CityOpsError("--plain and --workers are options of `cityops bench push` only")
+        options["tls"] = not plain
+        if workers is not None:
+            options["workers"] = workers
     click.echo(bench.dumps(bench.run(name, **options)))

@@ -61,11 +61,13 @@ def test_ingest_over_plaintext_and_tls_loses_nothing_and_reports_both(
     assert 0 < result["p50_ms"] <= result["p99_ms"]
 
 
-def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings) -> None:
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "plain"])
+def test_push_in_batches_and_single_reports_loses_nothing(live_stack: Settings, tls: bool) -> None:
     result = json.loads(
-        bench.dumps(bench.run("push", seconds=2.0, clients=1, connections=4, devices=50))
+        bench.dumps(bench.run("push", seconds=2.0, clients=1, connections=4, devices=50, tls=tls))
     )
     assert result["name"] == "push"
+    assert result["tls"] is tls
     assert result["lost"] == 0
     for label, size in (("batched", 50), ("single", 1)):
         phase = result[label]
