@@ -624,7 +624,7 @@ def test_device_series_and_status(
         assert devices["gw-9"]["online"] is True
         assert devices["gw-10"]["online"] is False
         overview = c.get(f"/v1/cities/{a}/overview").json()
-        assert overview["devices"] == {"total": 2, "online": 1, "offline": 1}
+        assert overview["devices"] == {"total": 2, "online": 1, "offline": 1, "unreported": 0}
 
 
 def test_device_list_counts_all_pages_and_finds_by_the_start_of_an_id(
