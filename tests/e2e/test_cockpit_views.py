@@ -308,6 +308,10 @@ async def test_the_cockpit_views_in_a_real_browser(
             await page.select_option("#f-lifeline", "water")
             device_row = page.locator(f'#devices tr[data-device="{burst.device}"]')
             await device_row.wait_for()
+            # the city's camera is listed until the lifeline's page has come
+            await page.wait_for_function(
+                "() => document.querySelector('#device-count').textContent.startsWith('1 ')"
+            )
             assert await page.locator("#devices tbody tr").count() == 1
             assert (await page.inner_text("#device-count")).startswith("1 台设备")
             assert await page.is_disabled("#dev-next")
