@@ -92,8 +92,13 @@ def simulate(
     secrets = {s.name: s.hmac_secret for s in sources if s.platform == "cityops"}
     ctwing = {s.name for s in sources if s.platform == "ctwing"}
     onenet = {s.name: s.platform_secret or "" for s in sources if s.platform == "onenet"}
-    isc = {s.name for s in sources if s.platform == "hik-isc"}
-    iotda = {s.name for s in sources if s.platform == "iotda"}
+
+    def url_tokens(platform: str) -> dict[str, str]:
+        """The URL tokens of the city's sources of ``platform`` (those in the file)."""
+        return {
+            s.name: tokens[s.name] for s in sources if s.platform == platform and s.name in tokens
+        }
+
     tokens: dict[str, str] = json.loads(push_tokens.read_text()) if push_tokens else {}
     if not devices:
         raise CityOpsError(f"city {city} has no devices; onboard it first (cityops onboard)")
@@ -131,14 +136,14 @@ def simulate(
             IoTDAPlatform(
                 settings.push_url,
                 city,
-                {name: tokens[name] for name in iotda if name in tokens},
+                url_tokens("iotda"),
                 ca_file=ca_file,
                 seed=seed,
             ),
             ISecureCenterPlatform(
                 settings.push_url,
                 city,
-                {name: tokens[name] for name in isc if name in tokens},
+                url_tokens("hik-isc"),
                 ca_file=ca_file,
                 seed=seed,
                 repeat_rate=0.05,
